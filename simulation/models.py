@@ -1,0 +1,286 @@
+"""The domain's data shapes, as the HTTP contract spells them: workflow graphs, templates,
+files, runs and run events.
+
+Frozen msgspec Structs with camelCase names on the wire. The server encodes them as they are,
+the engine builds them, the store keeps them, and the OpenAPI document is generated from them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+__all__ = [
+    "EVENT_TYPES",
+    "Connection",
+    "EdgeData",
+    "EdgeFlow",
+    "Event",
+    "FileInfo",
+    "NodeCompleted",
+    "NodeData",
+    "NodeFailed",
+    "NodeProgress",
+    "NodeQueued",
+    "NodeRun",
+    "NodeSkipped",
+    "NodeStarted",
+    "NodeState",
+    "NodeStopped",
+    "Node",
+    "Position",
+    "Problem",
+    "Run",
+    "RunCompleted",
+    "RunFailed",
+    "RunPaused",
+    "RunResumed",
+    "RunStarted",
+    "RunState",
+    "RunStopped",
+    "Template",
+    "Workflow",
+    "event_name",
+]
+
+Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Description = Annotated[str, Meta(max_length=10_000)]
+Tag = Annotated[str, Meta(min_length=1, max_length=64)]
+Tags = Annotated[list[Tag], Meta(max_length=50)]
+Coordinate = Annotated[float, Meta(ge=-1e9, le=1e9)]
+Timestamp = Annotated[str, Meta(description="RFC 3339 UTC with milliseconds")]
+
+
+class Position(msgspec.Struct, frozen=True, rename="camel"):
+    x: Coordinate
+    y: Coordinate
+
+
+class NodeData(msgspec.Struct, frozen=True, rename="camel"):
+    label: Annotated[str, Meta(max_length=200)] = ""
+    config: dict[str, Any] = {}
+
+
+class Node(msgspec.Struct, frozen=True, rename="camel"):
+    id: Id
+    type: Annotated[str, Meta(min_length=1, max_length=64)]
+    position: Position
+    data: NodeData = NodeData()
+
+
+class Connection(msgspec.Struct, frozen=True, rename="camel"):
+    id: Id
+    source: Id
+    target: Id
+    source_handle: str
+    target_handle: str
+
+
+class Workflow(msgspec.Struct, frozen=True, rename="camel"):
+    id: str
+    name: str
+    description: str
+    tags: list[str]
+    version: int
+    created_at: Timestamp
+    updated_at: Timestamp
+    nodes: list[Node]
+    connections: list[Connection]
+
+
+class Template(msgspec.Struct, frozen=True, rename="camel"):
+    id: str
+    name: str
+    description: str
+    tags: list[str]
+    version: int
+    created_at: Timestamp
+    updated_at: Timestamp
+    nodes: list[Node]
+    connections: list[Connection]
+
+
+class FileInfo(msgspec.Struct, frozen=True, rename="camel"):
+    id: str
+    name: str
+    size: int
+    mime_type: str
+    sha256: str
+    created_at: Timestamp
+    metadata: dict[str, Any]
+    content_url: str
+    thumbnail_url: str | None
+
+
+RunState = Literal["running", "paused", "completed", "failed", "stopped"]
+NodeState = Literal["idle", "queued", "running", "paused", "completed", "failed", "skipped", "stopped"]
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, rename="camel"):
+    """Why a node or a run failed: a stable `code` for programs and a `message` for people."""
+
+    code: str
+    message: str
+    node_id: str | None = None
+
+
+class NodeRun(msgspec.Struct, frozen=True, rename="camel"):
+    state: NodeState
+    progress: float
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    output: Any
+    error: ErrorInfo | None
+
+
+class Run(msgspec.Struct, frozen=True, rename="camel"):
+    id: str
+    workflow_id: str
+    workflow_version: int
+    state: RunState
+    seed: int
+    speed: float
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    progress: Annotated[float, Meta(ge=0, le=1)]
+    nodes: dict[str, NodeRun]
+    failure_rate: float = 0.0
+    error: ErrorInfo | None = None
+    # "workflow" for execute; "process-files" for a run of one node over uploaded files.
+    kind: Literal["workflow", "process-files"] = "workflow"
+
+
+class EdgeFlow(msgspec.Struct, frozen=True, rename="camel"):
+    connection_id: str
+    source: str
+    target: str
+    state: Literal["idle", "active", "done", "skipped"]
+    items: int
+    bytes: int
+    last_payload: Any
+
+
+# --- Events -------------------------------------------------------------------------------
+# One Struct per event name; the tag is the SSE `event:` name and is also in the JSON data.
+
+
+class _Event(msgspec.Struct, frozen=True, rename="camel", tag_field="event"):
+    run_id: str
+    workflow_id: str
+    seq: int
+    ts: Timestamp
+
+
+class RunStarted(_Event, frozen=True, tag="run.started"):
+    workflow_version: int
+    seed: int
+    speed: float
+
+
+class RunPaused(_Event, frozen=True, tag="run.paused"):
+    pass
+
+
+class RunResumed(_Event, frozen=True, tag="run.resumed"):
+    pass
+
+
+class RunCompleted(_Event, frozen=True, tag="run.completed"):
+    pass
+
+
+class RunFailed(_Event, frozen=True, tag="run.failed"):
+    error: ErrorInfo
+
+
+class RunStopped(_Event, frozen=True, tag="run.stopped"):
+    pass
+
+
+class NodeQueued(_Event, frozen=True, tag="node.queued"):
+    node_id: str
+
+
+class NodeStarted(_Event, frozen=True, tag="node.started"):
+    node_id: str
+
+
+class NodeProgress(_Event, frozen=True, tag="node.progress"):
+    node_id: str
+    progress: float
+
+
+class NodeCompleted(_Event, frozen=True, tag="node.completed"):
+    node_id: str
+    output: Any = None
+
+
+class NodeFailed(_Event, frozen=True, tag="node.failed"):
+    node_id: str
+    error: ErrorInfo
+
+
+class NodeSkipped(_Event, frozen=True, tag="node.skipped"):
+    node_id: str
+    reason: str
+
+
+class NodeStopped(_Event, frozen=True, tag="node.stopped"):
+    node_id: str
+    progress: float
+
+
+class EdgeData(_Event, frozen=True, tag="edge.data"):
+    connection_id: str
+    source: str
+    target: str
+    items: int
+    bytes: int
+
+
+Event = (
+    RunStarted
+    | RunPaused
+    | RunResumed
+    | RunCompleted
+    | RunFailed
+    | RunStopped
+    | NodeQueued
+    | NodeStarted
+    | NodeProgress
+    | NodeCompleted
+    | NodeFailed
+    | NodeSkipped
+    | NodeStopped
+    | EdgeData
+)
+
+EVENT_TYPES: tuple[type[_Event], ...] = (
+    RunStarted, RunPaused, RunResumed, RunCompleted, RunFailed, RunStopped,
+    NodeQueued, NodeStarted, NodeProgress, NodeCompleted, NodeFailed, NodeSkipped, NodeStopped,
+    EdgeData,
+)
+
+
+def event_name(event: _Event) -> str:
+    """The SSE `event:` name of an event, e.g. "node.started"."""
+    return event.__struct_config__.tag  # type: ignore[return-value]
+
+
+class ProblemError(msgspec.Struct, frozen=True):
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str = ""
+    errors: list[ProblemError] | None = None
