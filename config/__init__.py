@@ -1,1 +1,5 @@
-"""config package."""
+"""Configuration: defaults in TOML, decoded into a frozen Settings Struct."""
+
+from config.settings import DEFAULTS_FILE, Settings, SettingsError, load_settings
+
+__all__ = ["DEFAULTS_FILE", "Settings", "SettingsError", "load_settings"]

@@ -1,0 +1,99 @@
+"""Settings: the TOML defaults decoded into one frozen Struct, then overridden by an optional
+config file, by `FLOWSTAGE_<KEY>` environment variables and by CLI flags, in that order.
+
+An unknown key or a value of the wrong type is a `SettingsError` naming the key and its source,
+so a mistyped setting stops the server at start instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+__all__ = ["DEFAULTS_FILE", "Settings", "SettingsError", "load_settings"]
+
+DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
+ENV_PREFIX = "FLOWSTAGE_"
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8080
+    data_dir: str = "./data"
+    storage: Literal["sqlite", "memory"] = "sqlite"
+    speed: Annotated[float, Meta(gt=0)] = 1.0
+    failure_rates: dict[str, Annotated[float, Meta(ge=0, le=1)]] = {}
+    mailbox_size: Annotated[int, Meta(ge=1)] = 64
+    cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    max_request_bytes: Annotated[int, Meta(ge=1024)] = 10 * 1024 * 1024
+    max_upload_bytes: Annotated[int, Meta(ge=1024)] = 100 * 1024 * 1024
+    rate_limit_per_second: Annotated[float, Meta(ge=0)] = 2000.0
+    rate_limit_burst: Annotated[int, Meta(ge=1)] = 4000
+    seed_demo_data: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class SettingsError(Exception):
+    """A setting is unknown or has the wrong type; the message says which and where from."""
+
+
+def _check(raw: Mapping[str, Any], source: str) -> None:
+    try:
+        msgspec.convert(dict(raw), Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"{source}: {exc}") from None
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    fields = {f.name: f for f in msgspec.structs.fields(Settings)}
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX):].lower()
+        if key not in fields:
+            raise SettingsError(f"environment: unknown setting {name}")
+        field = fields[key]
+        default = field.default_factory() if field.default is msgspec.NODEFAULT else field.default
+        if isinstance(default, (list, dict)):
+            # Lists and tables are given as JSON; a bare comma list is accepted for lists.
+            try:
+                out[key] = msgspec.json.decode(value)
+            except msgspec.DecodeError:
+                if isinstance(default, dict):
+                    raise SettingsError(f"environment: {name} must be a JSON object") from None
+                out[key] = [part.strip() for part in value.split(",") if part.strip()]
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Defaults, then `config_file`, then the environment, then `overrides` (CLI flags)."""
+    merged: dict[str, Any] = {}
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    with DEFAULTS_FILE.open("rb") as f:
+        layers.append((str(DEFAULTS_FILE), tomllib.load(f)))
+    if config_file is not None:
+        try:
+            with Path(config_file).open("rb") as f:
+                layers.append((str(config_file), tomllib.load(f)))
+        except OSError as exc:
+            raise SettingsError(f"{config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{config_file}: {exc}") from None
+    layers.append(("environment", _from_env(environ or {})))
+    layers.append(("command line", {k: v for k, v in (overrides or {}).items() if v is not None}))
+    for source, layer in layers:
+        _check({**merged, **layer}, source)
+        merged.update(layer)
+    return msgspec.convert(merged, Settings, strict=False)

@@ -1,0 +1,124 @@
+"""Small HTTP helpers that handlers share: decoding bodies and query parameters into msgspec
+types, encoding responses, ETags.
+
+Decoding failures raise the named errors of `simulation.errors` (or aiohttp's own for 415/413);
+the error middleware turns them into problem+json, so handlers never build error bodies.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from simulation.errors import FieldError, Invalid
+
+__all__ = [
+    "MalformedBody",
+    "decode_body",
+    "json_response",
+    "loc_from_msgspec",
+    "not_modified",
+    "page_params",
+    "query_int",
+]
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+_PATH_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_AT = re.compile(r" - at `\$(.*)`$")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
+class MalformedBody(Exception):
+    """The body is not JSON at all: a 400, not a 422."""
+
+
+def loc_from_msgspec(message: str, prefix: tuple[str | int, ...] = ("body",)) -> tuple[str | int, ...]:
+    """`"Expected int, got str - at $.nodes[0].position.x"` -> body, nodes, 0, position, x."""
+    loc: list[str | int] = list(prefix)
+    at = _AT.search(message)
+    if at:
+        for name, index in _PATH_TOKEN.findall(at.group(1)):
+            loc.append(int(index) if index else name)
+    missing = _MISSING.search(message)
+    if missing:
+        loc.append(missing.group(1))
+    return tuple(loc)
+
+
+def _message_without_path(message: str) -> str:
+    return _AT.sub("", message)
+
+
+def decode_json(raw: bytes, type_: type[T], prefix: tuple[str | int, ...] = ("body",)) -> T:
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        decoder = _decoders[type_] = msgspec.json.Decoder(type_)
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        raise Invalid(
+            _message_without_path(text),
+            [FieldError(loc_from_msgspec(text, prefix), _message_without_path(text))],
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise MalformedBody(f"The body is not valid JSON: {exc}") from None
+
+
+async def decode_body(request: web.Request, type_: type[T], *, optional: bool = False) -> T:
+    """Decode a JSON request body into `type_`. With `optional`, an empty body is `{}`."""
+    if optional and not request.body_exists:
+        return decode_json(b"{}", type_)
+    content_type = request.content_type
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise web.HTTPUnsupportedMediaType(
+            text=f"Send the body as application/json, not {content_type or 'nothing'}."
+        )
+    raw = await request.read()  # 413 beyond client_max_size, raised by aiohttp
+    if optional and not raw.strip():
+        raw = b"{}"
+    return decode_json(raw, type_)
+
+
+def json_response(
+    obj: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=_encoder.encode(obj), status=status, headers=headers,
+        content_type="application/json",
+    )
+
+
+def not_modified(request: web.Request, etag: str) -> bool:
+    """True when the client's `If-None-Match` already names the current representation."""
+    header = request.headers.get("If-None-Match")
+    if header is None:
+        return False
+    return any(t.strip() in (etag, "*", f"W/{etag}") for t in header.split(","))
+
+
+def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Invalid(f"{name} must be an integer", [FieldError(("query", name), "must be an integer")]) from None
+    if not lo <= value <= hi:
+        raise Invalid(
+            f"{name} must be between {lo} and {hi}",
+            [FieldError(("query", name), f"must be between {lo} and {hi}")],
+        )
+    return value
+
+
+def page_params(request: web.Request) -> tuple[int, str | None]:
+    """`?limit=` (default 50, max 500) and `?cursor=`."""
+    return query_int(request, "limit", 50, 1, 500), request.query.get("cursor") or None

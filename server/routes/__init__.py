@@ -1,0 +1,14 @@
+"""Every route of the API, by resource. `ALL_ROUTES` feeds both the router and OpenAPI."""
+
+from __future__ import annotations
+
+from server.openapi import Route
+from server.routes import meta, nodes, workflows
+
+__all__ = ["ALL_ROUTES"]
+
+ALL_ROUTES: tuple[Route, ...] = (
+    *meta.ROUTES,
+    *workflows.ROUTES,
+    *nodes.ROUTES,
+)

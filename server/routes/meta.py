@@ -1,0 +1,55 @@
+"""The service itself: health, the OpenAPI document, and the node-type catalogue."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+import msgspec
+from aiohttp import web
+
+from server.http import json_response
+from server.keys import NOW, STARTED_AT
+from server.openapi import Route
+from server.store import Page
+from simulation.catalogue import CATALOGUE, NodeType
+
+__all__ = ["OPENAPI", "ROUTES", "VERSION", "Health"]
+
+try:
+    VERSION = version("flowstage")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    VERSION = "0.0.0"
+
+OPENAPI = web.AppKey("openapi_body", bytes)
+
+
+class Health(msgspec.Struct, frozen=True, rename="camel"):
+    status: str
+    version: str
+    uptime_seconds: float
+
+
+_NODE_TYPES = msgspec.json.encode(Page(items=list(CATALOGUE.values()), next_cursor=None))
+
+
+async def health(request: web.Request) -> web.Response:
+    uptime = request.app[NOW]() - request.app[STARTED_AT]
+    return json_response(Health(status="ok", version=VERSION, uptime_seconds=round(uptime, 3)))
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
+async def node_types(request: web.Request) -> web.Response:
+    return web.Response(body=_NODE_TYPES, content_type="application/json")
+
+
+ROUTES = (
+    Route("GET", "/api/health", health, "Liveness, version and uptime", "meta",
+          response=Health, errors=()),
+    Route("GET", "/api/openapi.json", openapi, "This document", "meta",
+          response_content={"application/json": {"type": "object"}}, errors=()),
+    Route("GET", "/api/node-types", node_types, "Every node type an editor can place", "meta",
+          response=Page[NodeType], errors=()),
+)

@@ -1,0 +1,83 @@
+"""Workflows: list, create, read, replace, delete."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.http import decode_body, json_response, not_modified, page_params
+from server.keys import STORE
+from server.openapi import Param, Route
+from server.store import Page, new_id
+from simulation.graph import DocumentIn, DocumentPatch, apply_document_patch, build_graph
+from simulation.models import Workflow
+
+__all__ = ["ROUTES", "LIST_PARAMS", "IF_MATCH", "IF_NONE_MATCH"]
+
+LIST_PARAMS = (
+    Param("limit", "Page size (1–500, default 50)", {"type": "integer", "minimum": 1, "maximum": 500}),
+    Param("cursor", "The nextCursor of the previous page"),
+    Param("tag", "Only items carrying this tag"),
+)
+IF_MATCH = (Param("If-Match", "Only act if the ETag matches (else 412)"),)
+IF_NONE_MATCH = (Param("If-None-Match", "304 if the ETag still matches"),)
+
+
+async def list_workflows(request: web.Request) -> web.Response:
+    limit, cursor = page_params(request)
+    page = await request.app[STORE].workflows.list(limit, cursor, request.query.get("tag"))
+    return json_response(page)
+
+
+async def create_workflow(request: web.Request) -> web.Response:
+    body = await decode_body(request, DocumentIn)
+    nodes, connections = build_graph(body.nodes, body.connections)
+    repo = request.app[STORE].workflows
+    now = repo.now_iso()
+    workflow = Workflow(
+        id=new_id("wf"), name=body.name, description=body.description,
+        tags=list(dict.fromkeys(body.tags)), version=1, created_at=now, updated_at=now,
+        nodes=nodes, connections=connections,
+    )
+    await repo.create(workflow)
+    headers = {"ETag": f'"{workflow.version}"', "Location": f"/api/workflows/{workflow.id}"}
+    return json_response(workflow, 201, headers)
+
+
+async def get_workflow(request: web.Request) -> web.Response:
+    cached = await request.app[STORE].workflows.get_cached(request.match_info["id"])
+    if not_modified(request, cached.etag):
+        return web.Response(status=304, headers={"ETag": cached.etag})
+    return web.Response(body=cached.body, content_type="application/json",
+                        headers={"ETag": cached.etag})
+
+
+async def update_workflow(request: web.Request) -> web.Response:
+    patch = await decode_body(request, DocumentPatch)
+    workflow = await request.app[STORE].workflows.mutate(
+        request.match_info["id"], lambda w: apply_document_patch(w, patch),
+        request.headers.get("If-Match"),
+    )
+    return json_response(workflow, headers={"ETag": f'"{workflow.version}"'})
+
+
+async def delete_workflow(request: web.Request) -> web.Response:
+    await request.app[STORE].workflows.delete(request.match_info["id"], request.headers.get("If-Match"))
+    return web.Response(status=204)
+
+
+ROUTES = (
+    Route("GET", "/api/workflows", list_workflows, "List workflows, newest first", "workflows",
+          response=Page[Workflow], query=LIST_PARAMS),
+    Route("POST", "/api/workflows", create_workflow, "Create a workflow", "workflows",
+          body=DocumentIn, response=Workflow, status=201, errors=(400, 413, 415, 422),
+          response_headers={"ETag": "Version tag", "Location": "The new workflow's URL"}),
+    Route("GET", "/api/workflows/{id}", get_workflow, "Read a workflow", "workflows",
+          response=Workflow, headers=IF_NONE_MATCH, errors=(304, 404),
+          response_headers={"ETag": "Version tag"}),
+    Route("PUT", "/api/workflows/{id}", update_workflow,
+          "Change a workflow: the fields sent replace the stored ones", "workflows",
+          body=DocumentPatch, response=Workflow, headers=IF_MATCH,
+          errors=(400, 404, 412, 413, 415, 422), response_headers={"ETag": "Version tag"}),
+    Route("DELETE", "/api/workflows/{id}", delete_workflow, "Delete a workflow", "workflows",
+          status=204, headers=IF_MATCH, errors=(404, 412)),
+)

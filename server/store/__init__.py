@@ -1,0 +1,40 @@
+"""Persistence behind small repository interfaces; SQLite (file or in-memory) is the one
+backend today, and nothing outside this package knows it is SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from server.store.common import Page, new_id
+from server.store.db import Database
+from server.store.documents import Cached, DocumentRepo
+from simulation.models import Template, Workflow
+
+__all__ = ["Cached", "Database", "DocumentRepo", "Page", "Store", "new_id"]
+
+
+class Store:
+    """Every repository, over one database. `data_dir=None` keeps everything in memory."""
+
+    def __init__(self, data_dir: Path | None, now: Callable[[], float]) -> None:
+        self.data_dir = data_dir
+        self.db = Database(None if data_dir is None else data_dir / "flowstage.db")
+        self.workflows: DocumentRepo[Workflow] = DocumentRepo(self.db, "workflows", Workflow, "workflow", now)
+        self.templates: DocumentRepo[Template] = DocumentRepo(self.db, "templates", Template, "template", now)
+
+    async def open(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def claim_once(self, key: str) -> bool:
+        """True the first time `key` is claimed in this database, False ever after."""
+
+        def claim(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, '1')", (key,))
+            return cursor.rowcount == 1
+
+        return await self.db.write(claim)

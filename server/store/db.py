@@ -1,0 +1,133 @@
+"""The SQLite database: one connection on one dedicated thread, so blocking calls never run on
+the event loop; explicit transactions; a schema version with forward migrations.
+
+`storage = "memory"` uses SQLite's in-memory database through exactly the same code, which is
+what the tests use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["MIGRATIONS", "Database"]
+
+T = TypeVar("T")
+
+# Each entry moves the schema from version i to i + 1. Append; never edit a released one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE workflows (
+        id TEXT PRIMARY KEY, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+        version INTEGER NOT NULL, doc BLOB NOT NULL);
+    CREATE INDEX workflows_newest ON workflows (created_at DESC, id DESC);
+    CREATE TABLE templates (
+        id TEXT PRIMARY KEY, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+        version INTEGER NOT NULL, doc BLOB NOT NULL);
+    CREATE INDEX templates_newest ON templates (created_at DESC, id DESC);
+    CREATE TABLE files (
+        id TEXT PRIMARY KEY, created_at TEXT NOT NULL, sha256 TEXT NOT NULL,
+        mime_type TEXT NOT NULL, kind TEXT NOT NULL, doc BLOB NOT NULL);
+    CREATE INDEX files_newest ON files (created_at DESC, id DESC);
+    CREATE INDEX files_sha256 ON files (sha256);
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, created_at TEXT NOT NULL,
+        state TEXT NOT NULL, doc BLOB NOT NULL);
+    CREATE INDEX runs_by_workflow ON runs (workflow_id, created_at DESC, id DESC);
+    CREATE INDEX runs_by_state ON runs (state);
+    CREATE TABLE run_events (
+        run_id TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL,
+        PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
+    """,
+)
+
+
+class Database:
+    """Owns the connection and the one thread that touches it."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        """`path=None` is an in-memory database."""
+        self._path = ":memory:" if path is None else str(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowstage-db")
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    async def open(self) -> None:
+        await self._submit(self._open)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._submit(self._close)
+        self._executor.shutdown(wait=True)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` on the database thread."""
+        return await self._submit(lambda: fn(self._connection()))
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` in one transaction on the database thread; committed before return."""
+        return await self._submit(lambda: self._transaction(fn))
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("database is not open")
+        return self._conn
+
+    async def _submit(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _open(self) -> None:
+        if self._path != ":memory:":
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a transaction acknowledged to a client survives a crash of the process and of the
+        # machine; the write path is batched where it matters (run events), so it is affordable.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = conn
+        self._migrate(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        (current,) = conn.execute("PRAGMA user_version").fetchone()
+        if current > len(MIGRATIONS):
+            raise RuntimeError(
+                f"database schema version {current} is newer than this Flowstage "
+                f"({len(MIGRATIONS)}); upgrade Flowstage"
+            )
+        for version in range(current, len(MIGRATIONS)):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+

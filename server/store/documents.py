@@ -1,0 +1,202 @@
+"""Repository of versioned graph documents — workflows and templates share it.
+
+Each document is stored whole as JSON beside the columns that lists sort on. Writes to one
+document are serialised by a per-id lock and bump `version` by one; reads of single documents
+come from a small cache of already-encoded bodies, so the hottest request of an editor (GET a
+workflow) neither touches SQLite nor encodes JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+from weakref import WeakValueDictionary
+
+import msgspec
+
+from server.store.common import Page, decode_cursor, encode_cursor, etag_for, etag_matches
+from server.store.db import Database
+from simulation.errors import NotFound, PreconditionFailed
+from simulation.models import Template, Workflow
+from simulation.timefmt import iso_ms
+
+__all__ = ["Cached", "DocumentRepo"]
+
+D = TypeVar("D", Workflow, Template)
+
+_encoder = msgspec.json.Encoder()
+
+
+class Cached(Generic[D]):
+    """A document with its encoded body and ETag, ready to serve."""
+
+    __slots__ = ("body", "doc", "etag")
+
+    def __init__(self, doc: D) -> None:
+        self.doc = doc
+        self.body = _encoder.encode(doc)
+        self.etag = etag_for(doc.version)
+
+
+class DocumentRepo(Generic[D]):
+    def __init__(
+        self,
+        db: Database,
+        table: str,
+        doc_type: type[D],
+        kind: str,
+        now: Callable[[], float],
+        cache_size: int = 4096,
+    ) -> None:
+        self._db = db
+        self._table = table
+        self._type = doc_type
+        self._kind = kind  # "workflow" / "template", for messages
+        self._decoder = msgspec.json.Decoder(doc_type)
+        self._now = now
+        self._cache: OrderedDict[str, Cached[D]] = OrderedDict()
+        self._cache_size = cache_size
+        self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
+
+    def now_iso(self) -> str:
+        return iso_ms(self._now())
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def get_cached(self, doc_id: str) -> Cached[D]:
+        hit = self._cache.get(doc_id)
+        if hit is not None:
+            self._cache.move_to_end(doc_id)
+            return hit
+        table = self._table
+
+        def load(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(f"SELECT doc FROM {table} WHERE id = ?", (doc_id,)).fetchone()
+            return None if row is None else row[0]
+
+        raw = await self._db.read(load)
+        if raw is None:
+            raise NotFound(f"No {self._kind} with id {doc_id!r}.")
+        return self._remember(self._decoder.decode(raw))
+
+    async def get(self, doc_id: str) -> D:
+        return (await self.get_cached(doc_id)).doc
+
+    async def list(self, limit: int, cursor: str | None, tag: str | None = None) -> Page[D]:
+        after = decode_cursor(cursor) if cursor else None
+        table = self._table
+
+        def query(conn: sqlite3.Connection) -> list[bytes]:
+            sql = f"SELECT doc FROM {table}"
+            where: list[str] = []
+            params: list[object] = []
+            if after is not None:
+                where.append("(created_at, id) < (?, ?)")
+                params.extend(after)
+            if tag is not None:
+                where.append("EXISTS (SELECT 1 FROM json_each(doc, '$.tags') WHERE value = ?)")
+                params.append(tag)
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+            params.append(limit + 1)
+            return [row[0] for row in conn.execute(sql, params)]
+
+        rows = await self._db.read(query)
+        docs = [self._decoder.decode(raw) for raw in rows[:limit]]
+        next_cursor = (
+            encode_cursor(docs[-1].created_at, docs[-1].id) if len(rows) > limit else None
+        )
+        return Page(items=docs, next_cursor=next_cursor)
+
+    async def count(self) -> int:
+        table = self._table
+        return await self._db.read(
+            lambda conn: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        )
+
+    # --- writes -----------------------------------------------------------------------------
+
+    async def create(self, doc: D) -> D:
+        await self._db.write(lambda conn: self._insert(conn, doc))
+        self._remember(doc)
+        return doc
+
+    async def mutate(
+        self,
+        doc_id: str,
+        change: Callable[[D], D] | Callable[[D], Awaitable[D]],
+        if_match: str | None = None,
+    ) -> D:
+        """Apply `change` to the current document and store the result as the next version.
+
+        `change` receives the current document and returns the new one (it may raise to refuse
+        the change; nothing is written then). Version and `updatedAt` are set here, not by it.
+        """
+        async with self._lock(doc_id):
+            current = await self.get_cached(doc_id)
+            if if_match is not None and not etag_matches(if_match, current.etag):
+                raise PreconditionFailed(
+                    f"The {self._kind} is at version {current.doc.version}; "
+                    f"If-Match {if_match} does not match {current.etag}."
+                )
+            changed = change(current.doc)
+            if isinstance(changed, Awaitable):
+                changed = await changed
+            new = msgspec.structs.replace(
+                changed,
+                id=current.doc.id,
+                created_at=current.doc.created_at,
+                version=current.doc.version + 1,
+                updated_at=self.now_iso(),
+            )
+            await self._db.write(lambda conn: self._update(conn, new))
+            self._remember(new)
+            return new
+
+    async def delete(self, doc_id: str, if_match: str | None = None) -> None:
+        async with self._lock(doc_id):
+            current = await self.get_cached(doc_id)
+            if if_match is not None and not etag_matches(if_match, current.etag):
+                raise PreconditionFailed(
+                    f"The {self._kind} is at version {current.doc.version}; "
+                    f"If-Match {if_match} does not match {current.etag}."
+                )
+            table = self._table
+            await self._db.write(
+                lambda conn: conn.execute(f"DELETE FROM {table} WHERE id = ?", (doc_id,))
+            )
+            self._cache.pop(doc_id, None)
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _lock(self, doc_id: str) -> asyncio.Lock:
+        lock = self._locks.get(doc_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[doc_id] = lock
+        return lock
+
+    def _remember(self, doc: D) -> Cached[D]:
+        entry = Cached(doc)
+        self._cache[doc.id] = entry
+        self._cache.move_to_end(doc.id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return entry
+
+    def _insert(self, conn: sqlite3.Connection, doc: D) -> None:
+        conn.execute(
+            f"INSERT INTO {self._table} (id, created_at, updated_at, version, doc) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (doc.id, doc.created_at, doc.updated_at, doc.version, _encoder.encode(doc)),
+        )
+
+    def _update(self, conn: sqlite3.Connection, doc: D) -> None:
+        conn.execute(
+            f"UPDATE {self._table} SET updated_at = ?, version = ?, doc = ? WHERE id = ?",
+            (doc.updated_at, doc.version, _encoder.encode(doc), doc.id),
+        )

@@ -1,0 +1,339 @@
+"""Workflow graphs as an editor changes them: the shapes clients send, the rules a stored graph
+obeys, and the pure edits (add, update, delete a node or a connection).
+
+Rules: every node type exists; node ids and connection ids are unique; a connection joins an
+existing output handle of `source` to an existing input handle of `target`; the same pair of
+handles is joined at most once; config values fit the node type's schema. Cycles are allowed
+while editing (the engine refuses them at execute time). Every broken rule is reported with the
+`loc` of the field, so an editor can point at it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from simulation.catalogue import CATALOGUE
+from simulation.errors import FieldError, Invalid, NotFound
+from simulation.models import Connection, Id, Node, NodeData, Position, Workflow
+
+__all__ = [
+    "ConnectionIn",
+    "DocumentIn",
+    "DocumentPatch",
+    "Loc",
+    "NodeDataPatch",
+    "NodeIn",
+    "NodePatch",
+    "add_connection",
+    "apply_document_patch",
+    "add_node",
+    "build_graph",
+    "check_config",
+    "delete_connection",
+    "delete_node",
+    "new_connection_id",
+    "new_node_id",
+    "update_node",
+]
+
+Loc = tuple[str | int, ...]
+TypeName = Annotated[str, Meta(min_length=1, max_length=64)]
+HandleId = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class NodeIn(msgspec.Struct, frozen=True, rename="camel"):
+    """A node as a client sends it: the id is optional (the server makes one)."""
+
+    type: TypeName
+    position: Position
+    data: NodeData = NodeData()
+    id: Id | None = None
+
+
+class ConnectionIn(msgspec.Struct, frozen=True, rename="camel"):
+    """A connection as a client sends it. A handle may be left out (or null, as React Flow
+    does for single-handle nodes) when the node type has exactly one handle on that side."""
+
+    source: Id
+    target: Id
+    source_handle: HandleId | None = None
+    target_handle: HandleId | None = None
+    id: Id | None = None
+
+
+class NodeDataPatch(msgspec.Struct, frozen=True, rename="camel"):
+    label: Annotated[str, Meta(max_length=200)] | UnsetType = UNSET
+    config: dict[str, Any] | UnsetType = UNSET
+
+
+class NodePatch(msgspec.Struct, frozen=True, rename="camel"):
+    """`PUT .../nodes/{nodeId}`: fields left out keep their value (dragging sends `position`
+    alone). `data.config` replaces the whole config."""
+
+    type: TypeName | UnsetType = UNSET
+    position: Position | UnsetType = UNSET
+    data: NodeDataPatch | UnsetType = UNSET
+
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Description = Annotated[str, Meta(max_length=10_000)]
+Tags = Annotated[list[Annotated[str, Meta(min_length=1, max_length=64)]], Meta(max_length=50)]
+
+
+class DocumentIn(msgspec.Struct, frozen=True, rename="camel"):
+    """A workflow or template as a client creates it. Server-owned fields (`id`, `version`,
+    `createdAt`, `updatedAt`) are not part of it: if a client sends them they are ignored."""
+
+    name: Name
+    description: Description = ""
+    tags: Tags = []
+    nodes: list[NodeIn] = []
+    connections: list[ConnectionIn] = []
+
+
+class DocumentPatch(msgspec.Struct, frozen=True, rename="camel"):
+    """`PUT` of a workflow or template: the fields sent replace the stored ones; fields left
+    out keep their value (an editor saving its graph sends `nodes` and `connections`)."""
+
+    name: Name | UnsetType = UNSET
+    description: Description | UnsetType = UNSET
+    tags: Tags | UnsetType = UNSET
+    nodes: list[NodeIn] | UnsetType = UNSET
+    connections: list[ConnectionIn] | UnsetType = UNSET
+
+
+def _unique(tags: list[str]) -> list[str]:
+    return list(dict.fromkeys(tags))
+
+
+def apply_document_patch(doc: Any, patch: DocumentPatch) -> Any:
+    """The patched copy of a workflow or template (version and timestamps are the store's)."""
+    nodes_in: Sequence[NodeIn | Node] = doc.nodes if isinstance(patch.nodes, UnsetType) else patch.nodes
+    conns_in: Sequence[ConnectionIn | Connection] = (
+        doc.connections if isinstance(patch.connections, UnsetType) else patch.connections
+    )
+    nodes, connections = build_graph(nodes_in, conns_in)
+    return msgspec.structs.replace(
+        doc,
+        name=doc.name if isinstance(patch.name, UnsetType) else patch.name,
+        description=doc.description if isinstance(patch.description, UnsetType) else patch.description,
+        tags=doc.tags if isinstance(patch.tags, UnsetType) else _unique(patch.tags),
+        nodes=nodes,
+        connections=connections,
+    )
+
+
+def new_node_id() -> str:
+    return f"node_{secrets.token_hex(4)}"
+
+
+def new_connection_id() -> str:
+    return f"conn_{secrets.token_hex(4)}"
+
+
+# --- config schemas -------------------------------------------------------------------------
+
+_JSON_TYPES: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "null": lambda v: v is None,
+}
+
+
+def _check_value(value: Any, schema: dict[str, Any], loc: Loc, errors: list[FieldError]) -> None:
+    """The subset of JSON Schema the catalogue uses. `required` is not enforced: a missing key
+    takes the node type's default when the node runs, so half-filled configs can be saved."""
+    expected = schema.get("type")
+    if expected is not None and not _JSON_TYPES[expected](value):
+        errors.append(FieldError(loc, f"must be of type {expected}"))
+        return
+    if "enum" in schema and value not in schema["enum"]:
+        errors.append(FieldError(loc, f"must be one of {schema['enum']}"))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            errors.append(FieldError(loc, f"must be >= {schema['minimum']}"))
+        if "maximum" in schema and value > schema["maximum"]:
+            errors.append(FieldError(loc, f"must be <= {schema['maximum']}"))
+    if isinstance(value, str):
+        if "minLength" in schema and len(value) < schema["minLength"]:
+            errors.append(FieldError(loc, f"must have at least {schema['minLength']} characters"))
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            errors.append(FieldError(loc, f"must have at most {schema['maxLength']} characters"))
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            _check_value(item, schema["items"], (*loc, i), errors)
+    if isinstance(value, dict):
+        properties: dict[str, Any] = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        for key, item in value.items():
+            if key in properties:
+                _check_value(item, properties[key], (*loc, key), errors)
+            elif extra is False:
+                errors.append(FieldError((*loc, key), "unknown config key"))
+            elif isinstance(extra, dict):
+                _check_value(item, extra, (*loc, key), errors)
+
+
+def check_config(type_name: str, config: dict[str, Any], loc: Loc) -> list[FieldError]:
+    node_type = CATALOGUE.get(type_name)
+    if node_type is None:
+        return []
+    errors: list[FieldError] = []
+    _check_value(config, node_type.config_schema, loc, errors)
+    return errors
+
+
+# --- building and checking whole graphs -----------------------------------------------------
+
+
+def _resolve_handle(
+    given: str | None, handles: tuple[str, ...], side: str, loc: Loc, errors: list[FieldError]
+) -> str:
+    if given is None:
+        if len(handles) == 1:
+            return handles[0]
+        choices = ", ".join(handles) if handles else "none"
+        errors.append(FieldError(loc, f"required: the node has several or no {side} handles ({choices})"))
+        return ""
+    if given not in handles:
+        choices = ", ".join(handles) if handles else "none"
+        errors.append(FieldError(loc, f"no {side} handle {given!r} on this node (has: {choices})"))
+    return given
+
+
+def build_graph(
+    nodes_in: Sequence[NodeIn | Node],
+    connections_in: Sequence[ConnectionIn | Connection],
+    node_loc: Callable[[int], Loc] = lambda i: ("body", "nodes", i),
+    connection_loc: Callable[[int], Loc] = lambda i: ("body", "connections", i),
+) -> tuple[list[Node], list[Connection]]:
+    """Check a whole graph and give it ids; raise Invalid listing every broken rule."""
+    errors: list[FieldError] = []
+    nodes: list[Node] = []
+    by_id: dict[str, Node] = {}
+    for i, item in enumerate(nodes_in):
+        loc = node_loc(i)
+        node_id = item.id or new_node_id()
+        if node_id in by_id:
+            errors.append(FieldError((*loc, "id"), f"duplicate node id {node_id!r}"))
+        if item.type not in CATALOGUE:
+            errors.append(FieldError((*loc, "type"), f"unknown node type {item.type!r}"))
+        errors.extend(check_config(item.type, item.data.config, (*loc, "data", "config")))
+        node = Node(id=node_id, type=item.type, position=item.position, data=item.data)
+        nodes.append(node)
+        by_id.setdefault(node_id, node)
+
+    connections: list[Connection] = []
+    seen_ids: set[str] = set()
+    seen_pairs: set[tuple[str, str, str, str]] = set()
+    for i, item in enumerate(connections_in):
+        loc = connection_loc(i)
+        conn_id = item.id or new_connection_id()
+        if conn_id in seen_ids:
+            errors.append(FieldError((*loc, "id"), f"duplicate connection id {conn_id!r}"))
+        seen_ids.add(conn_id)
+        source, target = by_id.get(item.source), by_id.get(item.target)
+        if source is None:
+            errors.append(FieldError((*loc, "source"), f"no node {item.source!r} in this workflow"))
+        if target is None:
+            errors.append(FieldError((*loc, "target"), f"no node {item.target!r} in this workflow"))
+        source_handle = item.source_handle or ""
+        target_handle = item.target_handle or ""
+        if source is not None and source.type in CATALOGUE:
+            outputs = CATALOGUE[source.type].output_ids()
+            source_handle = _resolve_handle(item.source_handle, outputs, "output", (*loc, "sourceHandle"), errors)
+        if target is not None and target.type in CATALOGUE:
+            inputs = CATALOGUE[target.type].input_ids()
+            target_handle = _resolve_handle(item.target_handle, inputs, "input", (*loc, "targetHandle"), errors)
+        pair = (item.source, source_handle, item.target, target_handle)
+        if pair in seen_pairs:
+            errors.append(FieldError(loc, "these two handles are already connected"))
+        seen_pairs.add(pair)
+        connections.append(
+            Connection(id=conn_id, source=item.source, target=item.target,
+                       source_handle=source_handle, target_handle=target_handle)
+        )
+    if errors:
+        raise Invalid(errors[0].msg if len(errors) == 1 else f"{len(errors)} problems in the graph", errors)
+    return nodes, connections
+
+
+# --- edits of a stored workflow -------------------------------------------------------------
+
+
+def _node_index(workflow: Workflow, node_id: str) -> int:
+    for i, node in enumerate(workflow.nodes):
+        if node.id == node_id:
+            return i
+    raise NotFound(f"No node {node_id!r} in workflow {workflow.id!r}.")
+
+
+def _body_loc_for_last(count: int) -> Callable[[int], Loc]:
+    """Errors about the item being added point at the request body, not at the stored list."""
+    return lambda i: ("body",) if i == count - 1 else ("stored", i)
+
+
+def add_node(workflow: Workflow, node_in: NodeIn) -> Workflow:
+    nodes_in: list[NodeIn | Node] = [*workflow.nodes, node_in]
+    nodes, connections = build_graph(nodes_in, workflow.connections, _body_loc_for_last(len(nodes_in)))
+    return msgspec.structs.replace(workflow, nodes=nodes, connections=connections)
+
+
+def update_node(workflow: Workflow, node_id: str, patch: NodePatch) -> Workflow:
+    index = _node_index(workflow, node_id)
+    old = workflow.nodes[index]
+    data = old.data
+    if not isinstance(patch.data, UnsetType):
+        data = NodeData(
+            label=data.label if isinstance(patch.data.label, UnsetType) else patch.data.label,
+            config=data.config if isinstance(patch.data.config, UnsetType) else patch.data.config,
+        )
+    new = Node(
+        id=old.id,
+        type=old.type if isinstance(patch.type, UnsetType) else patch.type,
+        position=old.position if isinstance(patch.position, UnsetType) else patch.position,
+        data=data,
+    )
+    nodes_in = list(workflow.nodes)
+    nodes_in[index] = new
+    nodes, connections = build_graph(
+        nodes_in, workflow.connections, lambda i: ("body",) if i == index else ("stored", i),
+        lambda i: ("stored", "connections", i),
+    )
+    return msgspec.structs.replace(workflow, nodes=nodes, connections=connections)
+
+
+def delete_node(workflow: Workflow, node_id: str) -> Workflow:
+    """Remove a node and every connection that touches it."""
+    _node_index(workflow, node_id)
+    return msgspec.structs.replace(
+        workflow,
+        nodes=[n for n in workflow.nodes if n.id != node_id],
+        connections=[c for c in workflow.connections if node_id not in (c.source, c.target)],
+    )
+
+
+def add_connection(workflow: Workflow, connection_in: ConnectionIn) -> Workflow:
+    conns: list[ConnectionIn | Connection] = [*workflow.connections, connection_in]
+    last = len(conns) - 1
+    nodes, connections = build_graph(
+        workflow.nodes, conns, lambda i: ("stored", "nodes", i),
+        lambda i: ("body",) if i == last else ("stored", "connections", i),
+    )
+    return msgspec.structs.replace(workflow, nodes=nodes, connections=connections)
+
+
+def delete_connection(workflow: Workflow, connection_id: str) -> Workflow:
+    remaining = [c for c in workflow.connections if c.id != connection_id]
+    if len(remaining) == len(workflow.connections):
+        raise NotFound(f"No connection {connection_id!r} in workflow {workflow.id!r}.")
+    return msgspec.structs.replace(workflow, connections=remaining)

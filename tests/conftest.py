@@ -1,0 +1,56 @@
+"""Shared fixtures: an app on an in-memory store (or on a data dir, for restart tests) and an
+aiohttp test client talking to it over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from config import Settings, load_settings
+from server.app import create_app
+
+ClientFactory = Callable[..., Any]
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "storage": "memory", "seed_demo_data": False, "rate_limit_per_second": 0,
+        "data_dir": str(data_dir),
+    }
+    base.update(overrides)
+    return load_settings(overrides=base)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+async def client(aiohttp_client: ClientFactory, settings: Settings) -> TestClient[Any, web.Application]:
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+def simple_workflow() -> dict[str, Any]:
+    """trigger -> http -> output, with client-chosen ids."""
+    return {
+        "name": "Fetch and store",
+        "description": "A small chain",
+        "tags": ["demo"],
+        "nodes": [
+            {"id": "t", "type": "manual_trigger", "position": {"x": 0, "y": 0}},
+            {"id": "h", "type": "http_request", "position": {"x": 200, "y": 0},
+             "data": {"label": "Fetch", "config": {"url": "https://example.com/a"}}},
+            {"id": "o", "type": "output", "position": {"x": 400, "y": 0}},
+        ],
+        "connections": [
+            {"id": "c1", "source": "t", "target": "h", "sourceHandle": "out", "targetHandle": "in"},
+            {"id": "c2", "source": "h", "target": "o"},
+        ],
+    }
