@@ -1,0 +1,135 @@
+"""Benchmark: GET /api/workflows/{id} (a 10-node workflow) on Flowstage against a bare
+aiohttp + msgspec handler returning a body of the same size, measured in the same run.
+
+Each server runs in its own process pinned to CPU 0; the load generator (wrk, one thread)
+runs on CPU 1. The two servers are measured alternately, several rounds, and medians are
+printed with the ratio, so that noise from this shared machine hits both alike.
+
+Usage: .venv/bin/python bench/api_get.py [--rounds 5] [--seconds 5] [--connections 50]
+Needs wrk (`apt-get install wrk`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_up(url: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"server at {url} did not come up")
+
+
+def pinned(cmd: list[str], cpu: str) -> list[str]:
+    return ["taskset", "-c", cpu, *cmd] if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else cmd
+
+
+def ten_node_workflow() -> dict[str, object]:
+    types = ["manual_trigger", "http_request", "database_query", "transform", "condition",
+             "llm_prompt", "send_email", "merge", "delay", "output"]
+    nodes = [{"id": f"n{i}", "type": t, "position": {"x": 200 * i, "y": 100},
+              "data": {"label": f"Step {i}: {t}"}} for i, t in enumerate(types)]
+    conns = [{"id": f"c{i}", "source": f"n{i}", "target": f"n{i + 1}",
+              "sourceHandle": "true" if types[i] == "condition" else "out"}
+             for i in range(len(types) - 1)]
+    return {"name": "Benchmark workflow", "description": "Ten nodes in a chain",
+            "tags": ["bench"], "nodes": nodes, "connections": conns}
+
+
+def run_wrk(url: str, seconds: int, connections: int) -> tuple[float, float]:
+    out = subprocess.run(
+        pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url], "1"),
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99_text = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    assert p99_text is not None
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99_text.group(2)]
+    return rps, float(p99_text.group(1)) * scale
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=50)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+
+    tmp = Path(tempfile.mkdtemp(prefix="flowstage-bench-"))
+    env = {**os.environ, "FLOWSTAGE_RATE_LIMIT_PER_SECOND": "0", "FLOWSTAGE_SEED_DEMO_DATA": "false",
+           "FLOWSTAGE_LOG_LEVEL": "warning"}
+    fs_port, bare_port = free_port(), free_port()
+    procs = [subprocess.Popen(pinned([PY, "-m", "server", "serve", "--port", str(fs_port),
+                                       "--data-dir", str(tmp / "data")], "0"), cwd=ROOT, env=env)]
+    try:
+        wait_up(f"http://127.0.0.1:{fs_port}/api/health")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{fs_port}/api/workflows", method="POST",
+            data=json.dumps(ten_node_workflow()).encode(), headers={"Content-Type": "application/json"})
+        body = urllib.request.urlopen(request).read()
+        wf_id = json.loads(body)["id"]
+        (tmp / "body.json").write_bytes(body)
+        procs.append(subprocess.Popen(pinned([PY, str(ROOT / "bench" / "_bare_get.py"), str(bare_port),
+                                              str(tmp / "body.json")], "0")))
+        wait_up(f"http://127.0.0.1:{bare_port}/api/workflows/x")
+        targets = {
+            "flowstage": f"http://127.0.0.1:{fs_port}/api/workflows/{wf_id}",
+            "bare aiohttp+msgspec": f"http://127.0.0.1:{bare_port}/api/workflows/{wf_id}",
+        }
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
+        for name, url in targets.items():  # warm up
+            run_wrk(url, 1, args.connections)
+        for round_no in range(args.rounds):
+            for name, url in targets.items():
+                results[name].append(run_wrk(url, args.seconds, args.connections))
+            print(f"round {round_no + 1}/{args.rounds}: "
+                  + ", ".join(f"{n} {r[-1][0]:,.0f} req/s" for n, r in results.items()), flush=True)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"\nGET one 10-node workflow ({len(body):,} bytes), {args.connections} connections, "
+          f"{args.rounds} rounds of {args.seconds} s, medians:")
+    print(f"{'server':<24}{'req/s':>12}{'p99 ms':>10}")
+    medians = {}
+    for name, rows in results.items():
+        rps = statistics.median(r[0] for r in rows)
+        p99 = statistics.median(r[1] for r in rows)
+        medians[name] = rps
+        print(f"{name:<24}{rps:>12,.0f}{p99:>10.2f}")
+    ratio = medians["flowstage"] / medians["bare aiohttp+msgspec"]
+    print(f"\nratio flowstage / bare: {ratio:.2f}  (goal >= 0.75)")
+
+
+if __name__ == "__main__":
+    main()
