@@ -35,8 +35,9 @@ def create_app(settings: Settings, *, now: Callable[[], float] = time.time) -> w
     app[SETTINGS] = settings
     app[NOW] = now
     app[STARTED_AT] = now()
-    data_dir = None if settings.storage == "memory" else Path(settings.data_dir)
-    app[STORE] = Store(data_dir, now)
+    data_dir = Path(settings.data_dir)
+    db_path = None if settings.storage == "memory" else data_dir / "flowstage.db"
+    app[STORE] = Store(db_path, data_dir / "files", now)
     app[OPENAPI] = msgspec.json.encode(build_openapi(ALL_ROUTES, VERSION))
     app.cleanup_ctx.append(_store_lifecycle)
     _add_routes(app, settings)
@@ -54,6 +55,8 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
         if resource is None:
             resource = resources[route.path] = app.router.add_resource(route.path)
         cors.add(resource.add_route(route.method, route.handler))
+        if route.method == "GET":  # HEAD answers like GET without a body (curl -I, caches)
+            cors.add(resource.add_route("HEAD", route.handler))
     # aiohttp-cors inspects every response, which alone cost ~30% of the throughput of
     # GET /api/workflows/{id}. A request without an Origin header gets no CORS headers from it
     # anyway, so it is only consulted when there is one; the answers are unchanged.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from server.openapi import Route
-from server.routes import meta, nodes, workflows
+from server.routes import files, meta, nodes, workflows
 
 __all__ = ["ALL_ROUTES"]
 
@@ -11,4 +11,5 @@ ALL_ROUTES: tuple[Route, ...] = (
     *meta.ROUTES,
     *workflows.ROUTES,
     *nodes.ROUTES,
+    *files.ROUTES,
 )

@@ -10,22 +10,25 @@ from pathlib import Path
 from server.store.common import Page, new_id
 from server.store.db import Database
 from server.store.documents import Cached, DocumentRepo
+from server.store.files import FileRepo
 from simulation.models import Template, Workflow
 
-__all__ = ["Cached", "Database", "DocumentRepo", "Page", "Store", "new_id"]
+__all__ = ["Cached", "Database", "DocumentRepo", "FileRepo", "Page", "Store", "new_id"]
 
 
 class Store:
     """Every repository, over one database. `data_dir=None` keeps everything in memory."""
 
-    def __init__(self, data_dir: Path | None, now: Callable[[], float]) -> None:
-        self.data_dir = data_dir
-        self.db = Database(None if data_dir is None else data_dir / "flowstage.db")
+    def __init__(self, db_path: Path | None, files_dir: Path, now: Callable[[], float]) -> None:
+        """`db_path=None` keeps the database in memory; files always live in `files_dir`."""
+        self.db = Database(db_path)
         self.workflows: DocumentRepo[Workflow] = DocumentRepo(self.db, "workflows", Workflow, "workflow", now)
         self.templates: DocumentRepo[Template] = DocumentRepo(self.db, "templates", Template, "template", now)
+        self.files = FileRepo(self.db, files_dir)
 
     async def open(self) -> None:
         await self.db.open()
+        await self.files.open()
 
     async def close(self) -> None:
         await self.db.close()

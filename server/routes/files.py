@@ -1,0 +1,170 @@
+"""Files: streamed multipart upload, metadata and thumbnails from the bytes, download.
+
+Each part named `file` is streamed to `files/tmp/` under a server-made name, counting bytes as
+they arrive; past `max_upload_bytes` reading stops and the answer is 413 with nothing left
+behind. Every part of a request is inspected before any is committed, so an upload request
+stores all of its files or none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from pathlib import Path
+from urllib.parse import quote
+
+import msgspec
+from aiohttp import BodyPartReader, web
+
+from server.http import json_response, not_modified, page_params
+from server.keys import NOW, SETTINGS, STORE
+from server.openapi import Param, Route
+from server.routes.workflows import LIST_PARAMS
+from server.store import Page, new_id
+from server.store.files import StagedFile
+from simulation.errors import NotFound, PayloadTooLarge
+from simulation.files import inspect_file, sanitise_name
+from simulation.models import FileInfo
+from simulation.timefmt import iso_ms
+
+__all__ = ["ROUTES", "FileList"]
+
+_CHUNK = 256 * 1024
+
+
+class FileList(msgspec.Struct, frozen=True):
+    items: list[FileInfo]
+
+
+async def _stream_part(part: BodyPartReader, tmp: Path, budget: int) -> tuple[int, str]:
+    """Write one part to `tmp`; returns (size, sha256). Raises PayloadTooLarge past `budget`."""
+    digest = hashlib.sha256()
+    size = 0
+    loop = asyncio.get_running_loop()
+    with tmp.open("wb") as out:
+        while chunk := await part.read_chunk(_CHUNK):
+            size += len(chunk)
+            if size > budget:
+                raise PayloadTooLarge("The upload is larger than this server accepts.")
+            digest.update(chunk)
+            # Disk writes go to a thread: a slow disk must not stall every other request.
+            await loop.run_in_executor(None, out.write, chunk)
+    return size, digest.hexdigest()
+
+
+async def upload_files(request: web.Request) -> web.Response:
+    settings, store, now = request.app[SETTINGS], request.app[STORE], request.app[NOW]
+    if request.content_type != "multipart/form-data":
+        raise web.HTTPUnsupportedMediaType(text="Send files as multipart/form-data parts named 'file'.")
+    tmp_paths: list[Path] = []
+    staged: list[StagedFile] = []
+    budget = settings.max_upload_bytes
+    try:
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader) or part.name != "file":
+                    continue  # other form fields are not ours to keep
+                tmp = store.files.tmp_dir / secrets.token_hex(16)
+                tmp_paths.append(tmp)
+                size, sha = await _stream_part(part, tmp, budget)
+                budget -= size
+                inspection = await asyncio.to_thread(inspect_file, tmp)
+                file_id = new_id("file")
+                info = FileInfo(
+                    id=file_id, name=sanitise_name(part.filename), size=size,
+                    mime_type=inspection.mime_type, sha256=sha, created_at=iso_ms(now()),
+                    metadata=inspection.metadata, content_url=f"/api/files/{file_id}/content",
+                    thumbnail_url=f"/api/files/{file_id}/thumbnail" if inspection.thumbnail else None,
+                )
+                staged.append(StagedFile(info=info, kind=inspection.kind, tmp_path=str(tmp),
+                                         thumbnail=inspection.thumbnail))
+        except (ValueError, AssertionError, LookupError) as exc:
+            # aiohttp's multipart reader reports a broken body with these.
+            raise web.HTTPBadRequest(text=f"The multipart body could not be read: {exc}") from None
+        if not staged:
+            raise web.HTTPBadRequest(text="The upload has no part named 'file'.")
+        await store.files.commit(staged)
+    finally:
+        for tmp in tmp_paths:  # committed ones were moved away already
+            tmp.unlink(missing_ok=True)
+    return json_response(FileList(items=[s.info for s in staged]), 201)
+
+
+async def list_files(request: web.Request) -> web.Response:
+    limit, cursor = page_params(request)
+    page = await request.app[STORE].files.list(
+        limit, cursor, request.query.get("kind"), request.query.get("mimeType"))
+    return json_response(page)
+
+
+async def get_file(request: web.Request) -> web.Response:
+    info = await request.app[STORE].files.get(request.match_info["id"])
+    etag = f'"{info.sha256}"'
+    if not_modified(request, etag):
+        return web.Response(status=304, headers={"ETag": etag})
+    return json_response(info, headers={"ETag": etag})
+
+
+async def delete_file(request: web.Request) -> web.Response:
+    await request.app[STORE].files.delete(request.match_info["id"])
+    return web.Response(status=204)
+
+
+def _disposition(kind: str, name: str) -> str:
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
+
+
+async def file_content(request: web.Request) -> web.StreamResponse:
+    store = request.app[STORE]
+    info = await store.files.get(request.match_info["id"])
+    inline = info.mime_type.startswith("image/") or info.mime_type == "text/plain"
+    return web.FileResponse(store.files.blob_path(info.sha256), headers={
+        "Content-Type": info.mime_type,
+        "Content-Disposition": _disposition("inline" if inline else "attachment", info.name),
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "private, max-age=3600",
+    })
+
+
+async def file_thumbnail(request: web.Request) -> web.StreamResponse:
+    store = request.app[STORE]
+    info = await store.files.get(request.match_info["id"])
+    if info.thumbnail_url is None:
+        raise NotFound(f"File {info.id!r} is not an image and has no thumbnail.")
+    return web.FileResponse(store.files.thumb_path(info.sha256), headers={
+        "Content-Type": "image/webp",
+        "X-Content-Type-Options": "nosniff",
+        # Thumbnails are named by the content's hash: they never change.
+        "Cache-Control": "public, max-age=31536000, immutable",
+    })
+
+
+_MULTIPART = {"multipart/form-data": {
+    "type": "object",
+    "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+    "required": ["file"],
+}}
+_BINARY = {"*/*": {"type": "string", "format": "binary"}}
+
+ROUTES = (
+    Route("POST", "/api/files/upload", upload_files, "Upload one or more files (parts named 'file')",
+          "files", response=FileList, status=201, body_content=_MULTIPART, errors=(400, 413, 415, 422)),
+    Route("GET", "/api/files", list_files, "List files, newest first", "files",
+          response=Page[FileInfo],
+          query=(*LIST_PARAMS[:2],
+                 Param("kind", "image, csv, json, text or binary",
+                       {"type": "string", "enum": ["image", "csv", "json", "text", "binary"]}),
+                 Param("mimeType", "Only files of this detected MIME type"))),
+    Route("GET", "/api/files/{id}", get_file, "A file's metadata", "files", response=FileInfo,
+          errors=(304, 404)),
+    Route("DELETE", "/api/files/{id}", delete_file, "Delete a file (its bytes go with the last "
+          "file that shares them)", "files", status=204, errors=(404,)),
+    Route("GET", "/api/files/{id}/content", file_content, "The file's bytes, as uploaded", "files",
+          response_content=_BINARY, errors=(404,)),
+    Route("GET", "/api/files/{id}/thumbnail", file_thumbnail,
+          "A WebP thumbnail (longest side at most 256 px); images only", "files",
+          response_content={"image/webp": {"type": "string", "format": "binary"}}, errors=(404,)),
+)

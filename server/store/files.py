@@ -1,0 +1,152 @@
+"""Uploaded files: rows in SQLite, bytes on disk, stored once per distinct content.
+
+Layout under `<data_dir>/files/`: `blobs/<sha256>` (the bytes), `thumbs/<sha256>.webp`, and
+`tmp/` for uploads in flight. A row and its bytes appear together or not at all: bytes are
+written to `tmp/`, renamed into `blobs/`, then the row is committed; whatever a crash leaves
+between those steps (files in `tmp/`, blobs no row names) is removed at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+from server.store.common import Page, decode_cursor, encode_cursor
+from server.store.db import Database
+from simulation.errors import NotFound
+from simulation.models import FileInfo
+
+__all__ = ["FileRepo", "StagedFile"]
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(FileInfo)
+
+
+class StagedFile(msgspec.Struct, frozen=True):
+    """An upload written to `tmp/` and inspected, ready to be committed with its row."""
+
+    info: FileInfo
+    kind: str
+    tmp_path: str
+    thumbnail: bytes | None
+
+
+class FileRepo:
+    def __init__(self, db: Database, root: Path) -> None:
+        self._db = db
+        self.root = root
+        self.tmp_dir = root / "tmp"
+        self.blob_dir = root / "blobs"
+        self.thumb_dir = root / "thumbs"
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.blob_dir / sha256
+
+    def thumb_path(self, sha256: str) -> Path:
+        return self.thumb_dir / f"{sha256}.webp"
+
+    async def open(self) -> None:
+        for d in (self.tmp_dir, self.blob_dir, self.thumb_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        await self.clean_orphans()
+
+    async def clean_orphans(self) -> int:
+        """Remove uploads in flight and bytes no row names (a crash between rename and commit)."""
+        known = set(await self._db.read(
+            lambda conn: [r[0] for r in conn.execute("SELECT DISTINCT sha256 FROM files")]))
+        removed = 0
+        for path in [*self.tmp_dir.iterdir(), *self.blob_dir.iterdir(), *self.thumb_dir.iterdir()]:
+            sha = path.name.split(".")[0]
+            if path.parent == self.tmp_dir or sha not in known:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    async def commit(self, staged: Sequence[StagedFile]) -> None:
+        """Move every staged upload into place and commit their rows in one transaction."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            for item in staged:
+                blob = self.blob_path(item.info.sha256)
+                if blob.exists():  # identical bytes are kept once
+                    Path(item.tmp_path).unlink(missing_ok=True)
+                else:
+                    os.replace(item.tmp_path, blob)
+                thumb = self.thumb_path(item.info.sha256)
+                if item.thumbnail is not None and not thumb.exists():
+                    thumb.write_bytes(item.thumbnail)
+                conn.execute(
+                    "INSERT INTO files (id, created_at, sha256, mime_type, kind, doc) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (item.info.id, item.info.created_at, item.info.sha256, item.info.mime_type,
+                     item.kind, _encoder.encode(item.info)),
+                )
+
+        await self._db.write(write)
+
+    async def get(self, file_id: str) -> FileInfo:
+        row = await self._db.read(
+            lambda conn: conn.execute("SELECT doc FROM files WHERE id = ?", (file_id,)).fetchone())
+        if row is None:
+            raise NotFound(f"No file with id {file_id!r}.")
+        return _decoder.decode(row[0])
+
+    async def get_many(self, file_ids: Sequence[str]) -> dict[str, FileInfo]:
+        def query(conn: sqlite3.Connection) -> list[bytes]:
+            marks = ",".join("?" * len(file_ids))
+            return [r[0] for r in conn.execute(f"SELECT doc FROM files WHERE id IN ({marks})", list(file_ids))]
+
+        docs = await self._db.read(query) if file_ids else []
+        return {info.id: info for info in map(_decoder.decode, docs)}
+
+    async def list(
+        self, limit: int, cursor: str | None, kind: str | None = None, mime_type: str | None = None
+    ) -> Page[FileInfo]:
+        after = decode_cursor(cursor) if cursor else None
+
+        def query(conn: sqlite3.Connection) -> list[bytes]:
+            where, params = [], []  # type: ignore[var-annotated]
+            if after is not None:
+                where.append("(created_at, id) < (?, ?)")
+                params.extend(after)
+            if kind is not None:
+                where.append("kind = ?")
+                params.append(kind)
+            if mime_type is not None:
+                where.append("mime_type = ?")
+                params.append(mime_type)
+            sql = "SELECT doc FROM files"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+            params.append(limit + 1)
+            return [r[0] for r in conn.execute(sql, params)]
+
+        rows = await self._db.read(query)
+        items = [_decoder.decode(r) for r in rows[:limit]]
+        next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+        return Page(items=items, next_cursor=next_cursor)
+
+    async def delete(self, file_id: str) -> None:
+        """Delete the row; the bytes and thumbnail go with the last row that names them."""
+
+        def remove(conn: sqlite3.Connection) -> tuple[str, int] | None:
+            row = conn.execute("SELECT sha256 FROM files WHERE id = ?", (file_id,)).fetchone()
+            if row is None:
+                return None
+            conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
+            (others,) = conn.execute("SELECT count(*) FROM files WHERE sha256 = ?", (row[0],)).fetchone()
+            return str(row[0]), int(others)
+
+        removed = await self._db.write(remove)
+        if removed is None:
+            raise NotFound(f"No file with id {file_id!r}.")
+        sha, others = removed
+        # After the commit: a crash before this line leaves an orphan that start-up removes.
+        if others == 0:
+            self.blob_path(sha).unlink(missing_ok=True)
+            self.thumb_path(sha).unlink(missing_ok=True)
