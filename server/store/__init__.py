@@ -11,9 +11,10 @@ from server.store.common import Page, new_id
 from server.store.db import Database
 from server.store.documents import Cached, DocumentRepo
 from server.store.files import FileRepo
+from server.store.runs import RunRepo
 from simulation.models import Template, Workflow
 
-__all__ = ["Cached", "Database", "DocumentRepo", "FileRepo", "Page", "Store", "new_id"]
+__all__ = ["Cached", "Database", "DocumentRepo", "FileRepo", "Page", "RunRepo", "Store", "new_id"]
 
 
 class Store:
@@ -25,6 +26,7 @@ class Store:
         self.workflows: DocumentRepo[Workflow] = DocumentRepo(self.db, "workflows", Workflow, "workflow", now)
         self.templates: DocumentRepo[Template] = DocumentRepo(self.db, "templates", Template, "template", now)
         self.files = FileRepo(self.db, files_dir)
+        self.runs = RunRepo(self.db)
 
     async def open(self) -> None:
         await self.db.open()

@@ -1,0 +1,118 @@
+"""Runs and their event logs, as the engine hands them over in batches.
+
+The engine keeps live runs in memory and flushes snapshots and events here every few tens of
+milliseconds (group commit); finished runs are read from here. Events are stored encoded, as
+they go on the wire, so replaying a log never re-encodes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+import msgspec
+
+from server.store.common import Page, decode_cursor, encode_cursor
+from server.store.db import Database
+from simulation.models import Run
+
+__all__ = ["EventRow", "RunRepo"]
+
+EventRow = tuple[str, int, str, bytes]  # run id, seq, event name, encoded JSON data
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Run)
+_ACTIVE = ("running", "paused")
+
+
+class RunRepo:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # --- the engine's sink ------------------------------------------------------------------
+
+    async def save_runs(self, runs: Sequence[Run]) -> None:
+        rows = [(r.id, r.workflow_id, r.created_at, r.state, _encoder.encode(r)) for r in runs]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO runs (id, workflow_id, created_at, state, doc) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET state = excluded.state, doc = excluded.doc",
+                rows,
+            )
+
+        if rows:
+            await self._db.write(write)
+
+    async def append_events(self, rows: Sequence[EventRow]) -> None:
+        if rows:
+            await self._db.write(lambda conn: conn.executemany(
+                "INSERT OR IGNORE INTO run_events (run_id, seq, name, data) VALUES (?, ?, ?, ?)",
+                rows,
+            ))
+
+    async def save(self, runs: Sequence[Run], events: Sequence[EventRow]) -> None:
+        """Snapshots and events in one transaction: one fsync for a whole flush."""
+        run_rows = [(r.id, r.workflow_id, r.created_at, r.state, _encoder.encode(r)) for r in runs]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO runs (id, workflow_id, created_at, state, doc) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET state = excluded.state, doc = excluded.doc",
+                run_rows,
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO run_events (run_id, seq, name, data) VALUES (?, ?, ?, ?)",
+                events,
+            )
+
+        if run_rows or events:
+            await self._db.write(write)
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def get(self, run_id: str) -> Run | None:
+        row = await self._db.read(
+            lambda conn: conn.execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone())
+        return None if row is None else _decoder.decode(row[0])
+
+    async def latest_for_workflow(self, workflow_id: str) -> Run | None:
+        row = await self._db.read(lambda conn: conn.execute(
+            "SELECT doc FROM runs WHERE workflow_id = ? ORDER BY created_at DESC, id DESC LIMIT 1",
+            (workflow_id,)).fetchone())
+        return None if row is None else _decoder.decode(row[0])
+
+    async def list_for_workflow(self, workflow_id: str, limit: int, cursor: str | None) -> Page[Run]:
+        after = decode_cursor(cursor) if cursor else None
+
+        def query(conn: sqlite3.Connection) -> list[bytes]:
+            if after is None:
+                sql, params = ("SELECT doc FROM runs WHERE workflow_id = ? "
+                               "ORDER BY created_at DESC, id DESC LIMIT ?", (workflow_id, limit + 1))
+            else:
+                sql, params = ("SELECT doc FROM runs WHERE workflow_id = ? AND (created_at, id) < (?, ?) "
+                               "ORDER BY created_at DESC, id DESC LIMIT ?",
+                               (workflow_id, after[0], after[1], limit + 1))
+            return [r[0] for r in conn.execute(sql, params)]
+
+        rows = await self._db.read(query)
+        items = [_decoder.decode(r) for r in rows[:limit]]
+        next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+        return Page(items=items, next_cursor=next_cursor)
+
+    async def events_after(self, run_id: str, seq: int, limit: int = 10_000) -> list[tuple[int, str, bytes]]:
+        return await self._db.read(lambda conn: [
+            (int(s), str(n), bytes(d)) for s, n, d in conn.execute(
+                "SELECT seq, name, data FROM run_events WHERE run_id = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?", (run_id, seq, limit))
+        ])
+
+    async def active(self) -> list[tuple[Run, int]]:
+        """Runs stored as running or paused, each with the last seq of its event log."""
+
+        def query(conn: sqlite3.Connection) -> list[tuple[bytes, int]]:
+            return [(r[0], int(r[1] or 0)) for r in conn.execute(
+                "SELECT doc, (SELECT max(seq) FROM run_events e WHERE e.run_id = runs.id) "
+                "FROM runs WHERE state IN (?, ?)", _ACTIVE)]
+
+        return [(_decoder.decode(doc), last) for doc, last in await self._db.read(query)]
