@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import msgspec
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from server.http import json_response, not_modified, page_params
 from server.keys import NOW, SETTINGS, STORE
@@ -80,7 +81,7 @@ async def upload_files(request: web.Request) -> web.Response:
                 )
                 staged.append(StagedFile(info=info, kind=inspection.kind, tmp_path=str(tmp),
                                          thumbnail=inspection.thumbnail))
-        except (ValueError, AssertionError, LookupError) as exc:
+        except (ValueError, AssertionError, LookupError, HttpProcessingError) as exc:
             # aiohttp's multipart reader reports a broken body with these.
             raise web.HTTPBadRequest(text=f"The multipart body could not be read: {exc}") from None
         if not staged:
