@@ -69,6 +69,11 @@ def decode_json(raw: bytes, type_: type[T], prefix: tuple[str | int, ...] = ("bo
         ) from None
     except msgspec.DecodeError as exc:
         raise MalformedBody(f"The body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        # msgspec reports bad UTF-8 inside a string as UnicodeDecodeError, not as its own error.
+        raise MalformedBody("The body is not valid UTF-8.") from None
+    except RecursionError:
+        raise MalformedBody("The body is nested too deeply to read.") from None
 
 
 async def decode_body(request: web.Request, type_: type[T], *, optional: bool = False) -> T:
