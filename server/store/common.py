@@ -29,9 +29,18 @@ class Page(msgspec.Struct, Generic[T], frozen=True, rename="camel"):
     next_cursor: str | None
 
 
+_last_ms = 0
+
+
 def new_id(prefix: str) -> str:
-    """A time-ordered, unguessable id: `wf_0196a3c1f2e84f3a9b1c2d`."""
-    return f"{prefix}_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(5)}"
+    """A time-ordered, unguessable id: `wf_0196a3c1f2e84f3a9b1c2d`.
+
+    Lists sort by (createdAt, id), so ids made in the same millisecond must still sort in the
+    order they were made: the time part never repeats within a process (it runs ahead of the
+    clock by at most the burst of ids made in one millisecond)."""
+    global _last_ms
+    _last_ms = max(time.time_ns() // 1_000_000, _last_ms + 1)
+    return f"{prefix}_{_last_ms:012x}{secrets.token_hex(5)}"
 
 
 def encode_cursor(created_at: str, item_id: str) -> str:
