@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from server.openapi import Route
-from server.routes import files, meta, nodes, workflows
+from server.routes import files, meta, nodes, templates, workflows
 
 __all__ = ["ALL_ROUTES"]
 
@@ -11,5 +11,6 @@ ALL_ROUTES: tuple[Route, ...] = (
     *meta.ROUTES,
     *workflows.ROUTES,
     *nodes.ROUTES,
+    *templates.ROUTES,
     *files.ROUTES,
 )
