@@ -1,0 +1,284 @@
+"""What a client sees when it gets something wrong: RFC 9457 problem+json with the right status,
+a `loc` for every invalid field, throttling and CORS. No client input ever gives a 500."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from conftest import make_settings
+
+from server.app import create_app
+
+Client = TestClient[Any, web.Application]
+JSON = {"Content-Type": "application/json"}
+
+
+async def problem(resp: Any, status: int, loc: list[Any] | None = None) -> dict[str, Any]:
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/problem+json"
+    body = await resp.json(content_type=None)
+    assert body["status"] == status
+    assert body["type"].startswith("urn:flowstage:problem:")
+    assert body["title"]
+    assert body["detail"]
+    if loc is not None:
+        assert [e["loc"] for e in body["errors"]] == [loc], body
+        assert all(e["msg"] for e in body["errors"])
+    return body
+
+
+@pytest.fixture
+async def wf(client: Client, simple_workflow: dict[str, Any]) -> str:
+    resp = await client.post("/api/workflows", json=simple_workflow)
+    assert resp.status == 201
+    return str((await resp.json())["id"])
+
+
+# --- unreadable requests ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [b'{"name": "x",', b"{name: 'x'}", b"", b"not json"])
+async def test_malformed_json_is_400(client: Client, raw: bytes) -> None:
+    body = await problem(await client.post("/api/workflows", data=raw, headers=JSON), 400)
+    assert "errors" not in body
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_a_body_that_is_not_json_by_content_type_is_415(
+    client: Client, content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    resp = await client.post("/api/workflows", data=b'{"name": "x"}', headers=headers)
+    await problem(resp, 415)
+    assert (await (await client.get("/api/workflows")).json())["items"] == []
+
+
+async def test_a_json_content_type_with_charset_is_accepted(client: Client) -> None:
+    resp = await client.post("/api/workflows", data=b'{"name": "x"}',
+                             headers={"Content-Type": "application/json; charset=utf-8"})
+    assert resp.status == 201
+
+
+async def test_a_body_over_max_request_bytes_is_413(aiohttp_client: Any, tmp_path: Path) -> None:
+    client = await aiohttp_client(create_app(make_settings(tmp_path, max_request_bytes=2048)))
+    raw = b'{"name": "big", "description": "' + b"x" * 3000 + b'"}'
+    await problem(await client.post("/api/workflows", data=raw, headers=JSON), 413)
+    assert (await (await client.get("/api/workflows")).json())["items"] == []
+    small = b'{"name": "small", "description": "' + b"x" * 1500 + b'"}'
+    assert (await client.post("/api/workflows", data=small, headers=JSON)).status == 201
+
+
+# --- routing ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/nope", "/api", "/api/workflow", "/api/workflows/a/b/c"])
+async def test_an_unknown_route_is_404_problem(client: Client, path: str) -> None:
+    await problem(await client.get(path), 404)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PATCH", "/api/workflows", {"GET", "POST"}),
+        ("DELETE", "/api/workflows", {"GET", "POST"}),
+        ("POST", "/api/workflows/wf_x", {"GET", "PUT", "DELETE"}),
+        ("GET", "/api/workflows/wf_x/nodes", {"POST"}),
+        ("POST", "/api/node-types", {"GET"}),
+    ],
+)
+async def test_a_wrong_method_is_405_with_allow(
+    client: Client, method: str, path: str, allowed: set[str]
+) -> None:
+    resp = await client.request(method, path)
+    body = await problem(resp, 405)
+    allow = {m.strip() for m in resp.headers["Allow"].split(",")}
+    assert allowed <= allow
+    assert method not in allow
+    assert method in body["detail"]
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({}, ["body", "name"]),
+        ({"description": "no name"}, ["body", "name"]),
+        ({"name": ""}, ["body", "name"]),
+        ({"name": 5}, ["body", "name"]),
+        ({"name": "x" * 201}, ["body", "name"]),
+        ({"name": "x", "tags": [1]}, ["body", "tags", 0]),
+        ({"name": "x", "tags": "demo"}, ["body", "tags"]),
+        ({"name": "x", "nodes": {}}, ["body", "nodes"]),
+        ({"name": "x", "nodes": [{"type": "delay", "position": {"x": "1", "y": 0}}]},
+         ["body", "nodes", 0, "position", "x"]),
+        ({"name": "x", "nodes": [{"type": "delay", "position": {"x": 0}}]},
+         ["body", "nodes", 0, "position", "y"]),
+        ({"name": "x", "nodes": [{"type": "delay"}]}, ["body", "nodes", 0, "position"]),
+        ({"name": "x", "nodes": [{"type": "delay", "position": {"x": 0, "y": 0}},
+                                 {"type": "delay", "position": {"x": 0, "y": 0}, "data": {"label": 3}}]},
+         ["body", "nodes", 1, "data", "label"]),
+        ({"name": "x", "nodes": [{"type": "delay", "position": {"x": 0, "y": 0}, "data": {"config": []}}]},
+         ["body", "nodes", 0, "data", "config"]),
+        ({"name": "x", "connections": [{"source": "a"}]}, ["body", "connections", 0, "target"]),
+    ],
+)
+async def test_a_type_error_is_422_at_the_fields_loc(
+    client: Client, body: dict[str, Any], loc: list[Any]
+) -> None:
+    await problem(await client.post("/api/workflows", json=body), 422, loc)
+
+
+async def test_every_broken_graph_rule_is_listed_with_its_own_loc(client: Client) -> None:
+    resp = await client.post("/api/workflows", json={
+        "name": "broken",
+        "nodes": [
+            {"id": "a", "type": "delay", "position": {"x": 0, "y": 0}},
+            {"id": "a", "type": "delay", "position": {"x": 0, "y": 0}},
+            {"id": "b", "type": "teleporter", "position": {"x": 0, "y": 0}},
+            {"id": "c", "type": "image_resize", "position": {"x": 0, "y": 0},
+             "data": {"config": {"width": 0}}},
+        ],
+        "connections": [{"source": "a", "target": "ghost"}],
+    })
+    body = await problem(resp, 422)
+    assert [e["loc"] for e in body["errors"]] == [
+        ["body", "nodes", 1, "id"],
+        ["body", "nodes", 2, "type"],
+        ["body", "nodes", 3, "data", "config", "width"],
+        ["body", "connections", 0, "target"],
+    ]
+
+
+# --- hostile input ---------------------------------------------------------------------------
+
+_DEEP = b'{"a":' * 5000 + b"1" + b"}" * 5000
+_HOSTILE: list[tuple[str, bytes, int]] = [
+    ("array", b"[]", 422),
+    ("array of workflows", b'[{"name": "x"}]', 422),
+    ("null", b"null", 422),
+    ("string", b'"name"', 422),
+    ("number", b"42", 422),
+    ("huge number", b"1e999", 422),
+    ("huge integer", b"9" * 5000, 422),
+    ("huge coordinate", b'{"name":"x","nodes":[{"type":"delay","position":{"x":1e308,"y":0}}]}', 422),
+    ("overflowing coordinate", b'{"name":"x","nodes":[{"type":"delay","position":{"x":1e999,"y":0}}]}', 422),
+    ("NaN", b'{"name":"x","nodes":[{"type":"delay","position":{"x":NaN,"y":0}}]}', 400),
+    ("Infinity", b'{"name":"x","nodes":[{"type":"delay","position":{"x":Infinity,"y":0}}]}', 400),
+    ("deeply nested arrays", b"[" * 100_000 + b"]" * 100_000, 422),
+    ("deeply nested config", b'{"name":"x","nodes":[{"type":"manual_trigger","position":{"x":0,"y":0},'
+                             b'"data":{"config":{"payload":' + _DEEP + b"}}}]}", 400),
+    ("deeply nested unknown field", b'{"name":"x","extra":' + _DEEP + b"}", 400),
+    ("non-UTF-8 bytes", b"\xff\xfe\x00\x01", 400),
+    ("non-UTF-8 in a string", b'{"name": "\xff\xfe"}', 400),
+    ("lone surrogate escape", b'{"name": "\\ud800"}', 400),
+    ("NUL in a name", b'{"name": "a\\u0000b"}', 201),
+]
+
+
+@pytest.mark.parametrize(("raw", "status"), [(r, s) for _, r, s in _HOSTILE],
+                         ids=[name for name, _, _ in _HOSTILE])
+async def test_hostile_bodies_never_give_a_500(client: Client, wf: str, raw: bytes, status: int) -> None:
+    resp = await client.post("/api/workflows", data=raw, headers=JSON)
+    if status == 201:
+        assert resp.status == 201, await resp.text()
+    else:
+        await problem(resp, status)
+    # The same bytes sent to every other JSON endpoint: always a 4xx (or a success).
+    for method, path in [
+        ("PUT", f"/api/workflows/{wf}"),
+        ("POST", f"/api/workflows/{wf}/nodes"),
+        ("PUT", f"/api/workflows/{wf}/nodes/h"),
+        ("POST", f"/api/workflows/{wf}/connections"),
+    ]:
+        resp = await client.request(method, path, data=raw, headers=JSON)
+        assert resp.status < 500, (method, path, await resp.text())
+        if resp.status >= 400:
+            assert resp.content_type == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["limit=%ff", "limit=" + "9" * 5000, "limit=1e3", "cursor=" + "A" * 4000, "cursor=%00",
+     "tag=%ff", "tag=" + "x" * 4000, "limit=%E2%82%85"],
+)
+async def test_hostile_query_strings_never_give_a_500(client: Client, query: str) -> None:
+    resp = await client.get(f"/api/workflows?{query}")
+    assert resp.status in (200, 422), await resp.text()
+    if resp.status == 422:
+        await problem(resp, 422)
+
+
+# --- throttling ------------------------------------------------------------------------------
+
+
+async def test_a_client_over_its_rate_gets_429_with_retry_after(aiohttp_client: Any, tmp_path: Path) -> None:
+    client = await aiohttp_client(create_app(
+        make_settings(tmp_path, rate_limit_per_second=1, rate_limit_burst=2)))
+    assert (await client.get("/api/workflows")).status == 200
+    assert (await client.get("/api/node-types")).status == 200
+    resp = await client.get("/api/workflows")
+    await problem(resp, 429)
+    assert int(resp.headers["Retry-After"]) >= 1
+    # A liveness probe is never throttled.
+    assert (await client.get("/api/health")).status == 200
+
+
+async def test_rate_limit_zero_turns_throttling_off(client: Client) -> None:
+    # The shared fixture runs with rate_limit_per_second = 0.
+    for _ in range(50):
+        assert (await client.get("/api/workflows")).status == 200
+
+
+# --- CORS ------------------------------------------------------------------------------------
+
+_PREFLIGHT = {
+    "Access-Control-Request-Method": "PUT",
+    "Access-Control-Request-Headers": "content-type, if-match",
+}
+
+
+async def test_the_default_config_allows_a_preflight_from_any_origin(client: Client) -> None:
+    resp = await client.options("/api/workflows/wf_x",
+                                headers={"Origin": "http://editor.example:5173", **_PREFLIGHT})
+    assert resp.status == 200
+    assert resp.headers["Access-Control-Allow-Origin"] in ("*", "http://editor.example:5173")
+    assert "PUT" in resp.headers["Access-Control-Allow-Methods"]
+    allowed_headers = resp.headers["Access-Control-Allow-Headers"].lower()
+    assert "content-type" in allowed_headers
+    assert "if-match" in allowed_headers
+
+    got = await client.get("/api/workflows", headers={"Origin": "http://editor.example:5173"})
+    assert got.headers["Access-Control-Allow-Origin"] in ("*", "http://editor.example:5173")
+
+
+async def test_the_etag_is_readable_by_a_cross_origin_editor(
+    client: Client, simple_workflow: dict[str, Any]
+) -> None:
+    resp = await client.post("/api/workflows", json=simple_workflow,
+                             headers={"Origin": "http://editor.example"})
+    exposed = resp.headers["Access-Control-Expose-Headers"].lower()
+    assert "etag" in exposed
+    assert "location" in exposed
+
+
+async def test_an_origin_not_listed_gets_no_allow_origin(aiohttp_client: Any, tmp_path: Path) -> None:
+    client = await aiohttp_client(create_app(
+        make_settings(tmp_path, cors_origins=["http://allowed.example"])))
+    denied = await client.options("/api/workflows/wf_x",
+                                  headers={"Origin": "http://evil.example", **_PREFLIGHT})
+    assert "Access-Control-Allow-Origin" not in denied.headers
+    assert denied.status >= 400
+    got = await client.get("/api/workflows", headers={"Origin": "http://evil.example"})
+    assert got.status == 200
+    assert "Access-Control-Allow-Origin" not in got.headers
+
+    allowed = await client.options("/api/workflows/wf_x",
+                                   headers={"Origin": "http://allowed.example", **_PREFLIGHT})
+    assert allowed.status == 200
+    assert allowed.headers["Access-Control-Allow-Origin"] == "http://allowed.example"
