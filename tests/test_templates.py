@@ -1,15 +1,19 @@
 """Templates through the HTTP API: saving (whole or from a workflow), versions and ETags,
 paging, applying into new and existing workflows, export and import, refusals that leave the
-store as it was."""
+store as it was, and the gallery seeded on first start."""
 
 from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from conftest import ClientFactory, make_settings
+
+from server.app import create_app
 
 Client = TestClient[Any, Any]
 JSON = dict[str, Any]
@@ -474,7 +478,31 @@ async def test_invalid_template_bodies_name_the_field_and_create_nothing(
     assert await count(client, "/api/templates") == 1
 
 
-# --- documentation ------------------------------------------------------------------------------
+# --- gallery and documentation ----------------------------------------------------------------
+
+
+async def test_gallery_is_seeded_once_into_an_empty_store(
+    aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, storage="sqlite", seed_demo_data=True)
+    client = await aiohttp_client(create_app(settings))
+    gallery = (await get(client, "/api/templates"))["items"]
+    assert len(gallery) >= 6
+    assert len({t["name"] for t in gallery}) == len(gallery)
+    assert all("gallery" in t["tags"] for t in gallery)
+    assert all(len(t["nodes"]) >= 3 and t["connections"] for t in gallery)
+    assert await count(client, "/api/workflows") > 0
+    applied = await post(client, f"/api/templates/{gallery[0]['id']}/apply", {}, 201)
+    assert shape(applied) == shape(gallery[0])
+    assert (await client.delete(f"/api/templates/{gallery[0]['id']}")).status == 204
+    await client.close()
+
+    restarted = await aiohttp_client(create_app(settings))
+    assert await count(restarted, "/api/templates") == len(gallery) - 1
+
+
+async def test_no_gallery_when_demo_data_is_off(client: Client) -> None:
+    assert await count(client, "/api/templates") == 0
 
 
 async def test_openapi_documents_every_template_operation(client: Client) -> None:
