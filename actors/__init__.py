@@ -1,1 +1,39 @@
-"""actors package."""
+"""The runtime: actor base, clock, run and node actors, event logs, the engine and its sink.
+
+It knows nothing of HTTP; the server calls the engine and reads snapshots and event logs.
+"""
+
+from actors.actor import Actor, ActorStopped, Directive, Envelope, Supervisor
+from actors.clock import Clock, ManualClock, SystemClock, TimerHandle
+from actors.engine import Engine, EngineConfig, EventListener
+from actors.eventlog import EventLog, EventRow
+from actors.handlers import Handler, HandlerRegistry
+from actors.run import GetSnapshot, Pause, Resume, RunActor, RunCommand, Stop
+from actors.sink import MemorySink, RunSink
+
+__all__ = [
+    "Actor",
+    "ActorStopped",
+    "Clock",
+    "Directive",
+    "Engine",
+    "EngineConfig",
+    "Envelope",
+    "EventListener",
+    "EventLog",
+    "EventRow",
+    "GetSnapshot",
+    "Handler",
+    "HandlerRegistry",
+    "ManualClock",
+    "MemorySink",
+    "Pause",
+    "Resume",
+    "RunActor",
+    "RunCommand",
+    "RunSink",
+    "Stop",
+    "Supervisor",
+    "SystemClock",
+    "TimerHandle",
+]

@@ -1,0 +1,160 @@
+"""Time as an interface: the runtime asks a Clock for the time and for timers, never
+`time` or `asyncio.sleep` directly.
+
+`SystemClock` is wall time for production. `ManualClock` moves only when a test tells it
+to, firing due timers in deadline order, so timed behaviour is asserted at exact virtual
+instants and a test of a ten-minute workflow takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+__all__ = ["Clock", "ManualClock", "SystemClock", "TimerHandle"]
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the Unix epoch (virtual for a manual clock)."""
+        ...
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
+        """Call `callback(*args)` on the event loop after `delay` seconds."""
+        ...
+
+    async def sleep(self, delay: float) -> None: ...
+
+
+class SystemClock:
+    """Wall time: the epoch reading is taken once, then advanced by the loop's monotonic
+    clock, so a wall-clock step (NTP) never reorders timers or timestamps."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._offset = 0.0
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._offset = time.time() - loop.time()
+        return loop
+
+    def now(self) -> float:
+        loop = self._loop or self._bind()
+        return self._offset + loop.time()
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
+        loop = self._loop or self._bind()
+        return loop.call_later(delay, callback, *args)
+
+    async def sleep(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+
+
+class _ManualTimer:
+    __slots__ = ("args", "callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self.when = when
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ManualClock:
+    """A clock that only moves when told: `await advance(s)` or `await run_until_idle()`.
+
+    Timers fire in deadline order (ties in scheduling order) with `now()` set to each
+    timer's own deadline; between firings the loop gets a few turns so that tasks woken
+    by a timer run before the next one fires.
+    """
+
+    def __init__(self, start: float = 1_790_000_000.0, *, settle_turns: int = 4) -> None:
+        self._now = start
+        self._heap: list[tuple[float, int, _ManualTimer]] = []
+        self._counter = itertools.count()
+        self._settle_turns = settle_turns
+
+    def now(self) -> float:
+        return self._now
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> _ManualTimer:
+        timer = _ManualTimer(self._now + max(delay, 0.0), callback, args)
+        heapq.heappush(self._heap, (timer.when, next(self._counter), timer))
+        return timer
+
+    async def sleep(self, delay: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        timer = self.call_later(delay, _wake, future)
+        try:
+            await future
+        finally:
+            timer.cancel()
+
+    def pending(self) -> int:
+        """How many live timers are scheduled."""
+        return sum(1 for _, _, t in self._heap if not t.cancelled)
+
+    def next_deadline(self) -> float | None:
+        self._drop_cancelled()
+        return self._heap[0][0] if self._heap else None
+
+    def _drop_cancelled(self) -> None:
+        while self._heap and self._heap[0][2].cancelled:
+            heapq.heappop(self._heap)
+
+    async def _settle(self) -> None:
+        for _ in range(self._settle_turns):
+            await asyncio.sleep(0)
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward by `seconds`, firing every timer that falls due on the way."""
+        if seconds < 0:
+            raise ValueError("time only moves forward")
+        await self._advance_to(self._now + seconds)
+
+    async def _advance_to(self, target: float) -> None:
+        await self._settle()
+        while True:
+            self._drop_cancelled()
+            if not self._heap or self._heap[0][0] > target:
+                break
+            when = self._heap[0][0]
+            self._now = max(self._now, when)
+            # Fire everything due at this instant, then let woken tasks run.
+            while self._heap and self._heap[0][0] <= when:
+                _, _, timer = heapq.heappop(self._heap)
+                if not timer.cancelled:
+                    timer.cancelled = True  # fired: a late cancel() is a no-op
+                    timer.callback(*timer.args)
+            await self._settle()
+        self._now = max(self._now, target)
+        await self._settle()
+
+    async def run_until_idle(self, max_steps: int = 100_000) -> None:
+        """Jump from deadline to deadline until no timer is left; raise after `max_steps`
+        jumps (something keeps rescheduling itself)."""
+        await self._settle()
+        for _ in range(max_steps):
+            deadline = self.next_deadline()
+            if deadline is None:
+                return
+            await self._advance_to(deadline)
+        raise RuntimeError(f"ManualClock still busy after {max_steps} steps")
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,0 +1,382 @@
+"""The engine: starts runs, routes control to them, persists them, and supervises them.
+
+It owns everything it starts: the run actors (no tasks of their own), the async handler
+tasks and one flusher task that group-commits changes to the sink every ~50 ms. `close()`
+interrupts active runs, cancels and awaits what it owns, and flushes a last time.
+
+Persistence is off the per-event path: events are appended to the run's in-memory log
+and the run is marked dirty; the flusher collects every dirty run's new events (and the
+snapshots that must be saved: new, paused/resumed/stopped and finished runs) into one
+`save_runs` and one `append_events` call. `execute` awaits the flush that carries its new
+run, and all concurrent executes share that one flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+from collections import OrderedDict, deque
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Literal
+
+import msgspec
+
+from actors.actor import Actor, Directive
+from actors.clock import Clock, TimerHandle
+from actors.eventlog import EventLog
+from actors.handlers import HandlerRegistry
+from actors.node import NodeActor
+from actors.run import GetSnapshot, Pause, Resume, RunActor, Stop
+from actors.sink import RunSink
+from simulation.catalogue import Timing
+from simulation.errors import FieldError, Invalid, NotFound, Unavailable
+from simulation.models import EdgeFlow, ErrorInfo, Run, Workflow
+from simulation.plan import Plan, compile_plan, edge_flows
+
+__all__ = ["Engine", "EngineConfig", "EventListener"]
+
+log = logging.getLogger(__name__)
+
+EventListener = Callable[[str, str, int, str, bytes], None]
+"""Called with (run_id, workflow_id, seq, name, data) for every event of every run, on the
+loop, synchronously: keep it cheap (count, or hand off to a queue)."""
+
+Action = Literal["pause", "resume", "stop"]
+
+_COMMANDS = {"pause": Pause(), "resume": Resume(), "stop": Stop()}
+_SNAPSHOT = GetSnapshot()
+_INTERRUPTED = ErrorInfo("interrupted", "The server shut down while this run was active.")
+# JavaScript loses integer precision above 2**53; a generated seed must survive the editor.
+_SEED_LIMIT = 2**53
+
+
+class EngineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    default_speed: float = 1.0
+    mailbox_size: int = 64
+    # node type -> probability of a simulated failure, combined with a run's failureRate.
+    failure_rates: dict[str, float] = {}
+    # node type -> timing profile replacing the catalogue's.
+    timings: dict[str, Timing] = {}
+    progress_step: float = 0.25
+    # seconds of clock time between two node.progress events of one node, at least.
+    progress_min_interval: float = 0.25
+    flush_interval: float = 0.05
+    # finished runs kept in memory (for snapshots, dataflow, SSE replay) once persisted.
+    retain_finished: int = 1000
+    max_duration_ms: float = 3_600_000.0
+    plan_cache_size: int = 256
+
+
+class Engine:
+    """Supervisor of every run actor; see the module docstring."""
+
+    def __init__(self, clock: Clock, sink: RunSink, config: EngineConfig | None = None, *,
+                 handlers: HandlerRegistry | None = None) -> None:
+        self.clock = clock
+        self.sink = sink
+        self.config = config or EngineConfig()
+        self.handlers = handlers or HandlerRegistry()
+        self.listeners: tuple[EventListener, ...] = ()
+        self._runs: dict[str, RunActor] = {}
+        self._latest: dict[str, str] = {}
+        self._finished: deque[RunActor] = deque()
+        self._plans: OrderedDict[tuple[str, int, str | None], Plan] = OrderedDict()
+        self._work: set[asyncio.Task[Any]] = set()
+        self._dirty: list[RunActor] = []
+        self._flush_timer: TimerHandle | None = None
+        self._flush_lock: asyncio.Lock | None = None
+        self._next_flush: asyncio.Future[None] | None = None
+        self._wake: asyncio.Future[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._status: Literal["new", "open", "closing", "closed"] = "new"
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._status != "new":
+            return
+        loop = asyncio.get_running_loop()
+        self._flush_lock = asyncio.Lock()
+        self._wake = loop.create_future()
+        self._flusher = loop.create_task(self._flush_loop(), name="flowstage-engine-flusher")
+        self._status = "open"
+
+    async def close(self) -> None:
+        """Interrupt active runs, cancel and await owned tasks, persist everything."""
+        if self._status in ("closing", "closed"):
+            return
+        was_open = self._status == "open"
+        self._status = "closing"
+        for run in list(self._runs.values()):
+            run.interrupt(_INTERRUPTED)
+        work = list(self._work)
+        for task in work:
+            task.cancel()
+        if work:
+            await asyncio.gather(*work, return_exceptions=True)
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
+        if was_open:
+            try:
+                await self._flush_once()
+            except Exception:
+                log.exception("final flush failed")
+        for run in list(self._runs.values()):
+            run.stop()
+        self._status = "closed"
+
+    # --- runs ----------------------------------------------------------------------------
+
+    async def execute(
+        self,
+        workflow: Workflow,
+        *,
+        run_id: str | None = None,
+        seed: int | None = None,
+        speed: float | None = None,
+        failure_rate: float = 0.0,
+        inputs: Mapping[str, Any] | None = None,
+        only_node: str | None = None,
+        kind: Literal["workflow", "process-files"] = "workflow",
+    ) -> Run:
+        """Start a run of a frozen copy of `workflow`; return its first snapshot once that
+        snapshot is persisted. Raises Invalid (bad parameters, a cycle), Conflict (run id
+        taken) or Unavailable (engine not open)."""
+        self._check_open()
+        speed = self.config.default_speed if speed is None else speed
+        errors = []
+        if not (isinstance(speed, int | float) and math.isfinite(speed) and speed > 0):
+            errors.append(FieldError(["body", "speed"], "must be a number greater than 0"))
+        if not (isinstance(failure_rate, int | float) and 0.0 <= failure_rate <= 1.0):
+            errors.append(FieldError(["body", "failureRate"], "must be between 0 and 1"))
+        if errors:
+            raise Invalid("Invalid execute parameters", errors)
+        plan = self._plan(workflow, only_node)
+        if run_id is None:
+            run_id = "run_" + secrets.token_hex(8)
+        elif run_id in self._runs:
+            from simulation.errors import Conflict
+
+            raise Conflict(f"Run {run_id!r} already exists")
+        if seed is None:
+            seed = secrets.randbelow(_SEED_LIMIT)
+        run = RunActor(self, plan, run_id, seed=seed, speed=float(speed), failure_rate=float(failure_rate),
+                       inputs=dict(inputs or {}), kind=kind)
+        self._runs[run_id] = run
+        self._latest[plan.workflow_id] = run_id
+        first = run.snapshot()
+        try:
+            run.begin()
+        except Exception as error:
+            self.child_failed(run, error)
+        # Shielded: a caller that goes away must not cancel the flush other callers share.
+        await asyncio.shield(self._flush_soon())
+        return first
+
+    async def control(self, run_id: str, action: Action) -> Run:
+        """Pause, resume or stop a run through its mailbox; the reply is its snapshot.
+        NotFound for an unknown run, IllegalTransition (a Conflict) for a finished one,
+        MailboxFull if it is flooded."""
+        command = _COMMANDS.get(action)
+        if command is None:
+            raise Invalid(f"Unknown action {action!r}", [FieldError(["path", "action"], "must be pause, resume or stop")])
+        run = self._get(run_id)
+        result: Run = await run.ask(command)
+        return result
+
+    async def ask_snapshot(self, run_id: str) -> Run:
+        """A snapshot taken in turn with the run's other messages."""
+        result: Run = await self._get(run_id).ask(_SNAPSHOT)
+        return result
+
+    def snapshot(self, run_id: str) -> Run | None:
+        """The current snapshot of a live (or recently finished) run; None if not in memory."""
+        run = self._runs.get(run_id)
+        return None if run is None else run.snapshot()
+
+    def dataflow(self, run_id: str) -> list[EdgeFlow] | None:
+        """What crossed each connection of a run in memory; None if not in memory."""
+        run = self._runs.get(run_id)
+        return None if run is None else edge_flows(run.plan, run.snapshot(raw=True))
+
+    def events(self, run_id: str) -> EventLog | None:
+        """The in-memory event log of a run, for SSE; None once it left memory (read the
+        sink's store then)."""
+        run = self._runs.get(run_id)
+        return None if run is None else run.log
+
+    def latest_run_id(self, workflow_id: str) -> str | None:
+        return self._latest.get(workflow_id)
+
+    def run_ids(self) -> list[str]:
+        """Runs in memory, oldest first."""
+        return list(self._runs)
+
+    def counts(self) -> dict[str, int]:
+        """Runs in memory by state (for metrics)."""
+        out: dict[str, int] = {}
+        for run in self._runs.values():
+            out[run.state] = out.get(run.state, 0) + 1
+        return out
+
+    def add_listener(self, listener: EventListener) -> Callable[[], None]:
+        """Observe every event of every run; returns a function that removes the listener."""
+        self.listeners = (*self.listeners, listener)
+
+        def remove() -> None:
+            self.listeners = tuple(x for x in self.listeners if x is not listener)
+
+        return remove
+
+    async def flush(self) -> None:
+        """Persist everything pending now."""
+        if self._status == "open":
+            await asyncio.shield(self._flush_soon())
+
+    # --- supervision ---------------------------------------------------------------------
+
+    def child_failed(self, child: Actor[Any], error: BaseException) -> Directive:
+        """A run actor crashed (a bug, not a node's work): that run fails, nothing else."""
+        log.error("run actor %r crashed", child, exc_info=error)
+        if isinstance(child, RunActor):
+            try:
+                child.fail_internal(ErrorInfo("internal_error", f"{type(error).__name__}: {error}"))
+            except Exception:
+                log.exception("could not fail %r cleanly", child)
+            # It keeps answering (with its snapshot, or Conflict as a finished run).
+            return "resume"
+        return "stop"
+
+    def spawn_work(self, run: RunActor, node: NodeActor,
+                   work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(work, name=f"flowstage-work-{run.id}-{node.p.id}")
+        self._work.add(task)
+
+        def done(task: asyncio.Task[Any]) -> None:
+            self._work.discard(task)
+            run.work_done(node)
+
+        task.add_done_callback(done)
+        return task
+
+    # --- persistence ---------------------------------------------------------------------
+
+    def mark_dirty(self, run: RunActor) -> None:
+        self._dirty.append(run)
+        if self._flush_timer is None and self._status in ("open", "closing"):
+            self._flush_timer = self.clock.call_later(self.config.flush_interval, self._kick)
+
+    def run_finished(self, run: RunActor) -> None:
+        self._finished.append(run)
+        if not run._dirty:
+            run._dirty = True
+            self.mark_dirty(run)
+
+    def _kick(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    def _flush_soon(self) -> asyncio.Future[None]:
+        if self._next_flush is None:
+            self._next_flush = asyncio.get_running_loop().create_future()
+        self._kick()
+        return self._next_flush
+
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            assert self._wake is not None
+            await self._wake
+            self._wake = loop.create_future()
+            try:
+                await self._flush_once()
+            except Exception:
+                log.exception("flush failed; will retry")
+
+    async def _flush_once(self) -> None:
+        assert self._flush_lock is not None
+        async with self._flush_lock:
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
+            runs, self._dirty = self._dirty, []
+            done, self._next_flush = self._next_flush, None
+            snapshots: list[Run] = []
+            saved: list[RunActor] = []
+            rows: list[tuple[str, int, str, bytes]] = []
+            marks: list[tuple[RunActor, int]] = []
+            for run in runs:
+                run._dirty = False
+                if run.needs_save:
+                    run.needs_save = False
+                    snapshots.append(run.snapshot(raw=True))
+                    saved.append(run)
+                upto = run.seq
+                if upto > run.persisted_seq:
+                    rows.extend(run.log.rows(run.id, run.persisted_seq))
+                    marks.append((run, upto))
+            try:
+                if snapshots:
+                    await self.sink.save_runs(snapshots)
+                if rows:
+                    await self.sink.append_events(rows)
+            except Exception as error:
+                for run in saved:
+                    run.needs_save = True
+                for run in runs:
+                    if not run._dirty:
+                        run._dirty = True
+                        self.mark_dirty(run)
+                if done is not None and not done.done():
+                    done.set_exception(Unavailable(f"Could not persist runs: {error}"))
+                    done.exception()  # retrieved: nobody may be waiting any more
+                raise
+            for run, upto in marks:
+                if upto > run.persisted_seq:
+                    run.persisted_seq = upto
+            if done is not None and not done.done():
+                done.set_result(None)
+            self._evict()
+
+    def _evict(self) -> None:
+        finished = self._finished
+        while len(finished) > self.config.retain_finished:
+            run = finished[0]
+            if run._dirty or run.needs_save or run.persisted_seq < run.seq:
+                break
+            finished.popleft()
+            if self._runs.get(run.id) is run:
+                del self._runs[run.id]
+            run.stop()
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._status != "open":
+            raise Unavailable("The engine is not running")
+
+    def _get(self, run_id: str) -> RunActor:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise NotFound(f"Run {run_id!r} not found")
+        return run
+
+    def _plan(self, workflow: Workflow, only_node: str | None) -> Plan:
+        # A workflow's version grows on every change, so (id, version) names one graph.
+        key = (workflow.id, workflow.version, only_node)
+        plan = self._plans.get(key)
+        if plan is not None:
+            self._plans.move_to_end(key)
+            return plan
+        plan = compile_plan(workflow, only_node=only_node, timings=self.config.timings)
+        self._plans[key] = plan
+        if len(self._plans) > self.config.plan_cache_size:
+            self._plans.popitem(last=False)
+        return plan

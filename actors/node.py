@@ -1,0 +1,279 @@
+"""A node actor: one node of one run, as a plain object with its own state, its own
+messages and its own failure boundary.
+
+It is not a Task. Its run actor delivers its messages: `Tick` when the node's timer (an
+entry in the run's timer heap) falls due, `Freeze`/`Thaw`/`Halt` when the run pauses,
+resumes or stops, `WorkDone` when an async handler finished. Anything that goes wrong
+while computing the node's duration or output fails this node (recorded in its error and
+a node.failed event) and nothing else.
+
+Time along a node: it would reach progress `f` at `t0 + f * total`; `end` is 1.0, or the
+fraction at which a simulated failure strikes. Pausing keeps the progress reached
+(`frozen`); resuming moves `t0` so the node continues from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from simulation.models import ErrorInfo, NodeStopped
+from simulation.outputs import NodeContext, failure_message
+from simulation.rng import STREAM_FAILURE, STREAM_TIMING, Rng
+from simulation.states import node_transition
+from simulation.timing import duration_ms, progress_step
+
+if TYPE_CHECKING:
+    from actors.run import RunActor
+    from simulation.plan import PlanNode
+
+__all__ = ["FREEZE", "NOTHING", "THAW", "TICK", "WORK_DONE", "Freeze", "Halt", "NodeActor", "NodeCommand", "Thaw", "Tick", "WorkDone"]
+
+# A few failure draws are reserved so the message does not change what decides failing.
+_MESSAGE_DRAW = 2
+
+
+class Tick(msgspec.Struct, frozen=True, tag="tick"):
+    """The node's next timer fell due: a progress step, its failure point or its end."""
+
+
+class Freeze(msgspec.Struct, frozen=True, tag="freeze"):
+    """The run paused: keep the progress reached."""
+
+
+class Thaw(msgspec.Struct, frozen=True, tag="thaw"):
+    """The run resumed: continue from the progress kept."""
+
+
+class Halt(msgspec.Struct, frozen=True, tag="halt"):
+    """The run stopped (or was interrupted): settle as stopped or skipped."""
+
+    reason: str
+
+
+class WorkDone(msgspec.Struct, frozen=True, tag="work-done"):
+    """The node's async handler finished (check its task for the result)."""
+
+
+NodeCommand = Tick | Freeze | Thaw | Halt | WorkDone
+TICK = Tick()
+FREEZE = Freeze()
+THAW = Thaw()
+WORK_DONE = WorkDone()
+
+_LIVE = frozenset({"running", "paused"})
+
+
+class NodeActor:
+    __slots__ = ("delivered", "dead_fail", "dead_route", "end", "error", "finished_at", "frozen",
+                 "inputs", "mark", "output", "p", "pending", "run", "started_at", "state", "step",
+                 "t0", "total", "waiting", "work")
+
+    def __init__(self, run: RunActor, p: PlanNode) -> None:
+        self.run = run
+        self.p = p
+        self.state = "idle"
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.t0 = 0.0
+        self.total = 0.0
+        self.end = 1.0
+        self.step = 0.0
+        self.mark = 1.0
+        self.frozen = 0.0
+        self.output: msgspec.Raw | None = None
+        self.error: ErrorInfo | None = None
+        # One payload per incoming edge (by the edge's slot), until the node starts.
+        self.inputs: list[Any] | None = None
+        self.pending = len(p.in_edges)  # incoming edges not settled yet
+        self.delivered = 0  # incoming edges that carried data
+        self.dead_route = 0  # ... that will never carry data: branch not taken
+        self.dead_fail = 0  # ... that will never carry data: something upstream failed
+        self.waiting = False  # time is up, but an async handler is still working
+        self.work: asyncio.Task[Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"<NodeActor {self.p.id} {self.state}>"
+
+    # --- protocol ----------------------------------------------------------------------
+
+    def receive(self, message: NodeCommand) -> None:
+        match message:
+            case Tick():
+                self._tick()
+            case Freeze():
+                self._freeze()
+            case Thaw():
+                self._thaw()
+            case Halt(reason=reason):
+                self._halt(reason)
+            case WorkDone():
+                if self.waiting and self.state == "running":
+                    self._finish()
+
+    def progress_at(self, now: float) -> float:
+        state = self.state
+        if state == "running":
+            if self.waiting or self.total <= 0:
+                return self.end if self.waiting else 0.0
+            return min(max((now - self.t0) / self.total, 0.0), self.end)
+        if state == "completed":
+            return 1.0
+        if state in ("paused", "stopped", "failed"):
+            return self.frozen
+        return 0.0
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """All inputs are here: queue, start, and plan this node's time."""
+        run = self.run
+        p = self.p
+        self.state = node_transition(self.state, "queue")
+        run.node_event_queued(p.id)
+        self.state = node_transition(self.state, "start")
+        t = run.t
+        self.started_at = t
+        run.node_event_started(p.id)
+        end = 1.0
+        try:
+            seed = run.node_seed(p)
+            ms = duration_ms(p.type, p.timing, p.config, Rng(seed, STREAM_TIMING), run.cap_ms)
+            p_fail = run.failure_probability(p.type)
+            if p_fail > 0.0:
+                draws = Rng(seed, STREAM_FAILURE)
+                if draws.random() < p_fail:
+                    end = draws.uniform(0.3, 1.0)  # fails part-way, not always at the end
+            entry = run.handler(p.type)
+            if entry is not None and entry[1]:
+                self.work = run.spawn_work(self, entry[0](self._context()))
+        except Exception as error:
+            # Even planning the node failed: it fails at once, through its timer like
+            # any other end, so the failure is reported in order.
+            self.error = ErrorInfo("node_error", f"{type(error).__name__}: {error}", p.id)
+            ms, end = 0.0, 0.0
+        self.t0 = t
+        self.total = total = ms / 1000.0 / run.speed
+        self.end = end
+        self.step = step = progress_step(total, run.progress_step, run.progress_min_interval)
+        self.mark = step if step else 1.0
+        run.schedule(self)
+
+    def next_due(self) -> float:
+        """When this node's next timer falls due."""
+        frac = self.mark if self.mark < self.end else self.end
+        return self.t0 + frac * self.total
+
+    def _tick(self) -> None:
+        if self.state != "running":
+            return
+        if self.mark < self.end - 1e-9:
+            self.run.node_event_progress(self.p.id, self.mark)
+            self.mark = round(self.mark + self.step, 9)
+            self.run.schedule(self)
+        elif self.error is not None or self.end < 1.0:
+            self.frozen = self.end
+            self._fail(self.error or self._simulated_error())
+        else:
+            self._finish()
+
+    def _simulated_error(self) -> ErrorInfo:
+        draws = Rng(self.run.node_seed(self.p), STREAM_FAILURE)
+        for _ in range(_MESSAGE_DRAW):
+            draws.next64()
+        return ErrorInfo("simulated_failure", failure_message(self.p.type, draws), self.p.id)
+
+    def _context(self) -> NodeContext:
+        run = self.run
+        p = self.p
+        inputs: list[Any] = []
+        sources: list[str] = []
+        if self.inputs is not None:
+            edges = run.plan.edges
+            nodes = run.plan.nodes
+            for slot, payload in enumerate(self.inputs):
+                if payload is not NOTHING:
+                    inputs.append(payload)
+                    sources.append(nodes[edges[p.in_edges[slot]].source].id)
+        return NodeContext(run_id=run.id, workflow_id=run.workflow_id, node_id=p.id, type=p.type,
+                           config=p.config, inputs=inputs, input_sources=sources,
+                           run_inputs=run.inputs, seed=run.node_seed(p), now=run.t)
+
+    def _finish(self) -> None:
+        """Time is up: produce the output (or wait for async work) and complete."""
+        work = self.work
+        if work is not None:
+            if not work.done():
+                self.waiting = True
+                return
+            self.waiting = False
+            self.work = None
+            error = None if work.cancelled() else work.exception()
+            if work.cancelled() or error is not None:
+                text = "cancelled" if error is None else f"{type(error).__name__}: {error}"
+                self.frozen = self.end
+                self._fail(ErrorInfo("node_error", text, self.p.id))
+                return
+            output = work.result()
+        else:
+            entry = self.run.handler(self.p.type)
+            try:
+                ctx = self._context()
+                output = ctx.input if entry is None else entry[0](ctx)
+            except Exception as error:
+                self.frozen = self.end
+                self._fail(ErrorInfo("node_error", f"{type(error).__name__}: {error}", self.p.id))
+                return
+        self.run.complete_node(self, output)
+
+    def _fail(self, error: ErrorInfo) -> None:
+        self.state = node_transition(self.state, "fail")
+        self.error = error
+        self.finished_at = self.run.t
+        self.inputs = None
+        self.run.fail_node(self)
+
+    def _freeze(self) -> None:
+        if self.state != "running":
+            return
+        self.frozen = self.end if self.waiting else self.progress_at(self.run.t)
+        self.state = node_transition(self.state, "pause")
+
+    def _thaw(self) -> None:
+        if self.state != "paused":
+            return
+        self.state = node_transition(self.state, "resume")
+        t = self.run.t
+        self.t0 = t - self.frozen * self.total
+        while self.mark < self.frozen - 1e-9:  # steps already passed before the pause
+            self.mark = round(self.mark + self.step, 9)
+        self.run.schedule(self)
+
+    def _halt(self, reason: str) -> None:
+        run = self.run
+        if self.state in _LIVE:
+            if self.state == "running":
+                self.frozen = self.end if self.waiting else self.progress_at(run.t)
+            self.state = node_transition(self.state, "stop")
+            self.finished_at = run.t
+            self.inputs = None
+            if self.work is not None:
+                self.work.cancel()
+                self.work = None
+            run.node_event(NodeStopped, "node.stopped", self.p.id, round(self.frozen, 4))
+        elif self.state in ("idle", "queued"):
+            run.skip_node(self, reason)
+
+
+class _Nothing:
+    """No payload arrived on this slot (a merge input whose branch was not taken)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<nothing>"
+
+
+NOTHING: Any = _Nothing()

@@ -1,0 +1,498 @@
+"""The run actor: one run of one workflow, driven by clock timers and a bounded mailbox.
+
+No Task per run and none per node. Control commands (pause, resume, stop, snapshot)
+arrive through the mailbox (`ask`). Node timers live in the run's own heap of
+(deadline, node index) entries, and the run keeps ONE clock timer armed for the earliest
+of them. When it fires, every due entry is handled in (deadline, topological index)
+order: that order is a function of the run alone, so a seed replays the same events in
+the same order whatever else the loop is doing, and nodes whose times coincide cost one
+loop timer, not several.
+
+Simulated time runs from scheduled deadlines, not from when the loop got round to a
+callback: a node that starts when its upstream finished starts at the upstream's
+deadline. A busy loop delays events, but never stretches the simulated durations.
+
+Dataflow rule (documented for the editor): a node starts when every incoming connection
+delivered data. It is skipped as soon as one incoming connection is dead (its source
+failed, was skipped, or routed elsewhere) - except a `merge`, which waits until every
+incoming connection settled and runs if at least one delivered data (skipped if none
+did, or if one is dead because something upstream failed). A failed node skips what
+depends on it; independent branches run on; the run then ends `failed`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from heapq import heappop, heappush
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from actors.actor import Actor
+from actors.eventlog import EventLog
+from actors.node import FREEZE, NOTHING, THAW, TICK, WORK_DONE, Halt, NodeActor
+from simulation.models import (
+    EdgeData,
+    ErrorInfo,
+    NodeCompleted,
+    NodeFailed,
+    NodeProgress,
+    NodeQueued,
+    NodeRun,
+    NodeSkipped,
+    NodeStarted,
+    Run,
+    RunCompleted,
+    RunFailed,
+    RunPaused,
+    RunResumed,
+    RunStarted,
+    RunStopped,
+)
+from simulation.outputs import count_items
+from simulation.plan import Plan, PlanNode
+from simulation.rng import mix64, run_key
+from simulation.states import NODE_SETTLED, node_transition, run_transition
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Callable, Coroutine, Mapping
+
+    from actors.engine import Engine
+    from actors.handlers import Handler
+
+__all__ = ["GetSnapshot", "Pause", "Resume", "RunActor", "RunCommand", "Stop", "iso"]
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+_Raw = msgspec.Raw
+
+# A clock timer may fire a hair before its deadline (float epoch seconds carry ~0.2 µs).
+_DUE_SLACK = 1e-6
+
+
+class Pause(msgspec.Struct, frozen=True, tag="pause"):
+    pass
+
+
+class Resume(msgspec.Struct, frozen=True, tag="resume"):
+    pass
+
+
+class Stop(msgspec.Struct, frozen=True, tag="stop"):
+    pass
+
+
+class GetSnapshot(msgspec.Struct, frozen=True, tag="snapshot"):
+    pass
+
+
+RunCommand = Pause | Resume | Stop | GetSnapshot
+
+_PREFIXES: dict[int, str] = {}
+
+
+def iso(t: float) -> str:
+    """`simulation.timefmt.iso_ms`, fast: the date-time part is cached per second, since a
+    busy engine stamps hundreds of thousands of events with a handful of distinct seconds."""
+    ms = round(t * 1000)
+    sec, frac = divmod(ms, 1000)
+    prefix = _PREFIXES.get(sec)
+    if prefix is None:
+        if len(_PREFIXES) > 4096:
+            _PREFIXES.clear()
+        prefix = _PREFIXES[sec] = datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+    return f"{prefix}{frac:03d}Z"
+
+
+def _iso_or_none(t: float | None) -> str | None:
+    return None if t is None else iso(t)
+
+
+class RunActor(Actor[RunCommand]):
+    __slots__ = ("_armed", "_armed_when", "_dirty", "_engine", "_timers", "_ts", "_ts_t",
+                 "created_at", "error", "failure_rate", "finished_at", "inputs", "key", "kind",
+                 "log", "needs_save", "nodes", "persisted_seq", "plan", "seed", "seq", "settled",
+                 "speed", "started_at", "state", "t", "workflow_id", "id")
+
+    def __init__(self, engine: Engine, plan: Plan, run_id: str, *, seed: int, speed: float,
+                 failure_rate: float, inputs: Mapping[str, Any], kind: str) -> None:
+        super().__init__(mailbox_size=engine.config.mailbox_size, supervisor=engine)
+        self._engine = engine
+        self.plan = plan
+        self.id = run_id
+        self.workflow_id = plan.workflow_id
+        self.seed = seed
+        self.key = run_key(seed)
+        self.speed = speed
+        self.failure_rate = failure_rate
+        self.inputs = inputs
+        self.kind = kind
+        self.state = "running"
+        now = engine.clock.now()
+        self.created_at = now
+        self.started_at = now
+        self.finished_at: float | None = None
+        self.error: ErrorInfo | None = None
+        self.t = now  # the simulated instant being handled; events are stamped with it
+        self._ts_t = -1.0
+        self._ts = ""
+        self.seq = 0
+        self.log = EventLog()
+        self.nodes = [NodeActor(self, p) for p in plan.nodes]
+        self.settled = 0
+        self._timers: list[tuple[float, int]] = []
+        self._armed: Any = None
+        self._armed_when = 0.0
+        # Persistence bookkeeping, read by the engine's flusher.
+        self._dirty = False
+        self.needs_save = True
+        self.persisted_seq = 0
+
+    def __repr__(self) -> str:
+        return f"<RunActor {self.id} {self.state}>"
+
+    # --- what nodes ask of their run ----------------------------------------------------
+
+    @property
+    def cap_ms(self) -> float:
+        return self._engine.config.max_duration_ms
+
+    @property
+    def progress_step(self) -> float:
+        return self._engine.config.progress_step
+
+    @property
+    def progress_min_interval(self) -> float:
+        return self._engine.config.progress_min_interval
+
+    def node_seed(self, p: PlanNode) -> int:
+        return mix64(self.key ^ p.key)
+
+    def failure_probability(self, node_type: str) -> float:
+        by_type = self._engine.config.failure_rates.get(node_type, 0.0)
+        if not by_type:
+            return self.failure_rate
+        return 1.0 - (1.0 - self.failure_rate) * (1.0 - by_type)
+
+    def handler(self, node_type: str) -> tuple[Handler, bool] | None:
+        return self._engine.handlers.get(node_type)
+
+    def spawn_work(self, node: NodeActor, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        return self._engine.spawn_work(self, node, work)
+
+    def schedule(self, node: NodeActor) -> None:
+        heappush(self._timers, (node.next_due(), node.p.index))
+
+    # --- events --------------------------------------------------------------------------
+
+    def _stamp(self) -> str:
+        t = self.t
+        if t != self._ts_t:
+            self._ts_t = t
+            self._ts = iso(t)
+        return self._ts
+
+    def _emit(self, name: str, seq: int, event: Any) -> None:
+        data = _encode(event)
+        self.log.append(name, data)
+        engine = self._engine
+        for listener in engine.listeners:
+            try:
+                listener(self.id, self.workflow_id, seq, name, data)
+            except Exception:
+                log.exception("event listener %r failed", listener)
+        if not self._dirty:
+            self._dirty = True
+            engine.mark_dirty(self)
+
+    def node_event(self, cls: Callable[..., Any], name: str, node_id: str, *extra: Any) -> None:
+        self.seq = seq = self.seq + 1
+        self._emit(name, seq, cls(self.id, self.workflow_id, seq, self._stamp(), node_id, *extra))
+
+    def node_event_queued(self, node_id: str) -> None:
+        self.seq = seq = self.seq + 1
+        self._emit("node.queued", seq, NodeQueued(self.id, self.workflow_id, seq, self._stamp(), node_id))
+
+    def node_event_started(self, node_id: str) -> None:
+        self.seq = seq = self.seq + 1
+        self._emit("node.started", seq, NodeStarted(self.id, self.workflow_id, seq, self._stamp(), node_id))
+
+    def node_event_progress(self, node_id: str, progress: float) -> None:
+        self.seq = seq = self.seq + 1
+        self._emit("node.progress", seq,
+                   NodeProgress(self.id, self.workflow_id, seq, self._stamp(), node_id, progress))
+
+    def _run_event(self, cls: Callable[..., Any], name: str, *extra: Any) -> None:
+        self.seq = seq = self.seq + 1
+        self._emit(name, seq, cls(self.id, self.workflow_id, seq, self._stamp(), *extra))
+
+    # --- running -------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Announce the run and start every node that has no incoming connection."""
+        self.start()
+        self._run_event(RunStarted, "run.started", self.plan.version, self.seed, self.speed)
+        for node in self.nodes:
+            if node.pending == 0:
+                node.start()
+        self._arm()
+
+    def _arm(self) -> None:
+        """Keep one clock timer armed for the earliest node timer."""
+        timers = self._timers
+        if not timers or self.state != "running":
+            return
+        when = timers[0][0]
+        armed = self._armed
+        if armed is not None:
+            if self._armed_when <= when:
+                return
+            armed.cancel()
+        clock = self._engine.clock
+        self._armed_when = when
+        self._armed = clock.call_later(when - clock.now(), self._on_due)
+
+    def _disarm(self) -> None:
+        if self._armed is not None:
+            self._armed.cancel()
+            self._armed = None
+        self._timers.clear()
+
+    def _on_due(self) -> None:
+        self._armed = None
+        if self.state != "running":
+            return
+        limit = self._engine.clock.now() + _DUE_SLACK
+        timers = self._timers
+        nodes = self.nodes
+        try:
+            while timers and timers[0][0] <= limit:
+                when, index = heappop(timers)
+                if when > self.t:
+                    self.t = when
+                nodes[index].receive(TICK)
+                if self.state != "running":
+                    return
+        except Exception as error:
+            self._crashed(error)
+            return
+        self._arm()
+
+    def work_done(self, node: NodeActor) -> None:
+        """An async handler of `node` finished; if its time was already up, it completes now."""
+        if self.state != "running" or not node.waiting:
+            return
+        self.t = max(self.t, self._engine.clock.now())
+        try:
+            node.receive(WORK_DONE)
+        except Exception as error:
+            self._crashed(error)
+            return
+        self._arm()
+
+    def complete_node(self, node: NodeActor, output: Any) -> None:
+        p = node.p
+        try:
+            raw = _encode(output)
+        except Exception as error:  # a handler returned something JSON cannot carry
+            node.frozen = node.end
+            node._fail(ErrorInfo("node_error", f"output is not JSON: {error}", p.id))
+            return
+        node.state = node_transition(node.state, "complete")
+        node.finished_at = self.t
+        node.inputs = None
+        node.output = out = _Raw(raw)
+        self.node_event(NodeCompleted, "node.completed", p.id, out)
+        if p.out_edges:
+            payload = output
+            size = len(raw)
+            branch = None
+            if p.routes:
+                branch = output.get("branch") if isinstance(output, dict) else None
+                payload = output.get("data") if isinstance(output, dict) else None
+                size = len(_encode(payload))
+            items = count_items(payload)
+            edges = self.plan.edges
+            nodes = self.nodes
+            for index in p.out_edges:
+                edge = edges[index]
+                target = nodes[edge.target]
+                if branch is not None and edge.source_handle != branch:
+                    self._dead(target, edge.slot, "route")
+                    continue
+                self.seq = seq = self.seq + 1
+                self._emit("edge.data", seq, EdgeData(self.id, self.workflow_id, seq, self._stamp(), edge.id,
+                                                      p.id, target.p.id, items, size))
+                self._deliver(target, edge.slot, payload)
+        self._node_settled()
+
+    def fail_node(self, node: NodeActor) -> None:
+        assert node.error is not None
+        if self.error is None:
+            self.error = node.error  # the run fails with its first cause
+        self.node_event(NodeFailed, "node.failed", node.p.id, node.error)
+        self._kill_downstream(node, "fail")
+        self._node_settled()
+
+    def skip_node(self, node: NodeActor, reason: str) -> None:
+        node.state = node_transition(node.state, "skip")
+        node.finished_at = self.t
+        node.inputs = None
+        self.node_event(NodeSkipped, "node.skipped", node.p.id, reason)
+        if self.state == "running":
+            self._kill_downstream(node, "fail" if reason == "upstream_failed" else "route")
+        self._node_settled()
+
+    def _kill_downstream(self, node: NodeActor, kind: str) -> None:
+        edges = self.plan.edges
+        for index in node.p.out_edges:
+            edge = edges[index]
+            self._dead(self.nodes[edge.target], edge.slot, kind)
+
+    def _deliver(self, target: NodeActor, slot: int, payload: Any) -> None:
+        if target.inputs is None:
+            target.inputs = [NOTHING] * len(target.p.in_edges)
+        target.inputs[slot] = payload
+        target.pending -= 1
+        target.delivered += 1
+        if target.state == "idle" and target.pending == 0:
+            target.start()
+
+    def _dead(self, target: NodeActor, slot: int, kind: str) -> None:
+        target.pending -= 1
+        if kind == "fail":
+            target.dead_fail += 1
+        else:
+            target.dead_route += 1
+        if target.state != "idle":
+            return
+        if kind == "fail":
+            self.skip_node(target, "upstream_failed")
+        elif not target.p.merge:
+            self.skip_node(target, "branch_not_taken")
+        elif target.pending == 0:
+            if target.delivered:
+                target.start()
+            else:
+                self.skip_node(target, "branch_not_taken")
+
+    def _node_settled(self) -> None:
+        self.settled += 1
+        if self.settled == len(self.nodes) and self.state == "running":
+            if self.error is None:
+                self.state = run_transition(self.state, "complete")
+                self._end(RunCompleted, "run.completed")
+            else:
+                self.state = run_transition(self.state, "fail")
+                self._end(RunFailed, "run.failed", self.error)
+
+    def _end(self, cls: Callable[..., Any], name: str, *extra: Any) -> None:
+        self.finished_at = self.t
+        self._disarm()
+        self._run_event(cls, name, *extra)
+        self.log.finish()
+        self.needs_save = True
+        self._engine.run_finished(self)
+
+    def _crashed(self, error: BaseException) -> None:
+        """A bug in the run itself (not in a node's work): the supervisor decides."""
+        directive = self._engine.child_failed(self, error)
+        if directive == "stop":
+            self.stop()
+
+    # --- control -------------------------------------------------------------------------
+
+    def receive(self, message: RunCommand) -> Run:
+        match message:
+            case Pause():
+                self._pause()
+            case Resume():
+                self._resume()
+            case Stop():
+                self._halt("stop")
+            case GetSnapshot():
+                pass
+        return self.snapshot()
+
+    def _pause(self) -> None:
+        target = run_transition(self.state, "pause")
+        if target == self.state:
+            return
+        self.t = max(self.t, self._engine.clock.now())
+        self._disarm()
+        for node in self.nodes:
+            if node.state == "running":
+                node.receive(FREEZE)
+        self.state = target
+        self._run_event(RunPaused, "run.paused")
+        self.needs_save = True
+
+    def _resume(self) -> None:
+        target = run_transition(self.state, "resume")
+        if target == self.state:
+            return
+        self.t = max(self.t, self._engine.clock.now())
+        self.state = target
+        self._run_event(RunResumed, "run.resumed")
+        for node in self.nodes:
+            if node.state == "paused":
+                node.receive(THAW)
+        self.needs_save = True
+        self._arm()
+
+    def _halt(self, how: str, error: ErrorInfo | None = None) -> None:
+        """Stop (a client asked) or fail (`error`: the engine is shutting down)."""
+        target = run_transition(self.state, how)
+        self.t = max(self.t, self._engine.clock.now())
+        self._disarm()
+        self.state = target
+        reason = "run_stopped" if how == "stop" else "run_interrupted"
+        halt = Halt(reason)
+        try:
+            for node in self.nodes:
+                if node.state not in NODE_SETTLED:
+                    node.receive(halt)
+        finally:
+            self.settled = len(self.nodes)
+        if how == "stop":
+            self._end(RunStopped, "run.stopped")
+        else:
+            assert error is not None
+            self.error = error
+            self._end(RunFailed, "run.failed", error)
+
+    def interrupt(self, error: ErrorInfo) -> None:
+        """The engine is going away: running and paused runs end `failed` with `error`."""
+        if self.state in ("running", "paused"):
+            self._halt("fail", error)
+
+    def fail_internal(self, error: ErrorInfo) -> None:
+        """The run's own machinery broke: settle what is left and end it failed."""
+        if self.state in ("running", "paused"):
+            self._halt("fail", error)
+
+    # --- views ---------------------------------------------------------------------------
+
+    def snapshot(self, *, raw: bool = False) -> Run:
+        """The run as the contract shows it. `raw` keeps outputs as encoded JSON (for sinks)."""
+        now = self._engine.clock.now()
+        nodes: dict[str, NodeRun] = {}
+        done = 0.0
+        for node in self.nodes:
+            progress = node.progress_at(now)
+            done += 1.0 if node.state in NODE_SETTLED else progress
+            output: Any = node.output
+            if output is not None and not raw:
+                output = _decode(output)
+            nodes[node.p.id] = NodeRun(node.state, round(progress, 4), _iso_or_none(node.started_at),  # type: ignore[arg-type]
+                                       _iso_or_none(node.finished_at), output, node.error)
+        progress = round(done / len(self.nodes), 4) if self.nodes else 1.0
+        return Run(self.id, self.workflow_id, self.plan.version, self.state, self.seed,  # type: ignore[arg-type]
+                   self.speed, iso(self.created_at), iso(self.started_at),
+                   _iso_or_none(self.finished_at), min(progress, 1.0), nodes, self.failure_rate,
+                   self.error, self.kind)  # type: ignore[arg-type]
+
