@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
-import os
 
 from aiohttp import web
 
 from config import SettingsError, load_settings
+from server.store.db import SchemaTooNew
 
 __all__ = ["main"]
 
@@ -43,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from server.app import create_app  # after logging is set up
 
-    web.run_app(create_app(settings), host=settings.host, port=settings.port,
-                access_log=None, print=lambda msg: logging.getLogger("flowstage").info(msg.strip()))
+    try:
+        web.run_app(create_app(settings), host=settings.host, port=settings.port,
+                    access_log=None, print=lambda msg: logging.getLogger("flowstage").info(msg.strip()))
+    except SchemaTooNew as exc:
+        print(f"flowstage: {exc}", file=sys.stderr)
+        return 2
     return 0

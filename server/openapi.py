@@ -47,6 +47,8 @@ class Route:
     body_content: dict[str, Any] | None = None
     response_content: dict[str, Any] | None = None
     errors: Sequence[int] = (422,)
+    # Other success statuses with the same body (apply: 201 for a new workflow, else 200).
+    also: Sequence[int] = ()
     response_headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -110,6 +112,8 @@ def build_openapi(routes: Iterable[Route], version: str) -> dict[str, Any]:
                 for name, text in route.response_headers.items()
             }
         responses: dict[str, Any] = {str(route.status): success}
+        for status in route.also:
+            responses[str(status)] = success
         for status in sorted({*route.errors, 429}):
             entry: dict[str, Any] = {"description": _ERROR_TITLES.get(status, "Error")}
             if status != 304:

@@ -278,8 +278,9 @@ def _node_index(workflow: Workflow, node_id: str) -> int:
 
 
 def _body_loc_for_last(count: int) -> Callable[[int], Loc]:
-    """Errors about the item being added point at the request body, not at the stored list."""
-    return lambda i: ("body",) if i == count - 1 else ("stored", i)
+    """Errors about the item being added point at the request body. The stored items were
+    valid before, so an error can only involve them through the new one."""
+    return lambda i: ("body",) if i == count - 1 else ("body", "id")
 
 
 def add_node(workflow: Workflow, node_in: NodeIn) -> Workflow:
@@ -305,10 +306,13 @@ def update_node(workflow: Workflow, node_id: str, patch: NodePatch) -> Workflow:
     )
     nodes_in = list(workflow.nodes)
     nodes_in[index] = new
-    nodes, connections = build_graph(
-        nodes_in, workflow.connections, lambda i: ("body",) if i == index else ("stored", i),
-        lambda i: ("stored", "connections", i),
-    )
+    try:
+        nodes, connections = build_graph(nodes_in, workflow.connections, lambda i: ("body",))
+    except Invalid as exc:
+        # A new type can orphan the node's connections; the field to blame is the type sent.
+        errors = [e if e.loc[0] == "body" else FieldError(("body", "type"),
+                  f"an existing connection does not fit the new type: {e.msg}") for e in exc.errors]
+        raise Invalid(exc.detail, errors) from None
     return msgspec.structs.replace(workflow, nodes=nodes, connections=connections)
 
 
@@ -326,8 +330,8 @@ def add_connection(workflow: Workflow, connection_in: ConnectionIn) -> Workflow:
     conns: list[ConnectionIn | Connection] = [*workflow.connections, connection_in]
     last = len(conns) - 1
     nodes, connections = build_graph(
-        workflow.nodes, conns, lambda i: ("stored", "nodes", i),
-        lambda i: ("body",) if i == last else ("stored", "connections", i),
+        workflow.nodes, conns, lambda i: ("body",),
+        lambda i: ("body",) if i == last else ("body", "id"),
     )
     return msgspec.structs.replace(workflow, nodes=nodes, connections=connections)
 

@@ -194,7 +194,7 @@ ROUTES = (
     Route("POST", "/api/templates/{id}/apply", apply_template,
           "Apply a template: without workflowId into a new workflow (201 with Location), "
           "else into that workflow (200), replacing or merging its graph", "templates",
-          body=ApplyTemplate, response=Workflow, headers=IF_MATCH,
+          body=ApplyTemplate, response=Workflow, headers=IF_MATCH, also=(201,),
           errors=(400, 404, 412, 413, 415, 422),
           response_headers={"ETag": "The workflow's version tag",
                             "Location": "The new workflow's URL (201 only)"}),

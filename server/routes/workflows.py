@@ -24,7 +24,7 @@ IF_NONE_MATCH = (Param("If-None-Match", "304 if the ETag still matches"),)
 
 async def list_workflows(request: web.Request) -> web.Response:
     limit, cursor = page_params(request)
-    page = await request.app[STORE].workflows.list(limit, cursor, request.query.get("tag"))
+    page = await request.app[STORE].workflows.list(limit, cursor, request.query.get("tag") or None)
     return json_response(page)
 
 

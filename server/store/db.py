@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["MIGRATIONS", "Database"]
+__all__ = ["MIGRATIONS", "Database", "SchemaTooNew"]
 
 T = TypeVar("T")
 
@@ -47,6 +47,10 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer Flowstage; refusing it protects its data."""
+
+
 class Database:
     """Owns the connection and the one thread that touches it."""
 
@@ -61,7 +65,11 @@ class Database:
         return self._path
 
     async def open(self) -> None:
-        await self._submit(self._open)
+        try:
+            await self._submit(self._open)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            raise
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -104,13 +112,17 @@ class Database:
         # machine; the write path is batched where it matters (run events), so it is affordable.
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=5000")
+        try:
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
-        self._migrate(conn)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         (current,) = conn.execute("PRAGMA user_version").fetchone()
         if current > len(MIGRATIONS):
-            raise RuntimeError(
+            raise SchemaTooNew(
                 f"database schema version {current} is newer than this Flowstage "
                 f"({len(MIGRATIONS)}); upgrade Flowstage"
             )

@@ -146,6 +146,8 @@ class DocumentRepo(Generic[D]):
             changed = change(current.doc)
             if isinstance(changed, Awaitable):
                 changed = await changed
+            if changed == current.doc:
+                return current.doc  # nothing changed: no new version
             new = msgspec.structs.replace(
                 changed,
                 id=current.doc.id,
