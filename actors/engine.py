@@ -25,7 +25,7 @@ import msgspec
 
 from actors.actor import Actor, Directive
 from actors.clock import Clock, TimerHandle
-from actors.eventlog import EventLog
+from actors.eventlog import EventLog, EventRows
 from actors.handlers import HandlerRegistry
 from actors.node import NodeActor
 from actors.run import GetSnapshot, Pause, Resume, RunActor, Stop
@@ -87,7 +87,9 @@ class Engine:
         self._dirty: list[RunActor] = []
         self._flush_timer: TimerHandle | None = None
         self._flush_lock: asyncio.Lock | None = None
-        self._next_flush: asyncio.Future[None] | None = None
+        # One future per caller waiting for the next flush: a caller that goes away
+        # cancels its own future only.
+        self._flush_waiters: list[asyncio.Future[None]] = []
         self._wake: asyncio.Future[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._status: Literal["new", "open", "closing", "closed"] = "new"
@@ -171,13 +173,12 @@ class Engine:
                        inputs=dict(inputs or {}), kind=kind)
         self._runs[run_id] = run
         self._latest[plan.workflow_id] = run_id
-        first = run.snapshot()
+        first = run.first
         try:
             run.begin()
         except Exception as error:
             self.child_failed(run, error)
-        # Shielded: a caller that goes away must not cancel the flush other callers share.
-        await asyncio.shield(self._flush_soon())
+        await self._flush_soon()
         return first
 
     async def control(self, run_id: str, action: Action) -> Run:
@@ -238,7 +239,7 @@ class Engine:
     async def flush(self) -> None:
         """Persist everything pending now."""
         if self._status == "open":
-            await asyncio.shield(self._flush_soon())
+            await self._flush_soon()
 
     # --- supervision ---------------------------------------------------------------------
 
@@ -284,10 +285,12 @@ class Engine:
             self._wake.set_result(None)
 
     def _flush_soon(self) -> asyncio.Future[None]:
-        if self._next_flush is None:
-            self._next_flush = asyncio.get_running_loop().create_future()
+        """A future resolved by the next flush to start (which will carry everything
+        pending now); concurrent callers share that flush."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flush_waiters.append(waiter)
         self._kick()
-        return self._next_flush
+        return waiter
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -307,20 +310,22 @@ class Engine:
                 self._flush_timer.cancel()
                 self._flush_timer = None
             runs, self._dirty = self._dirty, []
-            done, self._next_flush = self._next_flush, None
+            waiters, self._flush_waiters = self._flush_waiters, []
             snapshots: list[Run] = []
             saved: list[RunActor] = []
-            rows: list[tuple[str, int, str, bytes]] = []
+            rows = EventRows()
             marks: list[tuple[RunActor, int]] = []
             for run in runs:
                 run._dirty = False
                 if run.needs_save:
                     run.needs_save = False
-                    snapshots.append(run.snapshot(raw=True))
+                    first, run.first = run.first, None
+                    snapshots.append(first if first is not None and run.state == "running"
+                                     else run.snapshot(raw=True))
                     saved.append(run)
                 upto = run.seq
                 if upto > run.persisted_seq:
-                    rows.extend(run.log.rows(run.id, run.persisted_seq))
+                    run.log.add_rows(rows, run.id, run.persisted_seq, upto)
                     marks.append((run, upto))
             try:
                 if snapshots:
@@ -334,15 +339,16 @@ class Engine:
                     if not run._dirty:
                         run._dirty = True
                         self.mark_dirty(run)
-                if done is not None and not done.done():
-                    done.set_exception(Unavailable(f"Could not persist runs: {error}"))
-                    done.exception()  # retrieved: nobody may be waiting any more
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(Unavailable(f"Could not persist runs: {error}"))
                 raise
             for run, upto in marks:
                 if upto > run.persisted_seq:
                     run.persisted_seq = upto
-            if done is not None and not done.done():
-                done.set_result(None)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
             self._evict()
 
     def _evict(self) -> None:

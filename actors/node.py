@@ -15,21 +15,29 @@ fraction at which a simulated failure strikes. Pausing keeps the progress reache
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from simulation.models import ErrorInfo, NodeStopped
+from actors.eventlog import EVENT_CODES
+from simulation.models import ErrorInfo, NodeProgress, NodeQueued, NodeStarted, NodeStopped
 from simulation.outputs import NodeContext, failure_message
 from simulation.rng import STREAM_FAILURE, STREAM_TIMING, Rng
 from simulation.states import node_transition
 from simulation.timing import duration_ms, progress_step
 
+from simulation.plan import PlanNode
+
 if TYPE_CHECKING:
     from actors.run import RunActor
-    from simulation.plan import PlanNode
 
 __all__ = ["FREEZE", "NOTHING", "THAW", "TICK", "WORK_DONE", "Freeze", "Halt", "NodeActor", "NodeCommand", "Thaw", "Tick", "WorkDone"]
+
+_QUEUED = EVENT_CODES["node.queued"]
+_STARTED = EVENT_CODES["node.started"]
+_PROGRESS = EVENT_CODES["node.progress"]
+_STOPPED = EVENT_CODES["node.stopped"]
 
 # A few failure draws are reserved so the message does not change what decides failing.
 _MESSAGE_DRAW = 2
@@ -66,33 +74,36 @@ WORK_DONE = WorkDone()
 _LIVE = frozenset({"running", "paused"})
 
 
-class NodeActor:
-    __slots__ = ("delivered", "dead_fail", "dead_route", "end", "error", "finished_at", "frozen",
-                 "inputs", "mark", "output", "p", "pending", "run", "started_at", "state", "step",
-                 "t0", "total", "waiting", "work")
+class NodeActor(msgspec.Struct, gc=False, eq=False):
+    """Mutable per-node state. A Struct with gc=False: the garbage collector neither
+    tracks nor scans it (ten thousand runs make a hundred thousand of them, and full
+    collections over them stalled the loop for 100 ms and more). The one reference
+    cycle, node -> run -> nodes -> node, is broken by `RunActor.on_stop`."""
 
-    def __init__(self, run: RunActor, p: PlanNode) -> None:
-        self.run = run
-        self.p = p
-        self.state = "idle"
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self.t0 = 0.0
-        self.total = 0.0
-        self.end = 1.0
-        self.step = 0.0
-        self.mark = 1.0
-        self.frozen = 0.0
-        self.output: msgspec.Raw | None = None
-        self.error: ErrorInfo | None = None
-        # One payload per incoming edge (by the edge's slot), until the node starts.
-        self.inputs: list[Any] | None = None
-        self.pending = len(p.in_edges)  # incoming edges not settled yet
-        self.delivered = 0  # incoming edges that carried data
-        self.dead_route = 0  # ... that will never carry data: branch not taken
-        self.dead_fail = 0  # ... that will never carry data: something upstream failed
-        self.waiting = False  # time is up, but an async handler is still working
-        self.work: asyncio.Task[Any] | None = None
+    run: Any  # its RunActor (None once the run stopped)
+    p: PlanNode
+    pending: int  # incoming edges not settled yet
+    state: str = "idle"
+    # RFC 3339 strings, the very stamps of its events (shared, not formatted again).
+    started_at: str | None = None
+    finished_at: str | None = None
+    t0: float = 0.0
+    total: float = 0.0
+    end: float = 1.0
+    step: float = 0.0
+    mark: float = 1.0
+    frozen: float = 0.0
+    # The seq of its node.completed event, which carries the output: the output is not
+    # kept a second time (snapshots read it back from the event log).
+    output_seq: int = 0
+    error: ErrorInfo | None = None
+    # One payload per incoming edge (by the edge's slot), until the node starts.
+    inputs: list[Any] | None = None
+    delivered: int = 0  # incoming edges that carried data
+    dead_route: int = 0  # ... that will never carry data: branch not taken
+    dead_fail: int = 0  # ... that will never carry data: something upstream failed
+    waiting: bool = False  # time is up, but an async handler is still working
+    work: Any = None  # the asyncio.Task of an async handler
 
     def __repr__(self) -> str:
         return f"<NodeActor {self.p.id} {self.state}>"
@@ -132,11 +143,11 @@ class NodeActor:
         run = self.run
         p = self.p
         self.state = node_transition(self.state, "queue")
-        run.node_event_queued(p.id)
+        run.event(_QUEUED, NodeQueued, p.id)
         self.state = node_transition(self.state, "start")
         t = run.t
-        self.started_at = t
-        run.node_event_started(p.id)
+        run.event(_STARTED, NodeStarted, p.id)
+        self.started_at = run.stamp()
         end = 1.0
         try:
             seed = run.node_seed(p)
@@ -148,7 +159,7 @@ class NodeActor:
                     end = draws.uniform(0.3, 1.0)  # fails part-way, not always at the end
             entry = run.handler(p.type)
             if entry is not None and entry[1]:
-                self.work = run.spawn_work(self, entry[0](self._context()))
+                self.work = run.spawn_work(self, entry[0](self._context(seed)))
         except Exception as error:
             # Even planning the node failed: it fails at once, through its timer like
             # any other end, so the failure is reported in order.
@@ -157,7 +168,10 @@ class NodeActor:
         self.t0 = t
         self.total = total = ms / 1000.0 / run.speed
         self.end = end
-        self.step = step = progress_step(total, run.progress_step, run.progress_min_interval)
+        step = 0.0
+        if total * run.progress_span >= run.progress_min_interval:  # else too short to report
+            step = progress_step(total, run.progress_step, run.progress_min_interval)
+        self.step = step
         self.mark = step if step else 1.0
         run.schedule(self)
 
@@ -170,7 +184,7 @@ class NodeActor:
         if self.state != "running":
             return
         if self.mark < self.end - 1e-9:
-            self.run.node_event_progress(self.p.id, self.mark)
+            self.run.event(_PROGRESS, NodeProgress, self.p.id, self.mark)
             self.mark = round(self.mark + self.step, 9)
             self.run.schedule(self)
         elif self.error is not None or self.end < 1.0:
@@ -185,21 +199,19 @@ class NodeActor:
             draws.next64()
         return ErrorInfo("simulated_failure", failure_message(self.p.type, draws), self.p.id)
 
-    def _context(self) -> NodeContext:
+    def _context(self, seed: int) -> NodeContext:
         run = self.run
         p = self.p
-        inputs: list[Any] = []
-        sources: list[str] = []
-        if self.inputs is not None:
-            edges = run.plan.edges
-            nodes = run.plan.nodes
-            for slot, payload in enumerate(self.inputs):
-                if payload is not NOTHING:
-                    inputs.append(payload)
-                    sources.append(nodes[edges[p.in_edges[slot]].source].id)
-        return NodeContext(run_id=run.id, workflow_id=run.workflow_id, node_id=p.id, type=p.type,
-                           config=p.config, inputs=inputs, input_sources=sources,
-                           run_inputs=run.inputs, seed=run.node_seed(p), now=run.t)
+        inputs = self.inputs
+        sources: Sequence[str] = p.in_sources
+        if inputs is None:
+            inputs, sources = [], ()
+        elif NOTHING in inputs:  # a merge whose some branches were not taken
+            pairs = [(x, s) for x, s in zip(inputs, p.in_sources, strict=True) if x is not NOTHING]
+            inputs = [x for x, _ in pairs]
+            sources = [s for _, s in pairs]
+        return NodeContext(run.id, run.workflow_id, p.id, p.type, p.config, inputs, sources,
+                           run.inputs, seed, run.t)
 
     def _finish(self) -> None:
         """Time is up: produce the output (or wait for async work) and complete."""
@@ -220,7 +232,7 @@ class NodeActor:
         else:
             entry = self.run.handler(self.p.type)
             try:
-                ctx = self._context()
+                ctx = self._context(self.run.node_seed(self.p))
                 output = ctx.input if entry is None else entry[0](ctx)
             except Exception as error:
                 self.frozen = self.end
@@ -231,7 +243,7 @@ class NodeActor:
     def _fail(self, error: ErrorInfo) -> None:
         self.state = node_transition(self.state, "fail")
         self.error = error
-        self.finished_at = self.run.t
+        self.finished_at = self.run.stamp()
         self.inputs = None
         self.run.fail_node(self)
 
@@ -257,12 +269,12 @@ class NodeActor:
             if self.state == "running":
                 self.frozen = self.end if self.waiting else self.progress_at(run.t)
             self.state = node_transition(self.state, "stop")
-            self.finished_at = run.t
+            self.finished_at = run.stamp()
             self.inputs = None
             if self.work is not None:
                 self.work.cancel()
                 self.work = None
-            run.node_event(NodeStopped, "node.stopped", self.p.id, round(self.frozen, 4))
+            run.event(_STOPPED, NodeStopped, self.p.id, round(self.frozen, 4))
         elif self.state in ("idle", "queued"):
             run.skip_node(self, reason)
 

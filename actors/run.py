@@ -30,18 +30,15 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from actors.actor import Actor
-from actors.eventlog import EventLog
+from actors.eventlog import EVENT_CODES, EVENT_NAMES, EventLog
 from actors.node import FREEZE, NOTHING, THAW, TICK, WORK_DONE, Halt, NodeActor
 from simulation.models import (
     EdgeData,
     ErrorInfo,
     NodeCompleted,
     NodeFailed,
-    NodeProgress,
-    NodeQueued,
     NodeRun,
     NodeSkipped,
-    NodeStarted,
     Run,
     RunCompleted,
     RunFailed,
@@ -69,6 +66,26 @@ log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 _Raw = msgspec.Raw
+
+_RUN_STARTED = EVENT_CODES["run.started"]
+_RUN_PAUSED = EVENT_CODES["run.paused"]
+_RUN_RESUMED = EVENT_CODES["run.resumed"]
+_RUN_COMPLETED = EVENT_CODES["run.completed"]
+_RUN_FAILED = EVENT_CODES["run.failed"]
+_RUN_STOPPED = EVENT_CODES["run.stopped"]
+_COMPLETED = EVENT_CODES["node.completed"]
+_FAILED = EVENT_CODES["node.failed"]
+_SKIPPED = EVENT_CODES["node.skipped"]
+_EDGE_DATA = EVENT_CODES["edge.data"]
+
+
+class _OutputOf(msgspec.Struct):
+    """The output field of an encoded node.completed event, left encoded."""
+
+    output: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_output_of = msgspec.json.Decoder(_OutputOf).decode
 
 # A clock timer may fire a hair before its deadline (float epoch seconds carry ~0.2 µs).
 _DUE_SLACK = 1e-6
@@ -108,15 +125,11 @@ def iso(t: float) -> str:
     return f"{prefix}{frac:03d}Z"
 
 
-def _iso_or_none(t: float | None) -> str | None:
-    return None if t is None else iso(t)
-
-
 class RunActor(Actor[RunCommand]):
     __slots__ = ("_armed", "_armed_when", "_dirty", "_engine", "_timers", "_ts", "_ts_t",
-                 "created_at", "error", "failure_rate", "finished_at", "inputs", "key", "kind",
-                 "log", "needs_save", "nodes", "persisted_seq", "plan", "seed", "seq", "settled",
-                 "speed", "started_at", "state", "t", "workflow_id", "id")
+                 "created_at", "error", "failure_rate", "finished_at", "first", "id", "inputs", "key",
+                 "kind", "log", "needs_save", "nodes", "persisted_seq", "plan", "seed", "seq",
+                 "settled", "speed", "started_at", "state", "t", "workflow_id")
 
     def __init__(self, engine: Engine, plan: Plan, run_id: str, *, seed: int, speed: float,
                  failure_rate: float, inputs: Mapping[str, Any], kind: str) -> None:
@@ -133,16 +146,15 @@ class RunActor(Actor[RunCommand]):
         self.kind = kind
         self.state = "running"
         now = engine.clock.now()
-        self.created_at = now
-        self.started_at = now
-        self.finished_at: float | None = None
+        self.created_at = self.started_at = iso(now)
+        self.finished_at: str | None = None
         self.error: ErrorInfo | None = None
         self.t = now  # the simulated instant being handled; events are stamped with it
         self._ts_t = -1.0
         self._ts = ""
         self.seq = 0
         self.log = EventLog()
-        self.nodes = [NodeActor(self, p) for p in plan.nodes]
+        self.nodes = [NodeActor(self, p, len(p.in_edges)) for p in plan.nodes]
         self.settled = 0
         self._timers: list[tuple[float, int]] = []
         self._armed: Any = None
@@ -151,9 +163,22 @@ class RunActor(Actor[RunCommand]):
         self._dirty = False
         self.needs_save = True
         self.persisted_seq = 0
+        # The snapshot `execute` answers with; saved as it is if the first flush finds the
+        # run still running (events carry the rest), which spares building one per run.
+        self.first = Run(run_id, self.workflow_id, plan.version, "running", seed, speed, self.created_at,
+                         self.started_at, None, 0.0, dict(plan.idle), failure_rate, None, kind)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return f"<RunActor {self.id} {self.state}>"
+
+    def on_stop(self) -> None:
+        # Nodes are invisible to the garbage collector, so their link back to the run
+        # must be cut by hand for the run to be freed.
+        self._disarm()
+        for node in self.nodes:
+            if node.work is not None:
+                node.work.cancel()
+            node.run = None
 
     # --- what nodes ask of their run ----------------------------------------------------
 
@@ -168,6 +193,11 @@ class RunActor(Actor[RunCommand]):
     @property
     def progress_min_interval(self) -> float:
         return self._engine.config.progress_min_interval
+
+    @property
+    def progress_span(self) -> float:
+        """The largest fraction a progress event can report (0.75 for steps of 0.25)."""
+        return 1.0 - self._engine.config.progress_step
 
     def node_seed(self, p: PlanNode) -> int:
         return mix64(self.key ^ p.key)
@@ -189,53 +219,45 @@ class RunActor(Actor[RunCommand]):
 
     # --- events --------------------------------------------------------------------------
 
-    def _stamp(self) -> str:
+    def stamp(self) -> str:
+        """The RFC 3339 form of the current instant `t` (cached: events share instants)."""
         t = self.t
         if t != self._ts_t:
             self._ts_t = t
             self._ts = iso(t)
         return self._ts
 
-    def _emit(self, name: str, seq: int, event: Any) -> None:
-        data = _encode(event)
-        self.log.append(name, data)
+    def event(self, code: int, cls: Callable[..., Any], *fields: Any) -> None:
+        """Emit one event: stamp it, encode it once, log it, tell listeners, mark dirty."""
+        self.seq = seq = self.seq + 1
+        t = self.t
+        if t != self._ts_t:  # most events share their instant with the one before
+            self._ts_t = t
+            self._ts = iso(t)
+        data = _encode(cls(self.id, self.workflow_id, seq, self._ts, *fields))
+        log_ = self.log  # EventLog.append, inlined: this runs ~40 times per run
+        log_._codes.append(code)
+        log_._data.append(data)
+        if log_._waiters:
+            log_._wake()
         engine = self._engine
-        for listener in engine.listeners:
-            try:
-                listener(self.id, self.workflow_id, seq, name, data)
-            except Exception:
-                log.exception("event listener %r failed", listener)
+        if engine.listeners:
+            name = EVENT_NAMES[code]
+            for listener in engine.listeners:
+                try:
+                    listener(self.id, self.workflow_id, seq, name, data)
+                except Exception:
+                    log.exception("event listener %r failed", listener)
         if not self._dirty:
             self._dirty = True
             engine.mark_dirty(self)
-
-    def node_event(self, cls: Callable[..., Any], name: str, node_id: str, *extra: Any) -> None:
-        self.seq = seq = self.seq + 1
-        self._emit(name, seq, cls(self.id, self.workflow_id, seq, self._stamp(), node_id, *extra))
-
-    def node_event_queued(self, node_id: str) -> None:
-        self.seq = seq = self.seq + 1
-        self._emit("node.queued", seq, NodeQueued(self.id, self.workflow_id, seq, self._stamp(), node_id))
-
-    def node_event_started(self, node_id: str) -> None:
-        self.seq = seq = self.seq + 1
-        self._emit("node.started", seq, NodeStarted(self.id, self.workflow_id, seq, self._stamp(), node_id))
-
-    def node_event_progress(self, node_id: str, progress: float) -> None:
-        self.seq = seq = self.seq + 1
-        self._emit("node.progress", seq,
-                   NodeProgress(self.id, self.workflow_id, seq, self._stamp(), node_id, progress))
-
-    def _run_event(self, cls: Callable[..., Any], name: str, *extra: Any) -> None:
-        self.seq = seq = self.seq + 1
-        self._emit(name, seq, cls(self.id, self.workflow_id, seq, self._stamp(), *extra))
 
     # --- running -------------------------------------------------------------------------
 
     def begin(self) -> None:
         """Announce the run and start every node that has no incoming connection."""
         self.start()
-        self._run_event(RunStarted, "run.started", self.plan.version, self.seed, self.speed)
+        self.event(_RUN_STARTED, RunStarted, self.plan.version, self.seed, self.speed)
         for node in self.nodes:
             if node.pending == 0:
                 node.start()
@@ -303,10 +325,10 @@ class RunActor(Actor[RunCommand]):
             node._fail(ErrorInfo("node_error", f"output is not JSON: {error}", p.id))
             return
         node.state = node_transition(node.state, "complete")
-        node.finished_at = self.t
+        node.finished_at = self.stamp()
         node.inputs = None
-        node.output = out = _Raw(raw)
-        self.node_event(NodeCompleted, "node.completed", p.id, out)
+        self.event(_COMPLETED, NodeCompleted, p.id, _Raw(raw))
+        node.output_seq = self.seq
         if p.out_edges:
             payload = output
             size = len(raw)
@@ -324,9 +346,7 @@ class RunActor(Actor[RunCommand]):
                 if branch is not None and edge.source_handle != branch:
                     self._dead(target, edge.slot, "route")
                     continue
-                self.seq = seq = self.seq + 1
-                self._emit("edge.data", seq, EdgeData(self.id, self.workflow_id, seq, self._stamp(), edge.id,
-                                                      p.id, target.p.id, items, size))
+                self.event(_EDGE_DATA, EdgeData, edge.id, p.id, target.p.id, items, size)
                 self._deliver(target, edge.slot, payload)
         self._node_settled()
 
@@ -334,15 +354,15 @@ class RunActor(Actor[RunCommand]):
         assert node.error is not None
         if self.error is None:
             self.error = node.error  # the run fails with its first cause
-        self.node_event(NodeFailed, "node.failed", node.p.id, node.error)
+        self.event(_FAILED, NodeFailed, node.p.id, node.error)
         self._kill_downstream(node, "fail")
         self._node_settled()
 
     def skip_node(self, node: NodeActor, reason: str) -> None:
         node.state = node_transition(node.state, "skip")
-        node.finished_at = self.t
+        node.finished_at = self.stamp()
         node.inputs = None
-        self.node_event(NodeSkipped, "node.skipped", node.p.id, reason)
+        self.event(_SKIPPED, NodeSkipped, node.p.id, reason)
         if self.state == "running":
             self._kill_downstream(node, "fail" if reason == "upstream_failed" else "route")
         self._node_settled()
@@ -385,15 +405,15 @@ class RunActor(Actor[RunCommand]):
         if self.settled == len(self.nodes) and self.state == "running":
             if self.error is None:
                 self.state = run_transition(self.state, "complete")
-                self._end(RunCompleted, "run.completed")
+                self._end(_RUN_COMPLETED, RunCompleted)
             else:
                 self.state = run_transition(self.state, "fail")
-                self._end(RunFailed, "run.failed", self.error)
+                self._end(_RUN_FAILED, RunFailed, self.error)
 
-    def _end(self, cls: Callable[..., Any], name: str, *extra: Any) -> None:
-        self.finished_at = self.t
+    def _end(self, code: int, cls: Callable[..., Any], *extra: Any) -> None:
+        self.finished_at = self.stamp()
         self._disarm()
-        self._run_event(cls, name, *extra)
+        self.event(code, cls, *extra)
         self.log.finish()
         self.needs_save = True
         self._engine.run_finished(self)
@@ -428,7 +448,7 @@ class RunActor(Actor[RunCommand]):
             if node.state == "running":
                 node.receive(FREEZE)
         self.state = target
-        self._run_event(RunPaused, "run.paused")
+        self.event(_RUN_PAUSED, RunPaused)
         self.needs_save = True
 
     def _resume(self) -> None:
@@ -437,7 +457,7 @@ class RunActor(Actor[RunCommand]):
             return
         self.t = max(self.t, self._engine.clock.now())
         self.state = target
-        self._run_event(RunResumed, "run.resumed")
+        self.event(_RUN_RESUMED, RunResumed)
         for node in self.nodes:
             if node.state == "paused":
                 node.receive(THAW)
@@ -459,11 +479,11 @@ class RunActor(Actor[RunCommand]):
         finally:
             self.settled = len(self.nodes)
         if how == "stop":
-            self._end(RunStopped, "run.stopped")
+            self._end(_RUN_STOPPED, RunStopped)
         else:
             assert error is not None
             self.error = error
-            self._end(RunFailed, "run.failed", error)
+            self._end(_RUN_FAILED, RunFailed, error)
 
     def interrupt(self, error: ErrorInfo) -> None:
         """The engine is going away: running and paused runs end `failed` with `error`."""
@@ -482,17 +502,22 @@ class RunActor(Actor[RunCommand]):
         now = self._engine.clock.now()
         nodes: dict[str, NodeRun] = {}
         done = 0.0
+        data = self.log._data
         for node in self.nodes:
-            progress = node.progress_at(now)
-            done += 1.0 if node.state in NODE_SETTLED else progress
-            output: Any = node.output
-            if output is not None and not raw:
-                output = _decode(output)
-            nodes[node.p.id] = NodeRun(node.state, round(progress, 4), _iso_or_none(node.started_at),  # type: ignore[arg-type]
-                                       _iso_or_none(node.finished_at), output, node.error)
-        progress = round(done / len(self.nodes), 4) if self.nodes else 1.0
+            state = node.state
+            output: Any = None
+            if state == "completed":
+                progress = 1.0
+                done += 1.0
+                output = _output_of(data[node.output_seq - 1]).output
+                if not raw:
+                    output = _decode(output)
+            else:
+                progress = round(node.progress_at(now), 4)
+                done += 1.0 if state in NODE_SETTLED else progress
+            nodes[node.p.id] = NodeRun(state, progress, node.started_at,  # type: ignore[arg-type]
+                                       node.finished_at, output, node.error)
+        progress = min(round(done / len(self.nodes), 4), 1.0) if self.nodes else 1.0
         return Run(self.id, self.workflow_id, self.plan.version, self.state, self.seed,  # type: ignore[arg-type]
-                   self.speed, iso(self.created_at), iso(self.started_at),
-                   _iso_or_none(self.finished_at), min(progress, 1.0), nodes, self.failure_rate,
-                   self.error, self.kind)  # type: ignore[arg-type]
-
+                   self.speed, self.created_at, self.started_at, self.finished_at, progress, nodes,
+                   self.failure_rate, self.error, self.kind)  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import msgspec
 
-from actors.eventlog import EventRow
+from actors.eventlog import EventRows
 from simulation.models import Run
 
 __all__ = ["MemorySink", "RunSink"]
@@ -23,8 +23,9 @@ class RunSink(Protocol):
         """Insert or replace these run snapshots (by run id)."""
         ...
 
-    async def append_events(self, rows: list[EventRow]) -> None:
-        """Append these events; each (run_id, seq) arrives once, in seq order per run."""
+    async def append_events(self, rows: EventRows) -> None:
+        """Append these events. `rows` iterates (run_id, seq, name, data) tuples lazily
+        (and has a len); each (run_id, seq) arrives once, in seq order per run."""
         ...
 
 
@@ -46,7 +47,7 @@ class MemorySink:
             for run in runs:
                 self.runs[run.id] = run
 
-    async def append_events(self, rows: list[EventRow]) -> None:
+    async def append_events(self, rows: EventRows) -> None:
         self.appended += len(rows)
         if self.keep:
             for run_id, seq, name, data in rows:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from simulation.rng import STREAM_BRANCH, STREAM_OUTPUT, Rng
@@ -30,8 +30,8 @@ class NodeContext:
     __slots__ = ("config", "input_sources", "inputs", "node_id", "now", "run_id", "run_inputs",
                  "seed", "type", "workflow_id")
 
-    def __init__(self, *, run_id: str, workflow_id: str, node_id: str, type: str,
-                 config: Mapping[str, Any], inputs: list[Any], input_sources: list[str],
+    def __init__(self, run_id: str, workflow_id: str, node_id: str, type: str,
+                 config: Mapping[str, Any], inputs: list[Any], input_sources: Sequence[str],
                  run_inputs: Mapping[str, Any], seed: int, now: float) -> None:
         self.run_id = run_id
         self.workflow_id = workflow_id
@@ -103,10 +103,13 @@ def _schedule_trigger(ctx: NodeContext) -> Any:
 def _http_request(ctx: NodeContext) -> Any:
     rng = ctx.rng()
     method = ctx.config.get("method", "GET")
-    items = [{"id": rng.randint(1000, 9999), "name": rng.choice(_NAMES), "score": round(rng.random(), 2)}
-             for _ in range(rng.randint(1, 3))]
+    items = []
+    for _ in range(rng.randint(1, 3)):
+        bits = rng.next64()  # one draw per record, sliced into its fields
+        items.append({"id": 1000 + (bits & 0xFFFF) % 9000, "name": _NAMES[(bits >> 16) % len(_NAMES)],
+                      "score": ((bits >> 32) % 100) / 100})
     return {"status": 201 if method == "POST" else 200,
-            "headers": {"content-type": "application/json", "x-request-id": rng.hex(12)},
+            "headers": {"content-type": "application/json", "x-request-id": f"{rng.next64():016x}"[:12]},
             "body": {"items": items, "received": count_items(ctx.input)}}
 
 
@@ -131,8 +134,9 @@ def _llm_prompt(ctx: NodeContext) -> Any:
     n = count_items(ctx.input)
     prompt_tokens = max(1, len(prompt) // 4) + 12 * n
     completion = rng.randint(16, max(16, min(int(ctx.config.get("maxTokens", 256)), 200)))
-    text = (f"{n} record(s) reviewed: {rng.choice(_WORDS)} look {rng.choice(('steady', 'up', 'down'))}, "
-            f"{rng.choice(_WORDS)} need attention.")
+    bits = rng.next64()
+    text = (f"{n} record(s) reviewed: {_WORDS[bits % 8]} look {('steady', 'up', 'down')[(bits >> 8) % 3]}, "
+            f"{_WORDS[(bits >> 16) % 8]} need attention.")
     return {"text": text, "model": ctx.config.get("model", "sim-gpt-small"),
             "usage": {"promptTokens": prompt_tokens, "completionTokens": completion,
                       "totalTokens": prompt_tokens + completion}}
@@ -140,7 +144,7 @@ def _llm_prompt(ctx: NodeContext) -> Any:
 
 def _send_email(ctx: NodeContext) -> Any:
     rng = ctx.rng()
-    return {"messageId": f"<{rng.hex(16)}@mail.flowstage.test>",
+    return {"messageId": f"<{rng.next64():016x}@mail.flowstage.test>",
             "accepted": list(ctx.config.get("to", [])), "rejected": []}
 
 

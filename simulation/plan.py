@@ -16,7 +16,7 @@ import msgspec
 
 from simulation.catalogue import CATALOGUE, NodeType, Timing
 from simulation.errors import FieldError, Invalid
-from simulation.models import EdgeFlow, Run, Workflow
+from simulation.models import EdgeFlow, NodeRun, Run, Workflow
 from simulation.outputs import count_items
 from simulation.rng import text_key
 
@@ -29,8 +29,8 @@ _DECODE = msgspec.json.Decoder().decode
 class PlanNode:
     """One node as the engine needs it; `index` is its position in topological order."""
 
-    __slots__ = ("config", "id", "in_edges", "index", "key", "kind", "merge", "out_edges",
-                 "routes", "timing", "type")
+    __slots__ = ("config", "id", "in_edges", "in_sources", "index", "key", "kind", "merge",
+                 "out_edges", "routes", "timing", "type")
 
     def __init__(self, index: int, node_id: str, node_type: NodeType, config: dict[str, Any],
                  timing: Timing) -> None:
@@ -45,6 +45,7 @@ class PlanNode:
         # Several output handles: the node's output names the one it takes ("branch").
         self.routes = len(node_type.outputs) > 1
         self.in_edges: tuple[int, ...] = ()
+        self.in_sources: tuple[str, ...] = ()  # source node id of each incoming edge
         self.out_edges: tuple[int, ...] = ()
 
 
@@ -62,8 +63,11 @@ class PlanEdge:
         self.slot = 0  # this edge's position among its target's incoming edges
 
 
+_IDLE = NodeRun("idle", 0.0, None, None, None, None)
+
+
 class Plan:
-    __slots__ = ("by_id", "edges", "nodes", "version", "workflow_id")
+    __slots__ = ("by_id", "edges", "idle", "nodes", "version", "workflow_id")
 
     def __init__(self, workflow_id: str, version: int, nodes: tuple[PlanNode, ...],
                  edges: tuple[PlanEdge, ...]) -> None:
@@ -72,6 +76,8 @@ class Plan:
         self.nodes = nodes
         self.edges = edges
         self.by_id = {n.id: n for n in nodes}
+        # The node states of a run that has not started anything yet (copy before use).
+        self.idle: dict[str, NodeRun] = {n.id: _IDLE for n in nodes}
 
 
 def find_cycle(node_ids: list[str], links: list[tuple[str, str]]) -> list[str] | None:
@@ -188,6 +194,7 @@ def compile_plan(
         outs[e.source].append(e.index)
     for n in nodes:
         n.in_edges = tuple(ins[n.index])
+        n.in_sources = tuple(nodes[edges[i].source].id for i in n.in_edges)
         n.out_edges = tuple(outs[n.index])
     return Plan(workflow.id, workflow.version, tuple(nodes), edges)
 

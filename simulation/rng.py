@@ -1,10 +1,11 @@
 """Seeded randomness for one simulated node: a 64-bit seed derived from (run seed, node id)
-and a tiny splitmix64 generator.
+and a tiny generator.
 
 `random.Random` keeps about 2.5 KB of state; a run of ten nodes alive for minutes would
-carry 25 KB of generators it barely uses. A splitmix64 state is one int, and a generator
-is cheap enough to create at the moment a node needs a number and drop afterwards.
-Every draw depends only on the seed and the stream, never on other runs.
+carry 25 KB of generators it barely uses. Here a generator is one int: seeded through the
+splitmix64 scramble, then stepped as a 64-bit LCG whose output folds the strong high bits
+into the low ones (one multiply per draw: this is mock data, not cryptography, and it is
+drawn ten thousand runs at a time). Every draw depends only on the seed and the stream.
 """
 
 from __future__ import annotations
@@ -52,8 +53,12 @@ def node_seed(seed: int, node_id: str) -> int:
     return mix64(run_key(seed) ^ text_key(node_id))
 
 
+_LCG_A = 6364136223846793005  # Knuth's MMIX multiplier
+_LCG_C = 1442695040888963407
+
+
 class Rng:
-    """splitmix64 over one int of state; `stream` picks an independent sequence."""
+    """One int of state; `stream` picks an independent sequence for the same seed."""
 
     __slots__ = ("_state",)
 
@@ -61,22 +66,25 @@ class Rng:
         self._state = mix64((seed + stream * _GOLDEN) & _MASK)
 
     def next64(self) -> int:
-        self._state = s = (self._state + _GOLDEN) & _MASK
-        return mix64(s)
+        self._state = s = (self._state * _LCG_A + _LCG_C) & _MASK
+        return s ^ (s >> 29)
 
     def random(self) -> float:
-        """A float in [0, 1)."""
-        return (self.next64() >> 11) * (1.0 / 9007199254740992.0)
+        """A float in [0, 1) from the high 53 bits."""
+        self._state = s = (self._state * _LCG_A + _LCG_C) & _MASK
+        return (s >> 11) * (1.0 / 9007199254740992.0)
 
     def uniform(self, low: float, high: float) -> float:
         return low + (high - low) * self.random()
 
     def randint(self, low: int, high: int) -> int:
         """An int in [low, high], both ends included."""
-        return low + self.next64() % (high - low + 1)
+        self._state = s = (self._state * _LCG_A + _LCG_C) & _MASK
+        return low + (s >> 16) % (high - low + 1)
 
     def choice(self, items: Sequence[T]) -> T:
-        return items[self.next64() % len(items)]
+        self._state = s = (self._state * _LCG_A + _LCG_C) & _MASK
+        return items[(s >> 16) % len(items)]
 
     def gauss(self) -> float:
         """A standard normal variate (Box-Muller; one draw is wasted, which is fine here)."""
