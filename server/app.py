@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp_cors
@@ -13,7 +12,12 @@ from aiohttp import hdrs, web
 
 from config import Settings
 from server.demo import seed_demo_data
-from server.keys import NOW, SETTINGS, STARTED_AT, STORE
+from actors.clock import Clock, SystemClock
+from actors.engine import Engine, EngineConfig
+from server.keys import CLOCK, ENGINE, NOW, RUNS, SETTINGS, LIFETIME, STORE, Lifetime
+from server.metrics import METRICS, Metrics, lag_watcher, metrics_middleware
+from server.runs import RunService, recover_interrupted
+from simulation.timefmt import iso_ms
 from server.middlewares import TokenBuckets, problem_middleware, rate_limit_middleware
 from server.openapi import build_openapi
 from server.routes import ALL_ROUTES
@@ -25,21 +29,34 @@ __all__ = ["create_app"]
 log = logging.getLogger("flowstage")
 
 
-def create_app(settings: Settings, *, now: Callable[[], float] = time.time) -> web.Application:
-    """Build the app: routes, middlewares, CORS, and the store's start-up and shut-down."""
-    middlewares = [problem_middleware]
+def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+    """Build the app: routes, middlewares, CORS, and the start-up and shut-down of the store
+    and the engine. Tests pass a `ManualClock` to control time."""
+    clock = clock or SystemClock()
+    now = clock.now
+    metrics = Metrics()
+    middlewares = [metrics_middleware(metrics), problem_middleware]
     if settings.rate_limit_per_second > 0:
         buckets = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
         middlewares.append(rate_limit_middleware(buckets))
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_request_bytes)
     app[SETTINGS] = settings
+    app[CLOCK] = clock
     app[NOW] = now
-    app[STARTED_AT] = now()
+    app[METRICS] = metrics
+    app[LIFETIME] = Lifetime()
     data_dir = Path(settings.data_dir)
     db_path = None if settings.storage == "memory" else data_dir / "flowstage.db"
-    app[STORE] = Store(db_path, data_dir / "files", now)
+    app[STORE] = store = Store(db_path, data_dir / "files", now)
+    engine_config = EngineConfig(default_speed=settings.speed, mailbox_size=settings.mailbox_size,
+                                 failure_rates=dict(settings.failure_rates))
+    app[ENGINE] = engine = Engine(clock, store.runs, engine_config)
+    engine.add_listener(metrics.on_event)
+    app[RUNS] = RunService(engine, store)
     app[OPENAPI] = msgspec.json.encode(build_openapi(ALL_ROUTES, VERSION))
     app.cleanup_ctx.append(_store_lifecycle)
+    app.cleanup_ctx.append(_engine_lifecycle)
+    app.cleanup_ctx.append(lag_watcher)
     _add_routes(app, settings)
     return app
 
@@ -70,6 +87,7 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
 
 
 async def _store_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    app[LIFETIME].started_at = app[NOW]()
     store = app[STORE]
     await store.open()
     if app[SETTINGS].seed_demo_data:
@@ -78,3 +96,13 @@ async def _store_lifecycle(app: web.Application) -> AsyncIterator[None]:
             log.info("seeded %d demo workflows", created)
     yield
     await store.close()
+
+
+async def _engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    ended = await recover_interrupted(app[STORE], iso_ms(app[NOW]()))
+    if ended:
+        log.warning("%d runs were active when the previous process stopped; marked failed", ended)
+    engine = app[ENGINE]
+    await engine.start()
+    yield
+    await engine.close()

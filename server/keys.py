@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
+from actors.clock import Clock
+from actors.engine import Engine
 from config import Settings
+from server.runs import RunService
 from server.store import Store
 
-__all__ = ["NOW", "SETTINGS", "STARTED_AT", "STORE"]
-
-from collections.abc import Callable
+__all__ = ["CLOCK", "ENGINE", "NOW", "RUNS", "LIFETIME", "SETTINGS", "STORE", "Lifetime"]
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
+CLOCK = web.AppKey("clock", Clock)
 NOW = web.AppKey("now", Callable[[], float])
-STARTED_AT = web.AppKey("started_at", float)
+class Lifetime:
+    """When the app started serving (set at start-up, when the clock can first be read)."""
+
+    started_at: float = 0.0
+
+
+LIFETIME = web.AppKey("lifetime", Lifetime)
+ENGINE = web.AppKey("engine", Engine)
+RUNS = web.AppKey("runs", RunService)

@@ -8,6 +8,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import pytest
+
+from actors.clock import ManualClock
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
@@ -131,9 +133,9 @@ async def test_the_workflow_schema_names_the_fields_the_server_sends(
 
 
 async def test_health_reports_status_version_and_uptime(aiohttp_client: Any, settings: Settings) -> None:
-    clock = [1_767_225_600.0]
-    client = await aiohttp_client(create_app(settings, now=lambda: clock[0]))
-    clock[0] += 12.5
+    clock = ManualClock(start=1_767_225_600.0)
+    client = await aiohttp_client(create_app(settings, clock=clock))
+    await clock.advance(12.5)
     resp = await client.get("/api/health")
     assert resp.status == 200
     body = await resp.json()

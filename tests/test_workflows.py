@@ -12,30 +12,21 @@ from aiohttp.test_utils import TestClient
 
 from config import Settings
 from server.app import create_app
+from actors.clock import ManualClock
 from server.store import new_id
 
 Client = TestClient[Any, web.Application]
 JAN_1_2026 = 1_767_225_600.0
 
 
-class ManualClock:
-    """A wall clock that only moves when a test moves it."""
-
-    def __init__(self, start: float = JAN_1_2026) -> None:
-        self.t = start
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 def clock() -> ManualClock:
-    return ManualClock()
+    return ManualClock(start=JAN_1_2026)
 
 
 @pytest.fixture
 async def clocked(aiohttp_client: Any, settings: Settings, clock: ManualClock) -> Client:
-    return await aiohttp_client(create_app(settings, now=clock))
+    return await aiohttp_client(create_app(settings, clock=clock))
 
 
 async def problem(resp: Any, status: int, loc: list[Any] | None = None) -> dict[str, Any]:
@@ -162,7 +153,7 @@ async def test_put_of_the_name_alone_keeps_the_graph_and_bumps_version_and_updat
     clocked: Client, clock: ManualClock, simple_workflow: dict[str, Any]
 ) -> None:
     wf = await create(clocked, simple_workflow)
-    clock.t += 61.25
+    await clock.advance(61.25)
     resp = await clocked.put(f"/api/workflows/{wf['id']}", json={"name": "Renamed"})
     assert resp.status == 200
     assert resp.headers["ETag"] == '"2"'

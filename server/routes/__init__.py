@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from server.openapi import Route
-from server.routes import files, meta, nodes, templates, workflows
+from server.routes import files, meta, nodes, runs, templates, workflows
 
 __all__ = ["ALL_ROUTES"]
 
@@ -11,6 +11,7 @@ ALL_ROUTES: tuple[Route, ...] = (
     *meta.ROUTES,
     *workflows.ROUTES,
     *nodes.ROUTES,
+    *runs.ROUTES,
     *templates.ROUTES,
     *files.ROUTES,
 )

@@ -8,7 +8,8 @@ import msgspec
 from aiohttp import web
 
 from server.http import json_response
-from server.keys import NOW, STARTED_AT
+from server.keys import LIFETIME, NOW
+from server.metrics import metrics_handler
 from server.openapi import Route
 from server.store import Page
 from simulation.catalogue import CATALOGUE, NodeType
@@ -33,7 +34,7 @@ _NODE_TYPES = msgspec.json.encode(Page(items=list(CATALOGUE.values()), next_curs
 
 
 async def health(request: web.Request) -> web.Response:
-    uptime = request.app[NOW]() - request.app[STARTED_AT]
+    uptime = request.app[NOW]() - request.app[LIFETIME].started_at
     return json_response(Health(status="ok", version=VERSION, uptime_seconds=round(uptime, 3)))
 
 
@@ -50,6 +51,8 @@ ROUTES = (
           response=Health, errors=()),
     Route("GET", "/api/openapi.json", openapi, "This document", "meta",
           response_content={"application/json": {"type": "object"}}, errors=()),
+    Route("GET", "/metrics", metrics_handler, "Prometheus metrics (text exposition format)", "meta",
+          response_content={"text/plain": {"type": "string"}}, errors=()),
     Route("GET", "/api/node-types", node_types, "Every node type an editor can place", "meta",
           response=Page[NodeType], errors=()),
 )

@@ -40,6 +40,9 @@ MIGRATIONS: tuple[str, ...] = (
         state TEXT NOT NULL, doc BLOB NOT NULL);
     CREATE INDEX runs_by_workflow ON runs (workflow_id, created_at DESC, id DESC);
     CREATE INDEX runs_by_state ON runs (state);
+    CREATE TABLE workflow_versions (
+        workflow_id TEXT NOT NULL, version INTEGER NOT NULL, doc BLOB NOT NULL,
+        PRIMARY KEY (workflow_id, version)) WITHOUT ROWID;
     CREATE TABLE run_events (
         run_id TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL,
         PRIMARY KEY (run_id, seq)) WITHOUT ROWID;

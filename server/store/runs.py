@@ -14,7 +14,7 @@ import msgspec
 
 from server.store.common import Page, decode_cursor, encode_cursor
 from server.store.db import Database
-from simulation.models import Run
+from simulation.models import Run, Workflow
 
 __all__ = ["EventRow", "RunRepo"]
 
@@ -22,6 +22,7 @@ EventRow = tuple[str, int, str, bytes]  # run id, seq, event name, encoded JSON 
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Run)
+_workflow_decoder = msgspec.json.Decoder(Workflow)
 _ACTIVE = ("running", "paused")
 
 
@@ -68,6 +69,18 @@ class RunRepo:
 
         if run_rows or events:
             await self._db.write(write)
+
+    async def freeze_graph(self, workflow: Workflow) -> None:
+        """Keep the graph a run executes, once per workflow version, for reading it later."""
+        await self._db.write(lambda conn: conn.execute(
+            "INSERT OR IGNORE INTO workflow_versions (workflow_id, version, doc) VALUES (?, ?, ?)",
+            (workflow.id, workflow.version, _encoder.encode(workflow))))
+
+    async def frozen_graph(self, workflow_id: str, version: int) -> Workflow | None:
+        row = await self._db.read(lambda conn: conn.execute(
+            "SELECT doc FROM workflow_versions WHERE workflow_id = ? AND version = ?",
+            (workflow_id, version)).fetchone())
+        return None if row is None else _workflow_decoder.decode(row[0])
 
     # --- reads ------------------------------------------------------------------------------
 

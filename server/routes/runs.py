@@ -1,0 +1,131 @@
+"""Execution: start runs, control them (by workflow or by run), read status, history and
+dataflow. Handlers translate HTTP into engine calls; `RunService` knows live from stored."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+import msgspec
+from aiohttp import web
+from msgspec import Meta
+
+from server.http import decode_body, json_response, not_modified, page_params
+from server.keys import ENGINE, RUNS, STORE
+from server.openapi import Route
+from server.routes.workflows import IF_NONE_MATCH, LIST_PARAMS
+from server.runs import Dataflow
+from server.store import Page
+from simulation.models import Run
+
+__all__ = ["ROUTES", "ExecuteRequest", "IdleStatus"]
+
+_encoder = msgspec.json.Encoder()
+
+
+class ExecuteRequest(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
+    """`POST .../execute` body; every field is optional."""
+
+    seed: Annotated[int, Meta(ge=0, le=2**53)] | None = None
+    speed: Annotated[float, Meta(gt=0, le=1e6)] | None = None
+    failure_rate: Annotated[float, Meta(ge=0, le=1)] = 0.0
+    inputs: dict[str, Any] = {}
+
+
+class IdleStatus(msgspec.Struct, frozen=True):
+    state: str = "idle"
+
+
+def _run_response(request: web.Request, run: Run, status: int = 200,
+                  headers: dict[str, str] | None = None) -> web.Response:
+    body = _encoder.encode(run)
+    etag = f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
+    if status == 200 and not_modified(request, etag):
+        return web.Response(status=304, headers={"ETag": etag})
+    return web.Response(body=body, status=status, content_type="application/json",
+                        headers={"ETag": etag, **(headers or {})})
+
+
+async def execute(request: web.Request) -> web.Response:
+    body = await decode_body(request, ExecuteRequest, optional=True)
+    store = request.app[STORE]
+    workflow = await store.workflows.get(request.match_info["id"])
+    await store.runs.freeze_graph(workflow)
+    run = await request.app[ENGINE].execute(
+        workflow, seed=body.seed, speed=body.speed, failure_rate=body.failure_rate,
+        inputs=body.inputs)
+    return _run_response(request, run, 202, {"Location": f"/api/runs/{run.id}"})
+
+
+def _workflow_control(action: str) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        run = await request.app[RUNS].control_latest(request.match_info["id"], action)  # type: ignore[arg-type]
+        return _run_response(request, run)
+
+    handler.__name__ = f"{action}_workflow"
+    return handler
+
+
+def _run_control(action: str) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        run = await request.app[RUNS].control(request.match_info["runId"], action)  # type: ignore[arg-type]
+        return _run_response(request, run)
+
+    handler.__name__ = f"{action}_run"
+    return handler
+
+
+async def workflow_status(request: web.Request) -> web.Response:
+    run = await request.app[RUNS].latest(request.match_info["id"])
+    if run is None:
+        return json_response(IdleStatus())
+    return _run_response(request, run)
+
+
+async def workflow_dataflow(request: web.Request) -> web.Response:
+    return json_response(await request.app[RUNS].dataflow(request.match_info["id"]))
+
+
+async def workflow_runs(request: web.Request) -> web.Response:
+    limit, cursor = page_params(request)
+    workflow_id = request.match_info["id"]
+    store, engine = request.app[STORE], request.app[ENGINE]
+    await store.workflows.get(workflow_id)
+    page = await store.runs.list_for_workflow(workflow_id, limit, cursor)
+    # Stored snapshots of live runs lag behind; show the live one.
+    items = [engine.snapshot(r.id) or r for r in page.items]
+    return json_response(Page(items=items, next_cursor=page.next_cursor))
+
+
+async def get_run(request: web.Request) -> web.Response:
+    return _run_response(request, await request.app[RUNS].get(request.match_info["runId"]))
+
+
+_STATUS_SCHEMA = {"application/json": {"anyOf": [
+    {"$ref": "#/components/schemas/Run"},
+    {"type": "object", "properties": {"state": {"const": "idle"}}, "required": ["state"]},
+]}}
+_CONTROL_ERRORS = (404, 409, 503)
+
+ROUTES = (
+    Route("POST", "/api/workflows/{id}/execute", execute,
+          "Start a new run of the workflow's current version", "runs", body=ExecuteRequest,
+          response=Run, status=202, errors=(400, 404, 413, 415, 422, 503),
+          response_headers={"Location": "The run's URL", "ETag": "The run's current tag"}),
+    *(Route("POST", f"/api/workflows/{{id}}/{action}", _workflow_control(action),
+            f"{action.capitalize()} the workflow's latest run", "runs", response=Run,
+            errors=_CONTROL_ERRORS) for action in ("pause", "resume", "stop")),
+    Route("GET", "/api/workflows/{id}/status", workflow_status,
+          'The latest run, or {"state": "idle"} if the workflow never ran', "runs",
+          response_content=_STATUS_SCHEMA, headers=IF_NONE_MATCH, errors=(304, 404)),
+    Route("GET", "/api/workflows/{id}/dataflow", workflow_dataflow,
+          "What crossed each connection in the latest run", "runs", response=Dataflow,
+          errors=(404,)),
+    Route("GET", "/api/workflows/{id}/runs", workflow_runs, "The workflow's runs, newest first",
+          "runs", response=Page[Run], query=LIST_PARAMS[:2], errors=(404, 422)),
+    Route("GET", "/api/runs/{runId}", get_run, "A run's snapshot", "runs", response=Run,
+          headers=IF_NONE_MATCH, errors=(304, 404)),
+    *(Route("POST", f"/api/runs/{{runId}}/{action}", _run_control(action),
+            f"{action.capitalize()} this run", "runs", response=Run, errors=_CONTROL_ERRORS)
+      for action in ("pause", "resume", "stop")),
+)

@@ -1,0 +1,105 @@
+"""Runs as the HTTP layer sees them: one place that knows whether a run is live (the engine
+has it in memory) or finished and stored, so handlers stay thin.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from actors.engine import Action, Engine
+from server.store import Store
+from simulation.errors import Conflict, NotFound
+from simulation.models import EdgeFlow, ErrorInfo, NodeRun, Run, RunFailed
+from simulation.plan import compile_plan, edge_flows
+
+__all__ = ["Dataflow", "RunService", "interrupted", "recover_interrupted"]
+
+_INTERRUPTED = ErrorInfo("interrupted", "The server stopped while this run was active.")
+_event_encoder = msgspec.json.Encoder()
+
+
+def interrupted(run: Run, last_seq: int, now: str) -> tuple[Run, tuple[str, int, str, bytes]]:
+    """A run that was active when its process died, ended as `failed`/`interrupted`: running
+    and paused nodes fail, nodes that never started are skipped; and its `run.failed` event."""
+    nodes: dict[str, NodeRun] = {}
+    for node_id, node in run.nodes.items():
+        if node.state in ("running", "paused"):
+            node = msgspec.structs.replace(node, state="failed", finished_at=now, error=_INTERRUPTED)
+        elif node.state in ("idle", "queued"):
+            node = msgspec.structs.replace(node, state="skipped")
+        nodes[node_id] = node
+    failed = msgspec.structs.replace(run, state="failed", finished_at=now, nodes=nodes,
+                                     error=_INTERRUPTED)
+    event = RunFailed(run_id=run.id, workflow_id=run.workflow_id, seq=last_seq + 1, ts=now,
+                      error=_INTERRUPTED)
+    return failed, (run.id, last_seq + 1, "run.failed", _event_encoder.encode(event))
+
+
+async def recover_interrupted(store: Store, now: str) -> int:
+    """At start-up: runs stored as active belong to a process that died; end them. Finished
+    runs are not touched. Returns how many were ended."""
+    ended = [interrupted(run, last_seq, now) for run, last_seq in await store.runs.active()]
+    if ended:
+        await store.runs.save([run for run, _ in ended], [event for _, event in ended])
+    return len(ended)
+
+
+class Dataflow(msgspec.Struct, frozen=True, rename="camel"):
+    run_id: str | None
+    edges: list[EdgeFlow]
+
+
+class RunService:
+    def __init__(self, engine: Engine, store: Store) -> None:
+        self.engine = engine
+        self.store = store
+
+    async def get(self, run_id: str) -> Run:
+        live = self.engine.snapshot(run_id)
+        if live is not None:
+            return live
+        stored = await self.store.runs.get(run_id)
+        if stored is None:
+            raise NotFound(f"No run with id {run_id!r}.")
+        return stored
+
+    async def latest(self, workflow_id: str) -> Run | None:
+        """The workflow's newest run (live or stored); the workflow must exist."""
+        await self.store.workflows.get(workflow_id)
+        run_id = self.engine.latest_run_id(workflow_id)
+        if run_id is not None:
+            live = self.engine.snapshot(run_id)
+            if live is not None:
+                return live
+        return await self.store.runs.latest_for_workflow(workflow_id)
+
+    async def control(self, run_id: str, action: Action) -> Run:
+        if self.engine.snapshot(run_id) is not None:
+            return await self.engine.control(run_id, action)
+        stored = await self.get(run_id)  # NotFound if there is no such run
+        raise Conflict(f"Can't {action} when {stored.state}.")
+
+    async def control_latest(self, workflow_id: str, action: Action) -> Run:
+        latest = await self.latest(workflow_id)
+        if latest is None:
+            raise Conflict(f"Can't {action}: workflow {workflow_id!r} has never run.")
+        return await self.control(latest.id, action)
+
+    async def dataflow(self, workflow_id: str) -> Dataflow:
+        latest = await self.latest(workflow_id)
+        if latest is None:
+            return Dataflow(run_id=None, edges=[])
+        live = self.engine.dataflow(latest.id)
+        if live is not None:
+            return Dataflow(run_id=latest.id, edges=live)
+        graph = await self.store.runs.frozen_graph(latest.workflow_id, latest.workflow_version)
+        if graph is None:
+            return Dataflow(run_id=latest.id, edges=[])
+        plan = compile_plan(graph, only_node=_only_node(latest))
+        return Dataflow(run_id=latest.id, edges=edge_flows(plan, latest))
+
+
+def _only_node(run: Run) -> str | None:
+    if run.kind != "process-files" or len(run.nodes) != 1:
+        return None
+    return next(iter(run.nodes))
