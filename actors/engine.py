@@ -31,7 +31,7 @@ from actors.node import NodeActor
 from actors.run import GetSnapshot, Pause, Resume, RunActor, Stop
 from actors.sink import RunSink
 from simulation.catalogue import Timing
-from simulation.errors import FieldError, Invalid, NotFound, Unavailable
+from simulation.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
 from simulation.models import EdgeFlow, ErrorInfo, Run, Workflow
 from simulation.plan import Plan, compile_plan, edge_flows
 
@@ -48,6 +48,7 @@ Action = Literal["pause", "resume", "stop"]
 _COMMANDS = {"pause": Pause(), "resume": Resume(), "stop": Stop()}
 _SNAPSHOT = GetSnapshot()
 _INTERRUPTED = ErrorInfo("interrupted", "The server shut down while this run was active.")
+_FLUSH_SLICE = 500  # runs handled by the flusher between two turns of the loop
 # JavaScript loses integer precision above 2**53; a generated seed must survive the editor.
 _SEED_LIMIT = 2**53
 
@@ -164,8 +165,6 @@ class Engine:
         if run_id is None:
             run_id = "run_" + secrets.token_hex(8)
         elif run_id in self._runs:
-            from simulation.errors import Conflict
-
             raise Conflict(f"Run {run_id!r} already exists")
         if seed is None:
             seed = secrets.randbelow(_SEED_LIMIT)
@@ -315,7 +314,11 @@ class Engine:
             saved: list[RunActor] = []
             rows = EventRows()
             marks: list[tuple[RunActor, int]] = []
-            for run in runs:
+            for i, run in enumerate(runs):
+                if i and not i % _FLUSH_SLICE:
+                    # Building thousands of final snapshots is tens of milliseconds:
+                    # let timers in between rather than stall every run at once.
+                    await asyncio.sleep(0)
                 run._dirty = False
                 if run.needs_save:
                     run.needs_save = False

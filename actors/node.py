@@ -14,9 +14,8 @@ fraction at which a simulated failure strikes. Pausing keeps the progress reache
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
@@ -28,9 +27,6 @@ from simulation.states import node_transition
 from simulation.timing import duration_ms, progress_step
 
 from simulation.plan import PlanNode
-
-if TYPE_CHECKING:
-    from actors.run import RunActor
 
 __all__ = ["FREEZE", "NOTHING", "THAW", "TICK", "WORK_DONE", "Freeze", "Halt", "NodeActor", "NodeCommand", "Thaw", "Tick", "WorkDone"]
 

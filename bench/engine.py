@@ -162,17 +162,22 @@ async def _skeleton(n: int, zero: bool) -> dict[str, Any]:
             "rss": ticker.peak - base, "nodes": n * len(CHAIN)}
 
 
+GC_SETTING = "default"
+
+
 def _trial(kind: str, n: int, zero: bool) -> dict[str, Any]:
     """Run one trial in a fresh interpreter; return its metrics."""
-    out = subprocess.run([sys.executable, __file__, "--trial", kind, str(n), "1" if zero else "0"],
+    out = subprocess.run([sys.executable, __file__, "--trial", kind, str(n), "1" if zero else "0", GC_SETTING],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
 
-def _child(kind: str, n: int, zero: bool) -> None:
+def _child(kind: str, n: int, zero: bool, gc_setting: str) -> None:
     import gc
 
     gc.freeze()  # the interpreter's own start-up objects are not the engine's cost
+    if gc_setting != "default":  # e.g. "50000,20,100": what a server might set at start-up
+        gc.set_threshold(*(int(x) for x in gc_setting.split(",")))
     coro = _flowstage(n, zero) if kind == "flowstage" else _skeleton(n, zero)
     result = asyncio.run(coro)
     result["lag50"] = _pct(result["lags"], 0.50)
@@ -185,15 +190,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", "--runs", type=int, nargs="+", default=[1000, 5000, 10000])
     parser.add_argument("-r", "--repeats", type=int, default=3)
-    parser.add_argument("--trial", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--gc", default="default",
+                        help='gc thresholds for both implementations, e.g. "50000,20,100" (default: Python\'s)')
+    parser.add_argument("--trial", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.trial:
-        _child(args.trial[0], int(args.trial[1]), args.trial[2] == "1")
+        _child(args.trial[0], int(args.trial[1]), args.trial[2] == "1", args.trial[3])
         return
+    global GC_SETTING
+    GC_SETTING = args.gc
 
     started = time.monotonic()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; medians of {args.repeats} trials; "
-          "sink: MemorySink(keep=False)")
+          f"sink: MemorySink(keep=False); gc thresholds: {args.gc}")
     header = (f"{'N':>6} {'impl':<10} {'ideal s':>8} {'wall s':>7} {'wall/ideal':>10} {'submit s':>8} "
               f"{'events/s':>10} {'lag p50 ms':>10} {'lag p99 ms':>10} {'KiB/run':>8}")
     print(header)
