@@ -16,6 +16,7 @@ from actors.clock import Clock, SystemClock
 from actors.engine import Engine, EngineConfig
 from server.keys import CLOCK, ENGINE, NOW, RUNS, SETTINGS, LIFETIME, STORE, Lifetime
 from server.metrics import METRICS, Metrics, lag_watcher, metrics_middleware
+from server.processing import register_file_handlers
 from server.runs import RunService, recover_interrupted
 from simulation.timefmt import iso_ms
 from server.middlewares import TokenBuckets, problem_middleware, rate_limit_middleware
@@ -52,6 +53,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
                                  failure_rates=dict(settings.failure_rates))
     app[ENGINE] = engine = Engine(clock, store.runs, engine_config)
     engine.add_listener(metrics.on_event)
+    register_file_handlers(engine, store)
     app[RUNS] = RunService(engine, store)
     app[OPENAPI] = msgspec.json.encode(build_openapi(ALL_ROUTES, VERSION))
     app.cleanup_ctx.append(_store_lifecycle)

@@ -31,7 +31,7 @@ _encoder = msgspec.json.Encoder()
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 _PATH_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _AT = re.compile(r" - at `\$(.*)`$")
-_MISSING = re.compile(r"missing required field `([^`]+)`")
+_MISSING = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
 
 
 class MalformedBody(Exception):

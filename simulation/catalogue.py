@@ -85,6 +85,8 @@ _OUT = (Handle("out", "Output"),)
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
 _HTTP_METHODS = {"type": "string", "enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]}
+# Uploaded files a file node works on when the workflow runs (ids from POST /api/files/upload).
+_FILE_IDS = {"type": "array", "items": {"type": "string"}}
 
 _TYPES: tuple[NodeType, ...] = (
     NodeType(
@@ -240,7 +242,7 @@ _TYPES: tuple[NodeType, ...] = (
         inputs=_IN,
         outputs=_OUT,
         config_schema=_schema(
-            {"width": {"type": "integer", "minimum": 1, "maximum": 10000}, "height": {"type": "integer", "minimum": 1, "maximum": 10000}},
+            {"width": {"type": "integer", "minimum": 1, "maximum": 10000}, "height": {"type": "integer", "minimum": 1, "maximum": 10000}, "fileIds": _FILE_IDS},
         ),
         defaults={"width": 800, "height": 600},
         timing=Uniform(min_ms=150, max_ms=600),
@@ -252,7 +254,7 @@ _TYPES: tuple[NodeType, ...] = (
         description="Makes a small preview of each image.",
         inputs=_IN,
         outputs=_OUT,
-        config_schema=_schema({"size": {"type": "integer", "minimum": 16, "maximum": 1024}}),
+        config_schema=_schema({"size": {"type": "integer", "minimum": 16, "maximum": 1024}, "fileIds": _FILE_IDS}),
         defaults={"size": 256},
         timing=Uniform(min_ms=80, max_ms=300),
     ),
@@ -264,7 +266,7 @@ _TYPES: tuple[NodeType, ...] = (
         inputs=_IN,
         outputs=_OUT,
         config_schema=_schema(
-            {"format": {"type": "string", "enum": ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"]}, "quality": {"type": "integer", "minimum": 1, "maximum": 100}},
+            {"format": {"type": "string", "enum": ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"]}, "quality": {"type": "integer", "minimum": 1, "maximum": 100}, "fileIds": _FILE_IDS},
         ),
         defaults={"format": "WEBP", "quality": 85},
         timing=Uniform(min_ms=150, max_ms=500),

@@ -15,10 +15,12 @@ from server.keys import ENGINE, RUNS, STORE
 from server.openapi import Route
 from server.routes.workflows import IF_NONE_MATCH, LIST_PARAMS
 from server.runs import Dataflow
-from server.store import Page
-from simulation.models import Run
+from server.store import Page, new_id
+from server.processing import files_for_run
+from simulation.errors import NotFound
+from simulation.models import FileInfo, Run
 
-__all__ = ["ROUTES", "ExecuteRequest", "IdleStatus"]
+__all__ = ["ROUTES", "ExecuteRequest", "IdleStatus", "ProcessFilesRequest"]
 
 _encoder = msgspec.json.Encoder()
 
@@ -30,6 +32,12 @@ class ExecuteRequest(msgspec.Struct, frozen=True, rename="camel", forbid_unknown
     speed: Annotated[float, Meta(gt=0, le=1e6)] | None = None
     failure_rate: Annotated[float, Meta(ge=0, le=1)] = 0.0
     inputs: dict[str, Any] = {}
+
+
+class ProcessFilesRequest(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
+    file_ids: Annotated[list[Annotated[str, Meta(min_length=1, max_length=128)]], Meta(min_length=1, max_length=1000)]
+    seed: Annotated[int, Meta(ge=0, le=2**53)] | None = None
+    speed: Annotated[float, Meta(gt=0, le=1e6)] | None = None
 
 
 class IdleStatus(msgspec.Struct, frozen=True):
@@ -52,9 +60,29 @@ async def execute(request: web.Request) -> web.Response:
     workflow = await store.workflows.get(request.match_info["id"])
     await store.runs.freeze_graph(workflow)
     run = await request.app[ENGINE].execute(
-        workflow, seed=body.seed, speed=body.speed, failure_rate=body.failure_rate,
+        workflow, run_id=new_id("run"), seed=body.seed, speed=body.speed, failure_rate=body.failure_rate,
         inputs=body.inputs)
     return _run_response(request, run, 202, {"Location": f"/api/runs/{run.id}"})
+
+
+async def process_files(request: web.Request) -> web.Response:
+    body = await decode_body(request, ProcessFilesRequest)
+    store = request.app[STORE]
+    workflow = await store.workflows.get(request.match_info["id"])
+    node_id = request.match_info["nodeId"]
+    if not any(n.id == node_id for n in workflow.nodes):
+        raise NotFound(f"No node {node_id!r} in workflow {workflow.id!r}.")
+    files = await files_for_run(store, body.file_ids)
+    await store.runs.freeze_graph(workflow)
+    run = await request.app[ENGINE].execute(
+        workflow, run_id=new_id("run"), seed=body.seed, speed=body.speed, only_node=node_id, kind="process-files",
+        inputs={"fileIds": body.file_ids, "files": _file_inputs(files)})
+    return _run_response(request, run, 202, {"Location": f"/api/runs/{run.id}"})
+
+
+def _file_inputs(files: list[FileInfo]) -> list[dict[str, Any]]:
+    return [{"id": f.id, "name": f.name, "mimeType": f.mime_type, "size": f.size,
+             "metadata": f.metadata} for f in files]
 
 
 def _workflow_control(action: str) -> Any:
@@ -115,6 +143,12 @@ ROUTES = (
     *(Route("POST", f"/api/workflows/{{id}}/{action}", _workflow_control(action),
             f"{action.capitalize()} the workflow's latest run", "runs", response=Run,
             errors=_CONTROL_ERRORS) for action in ("pause", "resume", "stop")),
+    Route("POST", "/api/workflows/{id}/nodes/{nodeId}/process-files", process_files,
+          "Run one node over uploaded files: image nodes really transform them (results are "
+          "new files listed in the node's output); other types simulate per file", "runs",
+          body=ProcessFilesRequest, response=Run, status=202,
+          errors=(400, 404, 413, 415, 422, 503),
+          response_headers={"Location": "The run's URL", "ETag": "The run's current tag"}),
     Route("GET", "/api/workflows/{id}/status", workflow_status,
           'The latest run, or {"state": "idle"} if the workflow never ran', "runs",
           response_content=_STATUS_SCHEMA, headers=IF_NONE_MATCH, errors=(304, 404)),

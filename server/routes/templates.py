@@ -3,7 +3,6 @@ a workflow, export to a file and import from one."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -31,7 +30,6 @@ from simulation.templates import (
 __all__ = ["ROUTES"]
 
 T = TypeVar("T")
-_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 
 
 def _convert(body: Mapping[str, Any], type_: type[T]) -> T:
@@ -41,10 +39,7 @@ def _convert(body: Mapping[str, Any], type_: type[T]) -> T:
     except msgspec.ValidationError as exc:
         text = str(exc)
         msg = text.split(" - at `$", 1)[0]
-        loc = loc_from_msgspec(text)
-        unknown = _UNKNOWN_FIELD.search(msg)
-        if unknown:  # point at the field that should not be there
-            loc = (*loc, unknown.group(1))
+        loc = loc_from_msgspec(text)  # an unknown field's name ends the loc
         raise Invalid(msg, [FieldError(loc, msg)]) from None
 
 

@@ -8,9 +8,12 @@ between those steps (files in `tmp/`, blobs no row names) is removed at start-up
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
+import secrets
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -18,6 +21,7 @@ import msgspec
 from server.store.common import Page, decode_cursor, encode_cursor
 from server.store.db import Database
 from simulation.errors import NotFound
+from simulation.files import Inspection
 from simulation.models import FileInfo
 
 __all__ = ["FileRepo", "StagedFile"]
@@ -87,6 +91,25 @@ class FileRepo:
                 )
 
         await self._db.write(write)
+
+    async def add_bytes(self, data: bytes, name: str, created_at: str, file_id: str,
+                        inspect: Callable[[Path], Inspection]) -> FileInfo:
+        """Store bytes made by the server itself (e.g. a resized image) as a new file."""
+        tmp = self.tmp_dir / secrets.token_hex(16)
+        try:
+            tmp.write_bytes(data)
+            inspection = await asyncio.to_thread(inspect, tmp)
+            info = FileInfo(
+                id=file_id, name=name, size=len(data), mime_type=inspection.mime_type,
+                sha256=hashlib.sha256(data).hexdigest(), created_at=created_at,
+                metadata=inspection.metadata, content_url=f"/api/files/{file_id}/content",
+                thumbnail_url=f"/api/files/{file_id}/thumbnail" if inspection.thumbnail else None,
+            )
+            await self.commit([StagedFile(info=info, kind=inspection.kind, tmp_path=str(tmp),
+                                          thumbnail=inspection.thumbnail)])
+        finally:
+            tmp.unlink(missing_ok=True)
+        return info
 
     async def get(self, file_id: str) -> FileInfo:
         row = await self._db.read(
