@@ -18,7 +18,6 @@ from server.keys import CLOCK, ENGINE, NOW, RUNS, SETTINGS, LIFETIME, STORE, Lif
 from server.metrics import METRICS, Metrics, lag_watcher, metrics_middleware
 from server.processing import register_file_handlers
 from server.runs import RunService, recover_interrupted
-from simulation.timefmt import iso_ms
 from server.middlewares import TokenBuckets, problem_middleware, rate_limit_middleware
 from server.openapi import build_openapi
 from server.routes import ALL_ROUTES
@@ -101,7 +100,7 @@ async def _store_lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    ended = await recover_interrupted(app[STORE], iso_ms(app[NOW]()))
+    ended = await recover_interrupted(app[STORE], app[NOW]())
     if ended:
         log.warning("%d runs were active when the previous process stopped; marked failed", ended)
     engine = app[ENGINE]

@@ -9,39 +9,23 @@ import msgspec
 from actors.engine import Action, Engine
 from server.store import Store
 from simulation.errors import Conflict, NotFound
-from simulation.models import EdgeFlow, ErrorInfo, NodeRun, Run, RunFailed
+from simulation.models import EdgeFlow, Run
 from simulation.plan import compile_plan, edge_flows
+from simulation.recovery import interrupt_stored
 
-__all__ = ["Dataflow", "RunService", "interrupted", "recover_interrupted"]
+__all__ = ["Dataflow", "RunService", "recover_interrupted"]
 
-_INTERRUPTED = ErrorInfo("interrupted", "The server stopped while this run was active.")
-_event_encoder = msgspec.json.Encoder()
-
-
-def interrupted(run: Run, last_seq: int, now: str) -> tuple[Run, tuple[str, int, str, bytes]]:
-    """A run that was active when its process died, ended as `failed`/`interrupted`: running
-    and paused nodes fail, nodes that never started are skipped; and its `run.failed` event."""
-    nodes: dict[str, NodeRun] = {}
-    for node_id, node in run.nodes.items():
-        if node.state in ("running", "paused"):
-            node = msgspec.structs.replace(node, state="failed", finished_at=now, error=_INTERRUPTED)
-        elif node.state in ("idle", "queued"):
-            node = msgspec.structs.replace(node, state="skipped")
-        nodes[node_id] = node
-    failed = msgspec.structs.replace(run, state="failed", finished_at=now, nodes=nodes,
-                                     error=_INTERRUPTED)
-    event = RunFailed(run_id=run.id, workflow_id=run.workflow_id, seq=last_seq + 1, ts=now,
-                      error=_INTERRUPTED)
-    return failed, (run.id, last_seq + 1, "run.failed", _event_encoder.encode(event))
-
-
-async def recover_interrupted(store: Store, now: str) -> int:
-    """At start-up: runs stored as active belong to a process that died; end them. Finished
-    runs are not touched. Returns how many were ended."""
-    ended = [interrupted(run, last_seq, now) for run, last_seq in await store.runs.active()]
-    if ended:
-        await store.runs.save([run for run, _ in ended], [event for _, event in ended])
-    return len(ended)
+async def recover_interrupted(store: Store, now: float) -> int:
+    """At start-up: runs stored as active belong to a process that died; end them failed
+    with an `interrupted` error (see simulation.recovery). Finished runs are not touched.
+    Returns how many were ended."""
+    ended = 0
+    for run, _last_seq in await store.runs.active():
+        events = await store.runs.events_after(run.id, 0, limit=1_000_000)
+        failed, new_events = interrupt_stored(run, events, now)
+        await store.runs.save([failed], [(run.id, seq, name, data) for seq, name, data in new_events])
+        ended += 1
+    return ended
 
 
 class Dataflow(msgspec.Struct, frozen=True, rename="camel"):
