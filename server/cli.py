@@ -1,4 +1,5 @@
-"""`flowstage serve [--host] [--port] [--data-dir] [--config FILE]` (and `python -m server`)."""
+"""`flowstage serve [--host] [--port] [--data-dir] [--config FILE] [--loop uvloop]` and
+`flowstage loadtest --url URL --runs N --concurrency C ...` (and `python -m server`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from config import SettingsError, load_settings
+from server.loadtest import LoadtestError, loop_factory
+from server.loadtest import add_arguments as add_loadtest_arguments
+from server.loadtest import command as loadtest_command
 from server.store.db import SchemaTooNew
 
 __all__ = ["main"]
@@ -26,11 +30,23 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="a TOML file overriding the defaults")
     serve.add_argument("--speed", type=float, help="default simulated-time scale")
     serve.add_argument("--storage", choices=("sqlite", "memory"), help="storage backend")
+    serve.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                       help="event loop (uvloop needs: pip install -e '.[uvloop]')")
+    loadtest = commands.add_parser(
+        "loadtest", help="drive a server with concurrent runs and report latency and errors")
+    add_loadtest_arguments(loadtest)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "loadtest":
+        return loadtest_command(args)
+    try:
+        factory = loop_factory(args.loop)
+    except LoadtestError as exc:
+        print(f"flowstage: {exc}", file=sys.stderr)
+        return 2
     try:
         settings = load_settings(
             args.config, os.environ,
@@ -44,9 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from server.app import create_app  # after logging is set up
 
+    # loop=None is aiohttp's default (a new asyncio loop); run_app closes the loop it ran.
+    loop = None if factory is None else factory()
     try:
         web.run_app(create_app(settings), host=settings.host, port=settings.port,
-                    access_log=None, print=lambda msg: logging.getLogger("flowstage").info(msg.strip()))
+                    access_log=None, print=lambda msg: logging.getLogger("flowstage").info(msg.strip()),
+                    loop=loop)
     except SchemaTooNew as exc:
         print(f"flowstage: {exc}", file=sys.stderr)
         return 2
