@@ -226,6 +226,11 @@ class Engine:
             out[run.state] = out.get(run.state, 0) + 1
         return out
 
+    def mailbox_depth(self) -> int:
+        """Messages waiting in the mailboxes of the runs in memory (for metrics). A walk over
+        those runs: call it per scrape, not per event."""
+        return sum(len(run._mailbox) for run in self._runs.values() if run._mailbox)
+
     def add_listener(self, listener: EventListener) -> Callable[[], None]:
         """Observe every event of every run; returns a function that removes the listener."""
         self.listeners = (*self.listeners, listener)

@@ -16,6 +16,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from server.keys import ENGINE
+
 __all__ = ["METRICS", "Metrics", "metrics_handler", "metrics_middleware"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -105,7 +107,12 @@ def metrics_middleware(metrics: Metrics) -> Callable[[web.Request, Handler], Awa
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    body = request.app[METRICS].render()
+    metrics = request.app[METRICS]
+    # Read at scrape time: mailboxes change on every control message, and a scrape is rare.
+    engine = request.app.get(ENGINE)
+    if engine is not None:
+        metrics.mailbox_depth.set(engine.mailbox_depth())
+    body = metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
