@@ -36,6 +36,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rate_limit_burst: Annotated[int, Meta(ge=1)] = 4000
     seed_demo_data: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Server-Sent Events (docs/sse.md).
+    sse_ping_seconds: Annotated[float, Meta(gt=0)] = 15.0
+    sse_batch_ms: Annotated[float, Meta(ge=0, le=1000)] = 5.0
+    sse_buffer_events: Annotated[int, Meta(ge=1)] = 5000
+    sse_write_timeout_seconds: Annotated[float, Meta(gt=0)] = 10.0
+    event_ring_size: Annotated[int, Meta(ge=1)] = 50000
 
 
 class SettingsError(Exception):

@@ -14,10 +14,11 @@ from config import Settings
 from server.demo import seed_demo_data
 from actors.clock import Clock, SystemClock
 from actors.engine import Engine, EngineConfig
-from server.keys import CLOCK, ENGINE, NOW, RUNS, SETTINGS, LIFETIME, STORE, Lifetime
+from server.keys import CLOCK, ENGINE, NOW, RUNS, SETTINGS, LIFETIME, SSE, STORE, Lifetime
 from server.metrics import METRICS, Metrics, lag_watcher, metrics_middleware
 from server.processing import register_file_handlers
 from server.runs import RunService, recover_interrupted
+from server.sse import EventHub
 from server.middlewares import TokenBuckets, problem_middleware, rate_limit_middleware
 from server.openapi import build_openapi
 from server.routes import ALL_ROUTES
@@ -58,6 +59,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_store_lifecycle)
     app.cleanup_ctx.append(_engine_lifecycle)
     app.cleanup_ctx.append(lag_watcher)
+    # SSE: the hub listens to the engine; streams are stopped on shutdown, before aiohttp
+    # waits for open requests to finish.
+    app[SSE] = hub = EventHub(settings, engine, store, metrics)
+    engine.add_listener(hub.on_event)
+    app.cleanup_ctx.append(hub.cleanup_ctx)
+    app.on_shutdown.append(hub.on_shutdown)
     _add_routes(app, settings)
     return app
 

@@ -10,9 +10,10 @@ from actors.clock import Clock
 from actors.engine import Engine
 from config import Settings
 from server.runs import RunService
+from server.sse import EventHub
 from server.store import Store
 
-__all__ = ["CLOCK", "ENGINE", "NOW", "RUNS", "LIFETIME", "SETTINGS", "STORE", "Lifetime"]
+__all__ = ["CLOCK", "ENGINE", "NOW", "RUNS", "LIFETIME", "SETTINGS", "SSE", "STORE", "Lifetime"]
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -27,3 +28,4 @@ class Lifetime:
 LIFETIME = web.AppKey("lifetime", Lifetime)
 ENGINE = web.AppKey("engine", Engine)
 RUNS = web.AppKey("runs", RunService)
+SSE = web.AppKey("sse", EventHub)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from server.openapi import Route
-from server.routes import files, meta, nodes, runs, templates, workflows
+from server.routes import events, files, meta, nodes, runs, templates, workflows
 
 __all__ = ["ALL_ROUTES"]
 
@@ -14,4 +14,5 @@ ALL_ROUTES: tuple[Route, ...] = (
     *runs.ROUTES,
     *templates.ROUTES,
     *files.ROUTES,
+    *events.ROUTES,
 )
