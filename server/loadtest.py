@@ -342,6 +342,8 @@ class _Tally:
         self.control_ms: dict[str, list[float]] = {"pause": [], "resume": []}
         self.control_too_late = 0
         self.events = 0
+        # runs between their execute POST and their end (or giving up on them)
+        self.in_flight = 0
         self.errors: Counter[str] = Counter()
         self.t0 = time.perf_counter()
 
@@ -628,10 +630,13 @@ async def _drive(session: aiohttp.ClientSession, target: _Target, tally: _Tally)
 
     async def worker() -> None:
         for index in indices:  # one iterator shared by every worker: each index once
+            tally.in_flight += 1
             try:
                 await _one_run(session, target, tally, index)
             except Exception as exc:  # a bug here must not stop the other workers
                 tally.error("loadtest", _kind(exc))
+            finally:
+                tally.in_flight -= 1
 
     async with asyncio.TaskGroup() as group:
         for _ in range(min(target.opts.concurrency, tally.requested)):
@@ -656,7 +661,7 @@ def _progress_figures(tally: _Tally) -> list[tuple[str, str]]:
         ("started", f"{tally.started:,} / {tally.requested:,}"),
         ("finished", f"{tally.finished:,} (completed {tally.states['completed']:,}, "
                      f"failed {tally.states['failed']:,}, stopped {tally.states['stopped']:,})"),
-        ("in flight", f"{tally.started - tally.finished:,}"),
+        ("in flight", f"{tally.in_flight:,}"),
         ("runs/s", f"{tally.finished / elapsed:,.1f}"),
         ("events/s", f"{tally.events / elapsed:,.1f}"),
         ("makespan p50/p95", f"{_fmt(make.p50)} / {_fmt(make.p95)} ms"),
