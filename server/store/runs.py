@@ -29,6 +29,7 @@ _ACTIVE = ("running", "paused")
 class RunRepo:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._frozen: set[tuple[str, int]] = set()  # graphs known to be stored already
 
     # --- the engine's sink ------------------------------------------------------------------
 
@@ -72,9 +73,15 @@ class RunRepo:
 
     async def freeze_graph(self, workflow: Workflow) -> None:
         """Keep the graph a run executes, once per workflow version, for reading it later."""
+        key = (workflow.id, workflow.version)
+        if key in self._frozen:
+            return
         await self._db.write(lambda conn: conn.execute(
             "INSERT OR IGNORE INTO workflow_versions (workflow_id, version, doc) VALUES (?, ?, ?)",
             (workflow.id, workflow.version, _encoder.encode(workflow))))
+        if len(self._frozen) > 100_000:  # a bound on memory, not on correctness
+            self._frozen.clear()
+        self._frozen.add(key)
 
     async def frozen_graph(self, workflow_id: str, version: int) -> Workflow | None:
         row = await self._db.read(lambda conn: conn.execute(
