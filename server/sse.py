@@ -214,6 +214,7 @@ class EventHub:
         self.cut_off = 0  # subscribers cut off so far (slow or stalled)
         self._gauges = {k: metrics.sse_subscribers.labels(k) for k in ("run", "workflow", "all")}
         self._delivered = {k: metrics.events_delivered.labels(k) for k in ("run", "workflow", "all")}
+        self._unreported = dict.fromkeys(self._delivered, 0)
 
     # --- the engine's side ------------------------------------------------------------------
 
@@ -349,17 +350,22 @@ class EventHub:
             if feed is not None:
                 chunk, count = feed.collect(sub.cursor, self._per_write)
                 sub.cursor += count
-                more = sub.cursor < feed.log.last_seq
             else:
                 chunk, count, more = self._collect(sub)
-            if sub.pending:
-                chunk, sub.pending = sub.pending + chunk, b""
+                if sub.pending:
+                    chunk, sub.pending = sub.pending + chunk, b""
+                if not chunk and more:
+                    continue  # a filter matched nothing in this stretch; scan on
             if chunk and not await self._write(sub, chunk, count):
                 return
-            if more:
+            # Checked after the write: a flush may have come and gone while it waited.
+            if feed is not None:
+                if sub.cursor < feed.log.last_seq:
+                    continue
+                if feed.log.finished:
+                    return  # the terminal event is out
+            elif sub.cursor < self._first + len(self._entries) - 1:
                 continue
-            if feed is not None and feed.log.finished:
-                return  # the terminal event is out
             sub.live = True
             future = sub.future = loop.create_future()
             try:
@@ -388,8 +394,9 @@ class EventHub:
             return False
         finally:
             sub.writing_since = 0.0
-        if count:
-            self._delivered[sub.kind].inc(count)
+        # Counted here, added to the Prometheus counter by the sweep and when a stream ends:
+        # its lock, once per write per subscriber, showed in profiles of 1,000 subscribers.
+        self._unreported[sub.kind] += count
         return not sub.closed
 
     def _collect(self, sub: _Subscriber) -> tuple[bytes, int, bool]:
@@ -504,6 +511,7 @@ class EventHub:
                     del index[key]
         sub.feed = None
         sub.response = None
+        self._report()
         if not self._subs and self._idle is not None:
             self._idle.set()
 
@@ -526,9 +534,16 @@ class EventHub:
             return 0
         return self.head - sub.cursor
 
+    def _report(self) -> None:
+        for kind, count in self._unreported.items():
+            if count:
+                self._delivered[kind].inc(count)
+                self._unreported[kind] = 0
+
     def _sweep(self) -> None:
         """Cut off subscribers stuck in a write, or live ones that fell too far behind."""
         assert self._loop is not None
+        self._report()
         now = self._loop.time()
         for sub in list(self._subs):
             if sub.closed:

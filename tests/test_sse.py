@@ -656,3 +656,17 @@ async def test_shutdown_closes_open_streams_promptly(raw_server: tuple[TestServe
             body = await read_all(resp, timeout=1)
             parse(body)
         assert hub.subscriber_count() == 0
+
+
+async def test_the_openapi_document_describes_the_streams_and_their_ids(env: Env) -> None:
+    spec = await (await env.client.get("/api/openapi.json")).json()
+    described = {}
+    for path in ("/api/runs/{runId}/events", "/api/workflows/{id}/events", "/api/events"):
+        ok = spec["paths"][path]["get"]["responses"]["200"]
+        described[path] = ok["content"]["text/event-stream"]["schema"]["description"]
+    assert "`id` = the run's `seq`" in described["/api/runs/{runId}/events"]
+    assert "Last-Event-ID is ignored" in described["/api/workflows/{id}/events"]
+    assert "global event position" in described["/api/events"]
+    assert "stream.gap" in described["/api/events"]
+    names = {p["name"] for p in spec["paths"]["/api/events"]["get"]["parameters"]}
+    assert names == {"workflowId", "runId", "lastEventId", "Last-Event-ID"}
