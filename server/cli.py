@@ -65,7 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         web.run_app(create_app(settings), host=settings.host, port=settings.port,
                     access_log=None, print=lambda msg: logging.getLogger("flowstage").info(msg.strip()),
-                    loop=loop)
+                    loop=loop,
+                    # Cancel a handler when its client goes away: an idle SSE stream is freed
+                    # at once instead of at its next ping.
+                    handler_cancellation=True)
     except SchemaTooNew as exc:
         print(f"flowstage: {exc}", file=sys.stderr)
         return 2
