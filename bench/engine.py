@@ -1,20 +1,27 @@
 """Benchmark: N concurrent 10-node runs on the real clock, Flowstage's engine against a bare
 asyncio skeleton of the same shape, in one invocation.
 
-    .venv/bin/python bench/engine.py                 # N = 1000 5000 10000, 3 repeats
-    .venv/bin/python bench/engine.py -n 10000 -r 5
+    .venv/bin/python bench/engine.py                 # N = 1000 5000 10000, 5 trials each
+    .venv/bin/python bench/engine.py -n 10000 -r 7 --gc default
 
 Every run is a chain of ten nodes (trigger, http, transform, db, transform, llm, transform,
 email, transform, output) whose durations are drawn uniform 50-200 ms from the run's seed;
 `ideal` is the longest chain of all runs (~1.7 s at 10k runs), the wall time a machine
-with no overhead would need. The skeleton gets exactly the same durations: one task per
-run, `asyncio.sleep` per node, events appended to a list; no Flowstage code.
+with no overhead would need.
 
-Each trial runs in a fresh subprocess, so RSS and the heap start clean. The engine writes
-to a counting MemorySink (`keep=False`: batches are handed over and counted, not kept), so
-the memory figure is the engine's own. Metrics: wall/ideal; events/s; event-loop lag
-p50/p99 (a 10 ms ticker measuring its oversleep); peak RSS growth per active run; and the
-zero-duration ceiling (node completions per second when simulated time is zero).
+The skeleton is what the same job costs with no Flowstage code: one task per run, the very
+same durations as `asyncio.sleep`s, and the very same events - one tuple per transition
+(run.started, node.queued/started/completed, edge.data, run.completed: 41 per run), put in
+an `asyncio.Queue` that a consumer drains every 50 ms (Flowstage's flush interval). Both
+sides are submitted the same way: one `gather` over N submit coroutines (`engine.execute`,
+or one that creates the run's task), and both are timed to their last run.completed.
+
+Each trial runs in a fresh subprocess, so RSS and the heap start clean; both sides get the
+same GC setting (by default the one the server applies at start-up, `actors.tuning.tune_gc`).
+The engine writes to a counting MemorySink (`keep=False`: batches are handed over and
+counted, not kept), so the memory figure is the engine's own. Metrics: wall/ideal; events/s;
+event-loop lag p50/p99 (a 10 ms ticker measuring its oversleep); peak RSS growth per active
+run; and the zero-duration ceiling (node completions per second when simulated time is zero).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 CHAIN = ("manual_trigger", "http_request", "transform", "database_query", "transform", "llm_prompt",
          "transform", "send_email", "transform", "output")
+EVENTS_PER_RUN = 1 + 3 * len(CHAIN) + (len(CHAIN) - 1) + 1
 PAGE = os.sysconf("SC_PAGE_SIZE")
+FLUSH_INTERVAL = 0.05
 
 
 def _rss() -> int:
@@ -97,6 +107,22 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+async def _measure(n: int, submit: Callable[[int], Awaitable[Any]], done: asyncio.Future[float],
+                   events: Callable[[], int]) -> dict[str, Any]:
+    """Submit N runs the same way for both sides, and time them to the last completion."""
+    loop = asyncio.get_running_loop()
+    ticker = Ticker()
+    base = _rss()
+    ticker.start()
+    t0 = loop.time()
+    await asyncio.gather(*(submit(i) for i in range(n)))
+    submitted = loop.time() - t0
+    t_end = await done
+    await ticker.stop()
+    return {"wall": t_end - t0, "submit": submitted, "events": events(), "lags": ticker.lags,
+            "rss": ticker.peak - base, "nodes": n * len(CHAIN)}
+
+
 async def _flowstage(n: int, zero: bool) -> dict[str, Any]:
     from actors.clock import SystemClock
     from actors.engine import Engine, EngineConfig
@@ -104,130 +130,169 @@ async def _flowstage(n: int, zero: bool) -> dict[str, Any]:
     from simulation.catalogue import Fixed, Uniform
 
     timing = Fixed(ms=0) if zero else Uniform(min_ms=50, max_ms=200)
-    config = EngineConfig(timings={t: timing for t in CHAIN}, retain_finished=0)
+    config = EngineConfig(timings=dict.fromkeys(CHAIN, timing), retain_finished=0, flush_interval=FLUSH_INTERVAL)
     sink = MemorySink(keep=False)
     engine = Engine(SystemClock(), sink, config)
     await engine.start()
     workflow = _workflow()
     loop = asyncio.get_running_loop()
-    done = loop.create_future()
+    done: asyncio.Future[float] = loop.create_future()
     left = n
-    events = 0
+    count = 0
 
     def listener(run_id: str, workflow_id: str, seq: int, name: str, data: bytes) -> None:
-        nonlocal left, events
-        events += 1
+        nonlocal left, count
+        count += 1
         if name == "run.completed":
             left -= 1
             if left == 0:
                 done.set_result(loop.time())
 
     engine.add_listener(listener)
-    ticker = Ticker()
-    base = _rss()
-    ticker.start()
-    t0 = loop.time()
-    await asyncio.gather(*(engine.execute(workflow, seed=i, speed=1.0) for i in range(n)))
-    submitted = loop.time() - t0
-    t_end = await done
-    await ticker.stop()
+
+    def submit(i: int) -> Awaitable[Any]:
+        return engine.execute(workflow, seed=i, speed=1.0)
+
+    result = await _measure(n, submit, done, lambda: count)
     await engine.close()
-    return {"wall": t_end - t0, "submit": submitted, "events": events, "lags": ticker.lags,
-            "rss": ticker.peak - base, "nodes": n * len(CHAIN)}
+    assert count == n * EVENTS_PER_RUN, (count, n * EVENTS_PER_RUN)
+    return result
 
 
 async def _skeleton(n: int, zero: bool) -> dict[str, Any]:
     durations = _durations(n, zero)
     loop = asyncio.get_running_loop()
-    log: list[tuple[Any, ...]] = []
+    queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+    put = queue.put_nowait
+    done: asyncio.Future[float] = loop.create_future()
+    tasks: set[asyncio.Task[None]] = set()
+    left = n
+    count = 0
+    node_ids = [f"n{j}" for j in range(len(CHAIN))]
+    edge_ids = [f"c{j}" for j in range(len(CHAIN) - 1)]
+    last = len(CHAIN) - 1
 
-    async def run(i: int, durs: list[float]) -> None:
-        log.append(("run.started", i, loop.time()))
+    async def run(run_id: str, durs: list[float]) -> None:
+        nonlocal left
+        now = loop.time
+        put(("run.started", run_id, "wf-bench", 1, now()))
+        seq = 1
         for j, d in enumerate(durs):
-            log.append(("node.started", i, j, loop.time()))
+            node = node_ids[j]
+            put(("node.queued", run_id, "wf-bench", seq + 1, now(), node))
+            put(("node.started", run_id, "wf-bench", seq + 2, now(), node))
             await asyncio.sleep(d)
-            log.append(("node.completed", i, j, loop.time()))
-        log.append(("run.completed", i, loop.time()))
+            put(("node.completed", run_id, "wf-bench", seq + 3, now(), node))
+            seq += 3
+            if j < last:
+                seq += 1
+                put(("edge.data", run_id, "wf-bench", seq, now(), edge_ids[j], node, node_ids[j + 1]))
+        put(("run.completed", run_id, "wf-bench", seq + 1, now()))
+        left -= 1
+        if left == 0:
+            done.set_result(loop.time())
 
-    ticker = Ticker()
-    base = _rss()
-    ticker.start()
-    t0 = loop.time()
-    tasks = [loop.create_task(run(i, d)) for i, d in enumerate(durations)]
-    submitted = loop.time() - t0
-    await asyncio.gather(*tasks)
-    wall = loop.time() - t0
-    await ticker.stop()
-    return {"wall": wall, "submit": submitted, "events": len(log), "lags": ticker.lags,
-            "rss": ticker.peak - base, "nodes": n * len(CHAIN)}
+    async def consume() -> None:  # the batched "persistence": drain every flush interval
+        nonlocal count
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            while not queue.empty():
+                queue.get_nowait()
+                count += 1
+
+    async def submit(i: int) -> None:
+        task = loop.create_task(run(f"run_{i}", durations[i]))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    consumer = loop.create_task(consume())
+    result = await _measure(n, submit, done, lambda: count + queue.qsize())
+    consumer.cancel()
+    await asyncio.gather(consumer, return_exceptions=True)
+    assert result["events"] == n * EVENTS_PER_RUN, (result["events"], n * EVENTS_PER_RUN)
+    return result
 
 
-GC_SETTING = "default"
-
-
-def _trial(kind: str, n: int, zero: bool) -> dict[str, Any]:
+def _trial(kind: str, n: int, zero: bool, gc_setting: str) -> dict[str, Any]:
     """Run one trial in a fresh interpreter; return its metrics."""
-    out = subprocess.run([sys.executable, __file__, "--trial", kind, str(n), "1" if zero else "0", GC_SETTING],
+    out = subprocess.run([sys.executable, __file__, "--trial", kind, str(n), "1" if zero else "0", gc_setting],
                          check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)
+    return dict(json.loads(out.stdout))
 
 
 def _child(kind: str, n: int, zero: bool, gc_setting: str) -> None:
     import gc
 
-    gc.freeze()  # the interpreter's own start-up objects are not the engine's cost
-    if gc_setting != "default":  # e.g. "50000,20,100": what a server might set at start-up
-        gc.set_threshold(*(int(x) for x in gc_setting.split(",")))
+    if gc_setting == "tuned":
+        from actors.tuning import tune_gc
+
+        tune_gc()
+    else:
+        gc.freeze()  # the interpreter's own start-up objects are not the engine's cost
+        if gc_setting != "default":  # e.g. "50000,20,100"
+            gc.set_threshold(*(int(x) for x in gc_setting.split(",")))
     coro = _flowstage(n, zero) if kind == "flowstage" else _skeleton(n, zero)
     result = asyncio.run(coro)
     result["lag50"] = _pct(result["lags"], 0.50)
     result["lag99"] = _pct(result["lags"], 0.99)
+    result["lagmax"] = max(result["lags"], default=0.0)
     del result["lags"]
     print(json.dumps(result))
 
 
+def _medians(trials: list[dict[str, Any]]) -> dict[str, float]:
+    return {k: statistics.median(t[k] for t in trials) for k in trials[0]}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("-n", "--runs", type=int, nargs="+", default=[1000, 5000, 10000])
-    parser.add_argument("-r", "--repeats", type=int, default=3)
-    parser.add_argument("--gc", default="default",
-                        help='gc thresholds for both implementations, e.g. "50000,20,100" (default: Python\'s)')
+    parser.add_argument("-r", "--repeats", type=int, default=5)
+    parser.add_argument("--gc", default="tuned",
+                        help='GC setting of both sides: "tuned" (actors.tuning.tune_gc, as the server does), '
+                             '"default" (Python\'s) or thresholds like "50000,20,100"')
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the zero-duration ceiling")
     parser.add_argument("--trial", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.trial:
         _child(args.trial[0], int(args.trial[1]), args.trial[2] == "1", args.trial[3])
         return
-    global GC_SETTING
-    GC_SETTING = args.gc
 
     started = time.monotonic()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; medians of {args.repeats} trials; "
-          f"sink: MemorySink(keep=False); gc thresholds: {args.gc}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; medians of {args.repeats} trials "
+          f"(sides interleaved); sink: MemorySink(keep=False); gc: {args.gc}")
     header = (f"{'N':>6} {'impl':<10} {'ideal s':>8} {'wall s':>7} {'wall/ideal':>10} {'submit s':>8} "
               f"{'events/s':>10} {'lag p50 ms':>10} {'lag p99 ms':>10} {'KiB/run':>8}")
     print(header)
-    rows: dict[tuple[int, str], dict[str, float]] = {}
     for n in args.runs:
         durations = _durations(n, zero=False)
         ideal = max(sum(d) for d in durations)
-        for kind in ("skeleton", "flowstage"):
-            trials = [_trial(kind, n, zero=False) for _ in range(args.repeats)]
-            med = {k: statistics.median(t[k] for t in trials) for k in trials[0]}
-            rows[(n, kind)] = med
-            print(f"{n:>6} {kind:<10} {ideal:>8.3f} {med['wall']:>7.3f} {med['wall'] / ideal:>10.3f} "
-                  f"{med['submit']:>8.3f} {med['events'] / med['wall']:>10.0f} {med['lag50'] * 1000:>10.1f} "
-                  f"{med['lag99'] * 1000:>10.1f} {med['rss'] / n / 1024:>8.1f}")
-        f, s = rows[(n, "flowstage")], rows[(n, "skeleton")]
+        trials: dict[str, list[dict[str, Any]]] = {"skeleton": [], "flowstage": []}
+        for _ in range(args.repeats):  # interleaved, so a noisy spell hits both sides
+            for kind in trials:
+                trials[kind].append(_trial(kind, n, False, args.gc))
+        med = {kind: _medians(t) for kind, t in trials.items()}
+        for kind, m in med.items():
+            print(f"{n:>6} {kind:<10} {ideal:>8.3f} {m['wall']:>7.3f} {m['wall'] / ideal:>10.3f} "
+                  f"{m['submit']:>8.3f} {m['events'] / m['wall']:>10.0f} {m['lag50'] * 1000:>10.1f} "
+                  f"{m['lag99'] * 1000:>10.1f} {m['rss'] / n / 1024:>8.1f}")
+        f, s = med["flowstage"], med["skeleton"]
         print(f"{'':>6} {'ratio':<10} {'':>8} {f['wall'] / s['wall']:>7.2f} {'':>10} {'':>8} {'':>10} "
               f"{'':>10} {f['lag99'] / max(s['lag99'], 1e-9):>10.2f} {f['rss'] / max(s['rss'], 1):>8.2f}")
 
+    if args.no_ceiling:
+        print(f"\nbench took {time.monotonic() - started:.0f} s")
+        return
     print("\nzero-duration ceiling (node completions per second, simulated time = 0)")
     n = max(args.runs)
+    zero: dict[str, list[dict[str, Any]]] = {"skeleton": [], "flowstage": []}
+    for _ in range(args.repeats):
+        for kind in zero:
+            zero[kind].append(_trial(kind, n, True, args.gc))
     ceil: dict[str, float] = {}
-    for kind in ("skeleton", "flowstage"):
-        trials = [_trial(kind, n, zero=True) for _ in range(args.repeats)]
-        wall = statistics.median(t["wall"] for t in trials)
-        events = statistics.median(t["events"] for t in trials)
+    for kind, t in zero.items():
+        wall = statistics.median(x["wall"] for x in t)
+        events = statistics.median(x["events"] for x in t)
         ceil[kind] = n * len(CHAIN) / wall
         print(f"{n:>6} {kind:<10} wall {wall:.3f} s  {ceil[kind]:>10.0f} nodes/s  {events / wall:>10.0f} events/s")
     print(f"{'':>6} {'ratio':<10} flowstage/skeleton = {ceil['flowstage'] / ceil['skeleton']:.2f}")
