@@ -4,6 +4,14 @@ It owns everything it starts: the run actors (no tasks of their own), the async 
 tasks and one flusher task that group-commits changes to the sink every ~50 ms. `close()`
 interrupts active runs, cancels and awaits what it owns, and flushes a last time.
 
+Time: one clock timer serves every run. Runs ask to be woken at their next node timer
+(`wake_at`); the engine keeps those requests in one heap and handles about
+`runs_per_turn` due node timers per turn of the loop before it lets others run. Ten thousand runs
+whose timers fell due together (after a burst, or a stall) are worked off in slices of a
+few milliseconds, instead of one loop iteration of hundreds. A burst of executes is
+sliced the same way: past `runs_per_turn` of them in one turn, an execute waits for a
+later turn, and its run starts at the instant it was asked for.
+
 Persistence is off the per-event path: events are appended to the run's in-memory log
 and the run is marked dirty; the flusher collects every dirty run's new events (and the
 snapshots that must be saved: new, paused/resumed/stopped and finished runs) into one
@@ -19,6 +27,7 @@ import math
 import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Mapping
+from heapq import heappop, heappush
 from typing import Any, Literal
 
 import msgspec
@@ -28,7 +37,7 @@ from actors.clock import Clock, TimerHandle
 from actors.eventlog import EventLog, EventRows
 from actors.handlers import HandlerRegistry
 from actors.node import NodeActor
-from actors.run import GetSnapshot, Pause, Resume, RunActor, Stop
+from actors.run import GetSnapshot, Pause, Resume, RunActor, RunCommand, Stop
 from actors.sink import RunSink
 from simulation.catalogue import Timing
 from simulation.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
@@ -45,10 +54,17 @@ loop, synchronously: keep it cheap (count, or hand off to a queue)."""
 
 Action = Literal["pause", "resume", "stop"]
 
-_COMMANDS = {"pause": Pause(), "resume": Resume(), "stop": Stop()}
+_COMMANDS: dict[str, RunCommand] = {"pause": Pause(), "resume": Resume(), "stop": Stop()}
 _SNAPSHOT = GetSnapshot()
 _INTERRUPTED = ErrorInfo("interrupted", "The server shut down while this run was active.")
-_FLUSH_SLICE = 500  # runs handled by the flusher between two turns of the loop
+# Work the flusher does between two turns of the loop, in units of ~1 µs: a run's new
+# events are one unit, a snapshot built for a finished run ten.
+_FLUSH_SLICE = 1000
+_SNAPSHOT_COST = 10
+_EVICT_SLICE = 100  # runs evicted between two turns of the loop
+_FREE_SLICE = 100  # saved snapshots freed between two turns of the loop
+# A clock timer may fire a hair before its deadline (float epoch seconds carry ~0.2 µs).
+_DUE_SLACK = 1e-6
 # JavaScript loses integer precision above 2**53; a generated seed must survive the editor.
 _SEED_LIMIT = 2**53
 
@@ -68,6 +84,9 @@ class EngineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retain_finished: int = 1000
     max_duration_ms: float = 3_600_000.0
     plan_cache_size: int = 256
+    # Node timers handled, and executes started, per turn of the event loop before others
+    # get a turn (about 10 µs each).
+    runs_per_turn: int = 128
 
 
 class Engine:
@@ -94,13 +113,22 @@ class Engine:
         self._wake: asyncio.Future[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._status: Literal["new", "open", "closing", "closed"] = "new"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Wake-ups: (when, token, run); an entry is live while run._wake_token == token.
+        self._due: list[tuple[float, int, RunActor]] = []
+        self._wake_seq = 0
+        self._due_handle: TimerHandle | None = None
+        self._due_when = 0.0
+        self._firing = False
+        self._turn_starts = 0  # executes let through in this turn of the loop
+        self._admissions: deque[asyncio.Future[None]] = deque()
 
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
         if self._status != "new":
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._flush_lock = asyncio.Lock()
         self._wake = loop.create_future()
         self._flusher = loop.create_task(self._flush_loop(), name="flowstage-engine-flusher")
@@ -122,6 +150,10 @@ class Engine:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
+        if self._due_handle is not None:
+            self._due_handle.cancel()
+            self._due_handle = None
+        self._due.clear()
         if self._flusher is not None:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
@@ -153,6 +185,13 @@ class Engine:
         snapshot is persisted. Raises Invalid (bad parameters, a cycle), Conflict (run id
         taken) or Unavailable (engine not open)."""
         self._check_open()
+        requested = self.clock.now()
+        if self._admissions or self._turn_starts >= self.config.runs_per_turn:
+            # A burst: wait for a turn with room. The run still starts at `requested`.
+            await self._admit()
+            self._check_open()
+        else:
+            self._count_start()
         speed = self.config.default_speed if speed is None else speed
         errors = []
         if not (isinstance(speed, int | float) and math.isfinite(speed) and speed > 0):
@@ -169,10 +208,11 @@ class Engine:
         if seed is None:
             seed = secrets.randbelow(_SEED_LIMIT)
         run = RunActor(self, plan, run_id, seed=seed, speed=float(speed), failure_rate=float(failure_rate),
-                       inputs=dict(inputs or {}), kind=kind)
+                       inputs=dict(inputs or {}), kind=kind, at=requested, loop=self._loop)
         self._runs[run_id] = run
         self._latest[plan.workflow_id] = run_id
         first = run.first
+        assert first is not None
         try:
             run.begin()
         except Exception as error:
@@ -180,13 +220,45 @@ class Engine:
         await self._flush_soon()
         return first
 
+    # Admission: at most `runs_per_turn` executes start per turn of the loop. Ten thousand
+    # executes arriving at once would otherwise build and start ten thousand runs in one
+    # loop iteration (~0.1 s in which no timer fires and no request is answered).
+
+    def _count_start(self) -> None:
+        if not self._turn_starts:
+            asyncio.get_running_loop().call_soon(self._new_turn)
+        self._turn_starts += 1
+
+    def _new_turn(self) -> None:
+        self._turn_starts = 0
+
+    async def _admit(self) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self._admissions:
+            asyncio.get_running_loop().call_soon(self._release)
+        self._admissions.append(waiter)
+        await waiter
+
+    def _release(self) -> None:
+        """Let the next `runs_per_turn` waiting executes go (they run on the next turn)."""
+        room = self.config.runs_per_turn
+        admissions = self._admissions
+        while admissions and room:
+            waiter = admissions.popleft()
+            if not waiter.done():  # not cancelled
+                waiter.set_result(None)
+                room -= 1
+        if admissions:
+            asyncio.get_running_loop().call_soon(self._release)
+
     async def control(self, run_id: str, action: Action) -> Run:
         """Pause, resume or stop a run through its mailbox; the reply is its snapshot.
         NotFound for an unknown run, IllegalTransition (a Conflict) for a finished one,
         MailboxFull if it is flooded."""
         command = _COMMANDS.get(action)
         if command is None:
-            raise Invalid(f"Unknown action {action!r}", [FieldError(["path", "action"], "must be pause, resume or stop")])
+            raise Invalid(f"Unknown action {action!r}",
+                          [FieldError(["path", "action"], "must be pause, resume or stop")])
         run = self._get(run_id)
         result: Run = await run.ask(command)
         return result
@@ -271,6 +343,51 @@ class Engine:
         task.add_done_callback(done)
         return task
 
+    # --- time ----------------------------------------------------------------------------
+
+    def wake_at(self, run: RunActor, when: float) -> None:
+        """Call `run.on_due(limit)` once the clock reaches `when` (`limit` >= `when`); it
+        returns how many timers it handled. A run has one live wake-up: a new one (or
+        `run._wake_token = 0`) voids the one before."""
+        self._wake_seq = token = self._wake_seq + 1
+        run._wake_token = token
+        heappush(self._due, (when, token, run))
+        if not self._firing and (self._due_handle is None or when < self._due_when):
+            self._arm_due(when)
+
+    def _arm_due(self, when: float) -> None:
+        if self._status == "closed":
+            return
+        if self._due_handle is not None:
+            self._due_handle.cancel()
+        clock = self.clock
+        self._due_when = when
+        self._due_handle = clock.call_later(when - clock.now(), self._fire)
+
+    def _fire(self) -> None:
+        """Wake the due runs in (deadline, request) order until about `runs_per_turn` node
+        timers were handled; if more are due, come back on the next turn of the loop."""
+        self._due_handle = None
+        heap = self._due
+        limit = self.clock.now() + _DUE_SLACK
+        budget = self.config.runs_per_turn
+        self._firing = True
+        try:
+            while heap and heap[0][0] <= limit:
+                _, token, run = heappop(heap)
+                if run._wake_token != token:
+                    continue  # voided: the run re-armed, paused or ended
+                run._wake_token = 0
+                budget -= run.on_due(limit)
+                if budget <= 0:
+                    break
+        finally:
+            self._firing = False
+            while heap and heap[0][2]._wake_token != heap[0][1]:
+                heappop(heap)
+            if heap:
+                self._arm_due(heap[0][0])
+
     # --- persistence ---------------------------------------------------------------------
 
     def mark_dirty(self, run: RunActor) -> None:
@@ -319,22 +436,28 @@ class Engine:
             saved: list[RunActor] = []
             rows = EventRows()
             marks: list[tuple[RunActor, int]] = []
-            for i, run in enumerate(runs):
-                if i and not i % _FLUSH_SLICE:
+            first: Run | None = None
+            work = 0
+            for run in runs:
+                if work >= _FLUSH_SLICE:
                     # Building thousands of final snapshots is tens of milliseconds:
                     # let timers in between rather than stall every run at once.
+                    work = 0
                     await asyncio.sleep(0)
                 run._dirty = False
                 if run.needs_save:
                     run.needs_save = False
                     first, run.first = run.first, None
-                    snapshots.append(first if first is not None and run.state == "running"
-                                     else run.snapshot(raw=True))
+                    if first is None or run.state != "running":
+                        first = run.snapshot(raw=True)
+                        work += _SNAPSHOT_COST
+                    snapshots.append(first)
                     saved.append(run)
                 upto = run.seq
                 if upto > run.persisted_seq:
                     run.log.add_rows(rows, run.id, run.persisted_seq, upto)
                     marks.append((run, upto))
+                work += 1
             try:
                 if snapshots:
                     await self.sink.save_runs(snapshots)
@@ -357,10 +480,16 @@ class Engine:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
-            self._evict()
+            # Freeing a thousand final snapshots at once is ~10 ms: free them in slices.
+            del rows, first
+            while len(snapshots) > _FREE_SLICE:
+                del snapshots[-_FREE_SLICE:]
+                await asyncio.sleep(0)
+            await self._evict()
 
-    def _evict(self) -> None:
+    async def _evict(self) -> None:
         finished = self._finished
+        evicted = 0
         while len(finished) > self.config.retain_finished:
             run = finished[0]
             if run._dirty or run.needs_save or run.persisted_seq < run.seq:
@@ -369,6 +498,12 @@ class Engine:
             if self._runs.get(run.id) is run:
                 del self._runs[run.id]
             run.stop()
+            evicted += 1
+            if not evicted % _EVICT_SLICE:
+                # Freeing a run (its event log, nodes, snapshot) is microseconds; a few
+                # thousand runs that ended together are freed a slice at a time.
+                del run
+                await asyncio.sleep(0)
 
     # --- helpers -------------------------------------------------------------------------
 

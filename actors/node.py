@@ -15,25 +15,28 @@ fraction at which a simulated failure strikes. Pausing keeps the progress reache
 from __future__ import annotations
 
 from collections.abc import Sequence
+from heapq import heappush
 from typing import Any
 
 import msgspec
 
 from actors.eventlog import EVENT_CODES
-from simulation.models import ErrorInfo, NodeProgress, NodeQueued, NodeStarted, NodeStopped
+from simulation.models import ErrorInfo, NodeStopped
 from simulation.outputs import NodeContext, failure_message
-from simulation.rng import STREAM_FAILURE, STREAM_TIMING, Rng
-from simulation.states import node_transition
-from simulation.timing import duration_ms, progress_step
-
 from simulation.plan import PlanNode
+from simulation.rng import STREAM_FAILURE, Rng
+from simulation.states import NODE_TABLE, IllegalTransition, node_transition
+from simulation.timing import draw_ms, progress_step
 
-__all__ = ["FREEZE", "NOTHING", "THAW", "TICK", "WORK_DONE", "Freeze", "Halt", "NodeActor", "NodeCommand", "Thaw", "Tick", "WorkDone"]
+__all__ = ["FREEZE", "NOTHING", "THAW", "TICK", "WORK_DONE", "Freeze", "Halt", "NodeActor", "NodeCommand", "Thaw",
+           "Tick", "WorkDone"]
 
-_QUEUED = EVENT_CODES["node.queued"]
-_STARTED = EVENT_CODES["node.started"]
-_PROGRESS = EVENT_CODES["node.progress"]
 _STOPPED = EVENT_CODES["node.stopped"]
+_MASK = (1 << 64) - 1
+
+# The transition table's rows that every node goes through, looked up inline.
+_QUEUE = NODE_TABLE["queue"]
+_START = NODE_TABLE["start"]
 
 # A few failure draws are reserved so the message does not change what decides failing.
 _MESSAGE_DRAW = 2
@@ -74,7 +77,10 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
     """Mutable per-node state. A Struct with gc=False: the garbage collector neither
     tracks nor scans it (ten thousand runs make a hundred thousand of them, and full
     collections over them stalled the loop for 100 ms and more). The one reference
-    cycle, node -> run -> nodes -> node, is broken by `RunActor.on_stop`."""
+    cycle, node -> run -> nodes -> node, is broken by `RunActor.on_stop`.
+
+    A run creates a node when it first hears of it (it becomes ready, or an incoming
+    connection settles): until then the node is idle and costs nothing."""
 
     run: Any  # its RunActor (None once the run stopped)
     p: PlanNode
@@ -89,9 +95,10 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
     step: float = 0.0
     mark: float = 1.0
     frozen: float = 0.0
-    # The seq of its node.completed event, which carries the output: the output is not
-    # kept a second time (snapshots read it back from the event log).
+    # The seq of its node.completed event and where the output starts in it: the output
+    # is not kept a second time (snapshots slice it out of the event log).
     output_seq: int = 0
+    output_at: int = 0
     error: ErrorInfo | None = None
     # One payload per incoming edge (by the edge's slot), until the node starts.
     inputs: list[Any] | None = None
@@ -100,6 +107,9 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
     dead_fail: int = 0  # ... that will never carry data: something upstream failed
     waiting: bool = False  # time is up, but an async handler is still working
     work: Any = None  # the asyncio.Task of an async handler
+    # While it runs: its seed and the (handler, is_async) entry it started with.
+    seed: int = 0
+    handler: Any = None
 
     def __repr__(self) -> str:
         return f"<NodeActor {self.p.id} {self.state}>"
@@ -138,22 +148,37 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
         """All inputs are here: queue, start, and plan this node's time."""
         run = self.run
         p = self.p
-        self.state = node_transition(self.state, "queue")
-        run.event(_QUEUED, NodeQueued, p.id)
-        self.state = node_transition(self.state, "start")
+        state = _QUEUE.get(self.state)
+        if state is None:
+            raise IllegalTransition("queue", self.state)
+        self.state = state
+        state = _START.get(state)
+        if state is None:
+            raise IllegalTransition("start", self.state)
+        self.state = state
+        run.node_started(p.id_json)
+        self.started_at = run._ts
         t = run.t
-        run.event(_STARTED, NodeStarted, p.id)
-        self.started_at = run.stamp()
         end = 1.0
+        engine = run._engine
+        config = engine.config
         try:
-            seed = run.node_seed(p)
-            ms = duration_ms(p.type, p.timing, p.config, Rng(seed, STREAM_TIMING), run.cap_ms)
-            p_fail = run.failure_probability(p.type)
+            # mix64(run.key ^ p.key), inlined (the node's seed; see simulation.rng.node_seed)
+            z = run.key ^ p.key
+            z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+            self.seed = seed = z ^ (z >> 31)
+            ms = draw_ms(p.type, p.timing, p.config, seed, config.max_duration_ms)
+            p_fail = run.failure_rate
+            if config.failure_rates:
+                p_fail = run.failure_probability(p.type)
             if p_fail > 0.0:
                 draws = Rng(seed, STREAM_FAILURE)
                 if draws.random() < p_fail:
                     end = draws.uniform(0.3, 1.0)  # fails part-way, not always at the end
-            entry = run.handler(p.type)
+            # The handler is chosen when the node starts: registering another one later
+            # changes the nodes that start later, not this one.
+            self.handler = entry = engine.handlers._entries.get(p.type)
             if entry is not None and entry[1]:
                 self.work = run.spawn_work(self, entry[0](self._context(seed)))
         except Exception as error:
@@ -165,11 +190,11 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
         self.total = total = ms / 1000.0 / run.speed
         self.end = end
         step = 0.0
-        if total * run.progress_span >= run.progress_min_interval:  # else too short to report
-            step = progress_step(total, run.progress_step, run.progress_min_interval)
+        if total * (1.0 - config.progress_step) >= config.progress_min_interval:  # else too short to report
+            step = progress_step(total, config.progress_step, config.progress_min_interval)
         self.step = step
-        self.mark = step if step else 1.0
-        run.schedule(self)
+        self.mark = mark = step if step else 1.0
+        heappush(run._timers, (t + (mark if mark < end else end) * total, p.index))
 
     def next_due(self) -> float:
         """When this node's next timer falls due."""
@@ -180,7 +205,7 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
         if self.state != "running":
             return
         if self.mark < self.end - 1e-9:
-            self.run.event(_PROGRESS, NodeProgress, self.p.id, self.mark)
+            self.run.progress_event(self.p.id_json, self.mark)
             self.mark = round(self.mark + self.step, 9)
             self.run.schedule(self)
         elif self.error is not None or self.end < 1.0:
@@ -202,7 +227,7 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
         sources: Sequence[str] = p.in_sources
         if inputs is None:
             inputs, sources = [], ()
-        elif NOTHING in inputs:  # a merge whose some branches were not taken
+        elif self.delivered < len(inputs):  # a merge whose some branches were not taken
             pairs = [(x, s) for x, s in zip(inputs, p.in_sources, strict=True) if x is not NOTHING]
             inputs = [x for x, _ in pairs]
             sources = [s for _, s in pairs]
@@ -226,9 +251,9 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
                 return
             output = work.result()
         else:
-            entry = self.run.handler(self.p.type)
+            entry = self.handler
             try:
-                ctx = self._context(self.run.node_seed(self.p))
+                ctx = self._context(self.seed)
                 output = ctx.input if entry is None else entry[0](ctx)
             except Exception as error:
                 self.frozen = self.end
@@ -241,6 +266,8 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
         self.error = error
         self.finished_at = self.run.stamp()
         self.inputs = None
+        self.seed = 0
+        self.handler = None
         self.run.fail_node(self)
 
     def _freeze(self) -> None:
@@ -267,6 +294,8 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
             self.state = node_transition(self.state, "stop")
             self.finished_at = run.stamp()
             self.inputs = None
+            self.seed = 0
+            self.handler = None
             if self.work is not None:
                 self.work.cancel()
                 self.work = None

@@ -70,7 +70,7 @@ def items_of(value: Any) -> list[Any]:
             if isinstance(inner, list):
                 return inner
         body = value.get("body")
-        if isinstance(body, dict | list):
+        if isinstance(body, (dict, list)):  # a tuple: `dict | list` would build a union per call
             return items_of(body)
         return [value] if value else []
     return [] if value is None else [value]

@@ -29,13 +29,14 @@ _DECODE = msgspec.json.Decoder().decode
 class PlanNode:
     """One node as the engine needs it; `index` is its position in topological order."""
 
-    __slots__ = ("config", "id", "in_edges", "in_sources", "index", "key", "kind", "merge",
+    __slots__ = ("config", "id", "id_json", "in_edges", "in_sources", "index", "key", "kind", "merge",
                  "out_edges", "routes", "timing", "type")
 
     def __init__(self, index: int, node_id: str, node_type: NodeType, config: dict[str, Any],
                  timing: Timing) -> None:
         self.index = index
         self.id = node_id
+        self.id_json = _ENCODE(node_id)  # the id as it appears in every event of this node
         self.type = node_type.type
         self.kind = node_type
         self.config = config
@@ -50,7 +51,7 @@ class PlanNode:
 
 
 class PlanEdge:
-    __slots__ = ("id", "index", "slot", "source", "source_handle", "target", "target_handle")
+    __slots__ = ("data_json", "id", "index", "slot", "source", "source_handle", "target", "target_handle")
 
     def __init__(self, index: int, conn_id: str, source: int, target: int,
                  source_handle: str, target_handle: str) -> None:
@@ -61,13 +62,15 @@ class PlanEdge:
         self.source_handle = source_handle
         self.target_handle = target_handle
         self.slot = 0  # this edge's position among its target's incoming edges
+        # The fixed middle of this edge's edge.data events: connectionId, source, target.
+        self.data_json = b""
 
 
 _IDLE = NodeRun("idle", 0.0, None, None, None, None)
 
 
 class Plan:
-    __slots__ = ("by_id", "edges", "idle", "nodes", "version", "workflow_id")
+    __slots__ = ("by_id", "edges", "idle", "nodes", "roots", "version", "workflow_id")
 
     def __init__(self, workflow_id: str, version: int, nodes: tuple[PlanNode, ...],
                  edges: tuple[PlanEdge, ...]) -> None:
@@ -76,6 +79,8 @@ class Plan:
         self.nodes = nodes
         self.edges = edges
         self.by_id = {n.id: n for n in nodes}
+        # Nodes with no incoming connection: they start with the run.
+        self.roots = tuple(n.index for n in nodes if not n.in_edges)
         # The node states of a run that has not started anything yet (copy before use).
         self.idle: dict[str, NodeRun] = {n.id: _IDLE for n in nodes}
 
@@ -147,8 +152,9 @@ def compile_plan(
                 continue
             handles = kind.output_ids() if field == "source" else kind.input_ids()
             if handle not in handles:
+                side = "output" if field == "source" else "input"
                 errors.append(FieldError(["body", "connections", i, f"{field}Handle"],
-                                         f"node {end!r} has no {'output' if field == 'source' else 'input'} {handle!r}"))
+                                         f"node {end!r} has no {side} {handle!r}"))
     if errors:
         raise Invalid("The workflow is not valid", errors)
 
@@ -196,6 +202,9 @@ def compile_plan(
         n.in_edges = tuple(ins[n.index])
         n.in_sources = tuple(nodes[edges[i].source].id for i in n.in_edges)
         n.out_edges = tuple(outs[n.index])
+    for e in edges:
+        e.data_json = (b'"connectionId":' + _ENCODE(e.id) + b',"source":' + nodes[e.source].id_json
+                       + b',"target":' + nodes[e.target].id_json)
     return Plan(workflow.id, workflow.version, tuple(nodes), edges)
 
 

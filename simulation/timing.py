@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from simulation.catalogue import Fixed, LogNormal, Timing, Uniform
-from simulation.rng import Rng
+from simulation.rng import STREAM_TIMING, Rng, first_random
 
-__all__ = ["DEFAULT_CAP_MS", "duration_ms", "progress_step"]
+__all__ = ["DEFAULT_CAP_MS", "draw_ms", "duration_ms", "progress_step"]
 
 # One simulated hour: a LogNormal tail or a huge delay must not park a run for days.
 DEFAULT_CAP_MS = 3_600_000.0
@@ -38,6 +38,20 @@ def duration_ms(
             case LogNormal(median_ms=median, sigma=sigma, max_ms=high):
                 ms = min(median * math.exp(sigma * rng.gauss()), high)
     return min(max(ms, 0.0), cap_ms)
+
+
+def draw_ms(node_type: str, timing: Timing, config: Mapping[str, Any], seed: int,
+            cap_ms: float = DEFAULT_CAP_MS) -> float:
+    """`duration_ms` with the node's timing stream of `seed`, exactly; fixed and uniform
+    timings (nearly every node) skip building the generator."""
+    if node_type != "delay":
+        if isinstance(timing, Uniform):
+            low = timing.min_ms
+            ms = low + (timing.max_ms - low) * first_random(seed, STREAM_TIMING)
+            return min(max(ms, 0.0), cap_ms)
+        if isinstance(timing, Fixed):
+            return min(max(timing.ms, 0.0), cap_ms)
+    return duration_ms(node_type, timing, config, Rng(seed, STREAM_TIMING), cap_ms)
 
 
 def progress_step(duration_s: float, step: float, min_interval_s: float) -> float:

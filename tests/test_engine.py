@@ -4,6 +4,7 @@ failure boundaries, determinism, events, persistence and shutdown."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -14,11 +15,14 @@ from actors.clock import ManualClock
 from actors.engine import Engine, EngineConfig
 from actors.eventlog import EventLog
 from actors.sink import MemorySink
-from simulation.catalogue import Fixed, Timing
+from actors.tuning import GC_THRESHOLDS, tune_gc
+from simulation.catalogue import Fixed, LogNormal, Timing, Uniform
 from simulation.errors import Conflict, Invalid, MailboxFull, NotFound
-from simulation.models import Connection, Node, NodeData, Position, Run, Workflow
+from simulation.models import Connection, Event, Node, NodeData, Position, Run, Workflow, event_name
 from simulation.outputs import NodeContext
+from simulation.rng import STREAM_TIMING, Rng, first_random
 from simulation.timefmt import iso_ms, parse_iso
+from simulation.timing import draw_ms, duration_ms
 
 START = 1_790_000_000.0
 _P = Position(0, 0)
@@ -183,7 +187,9 @@ async def test_pause_freezes_and_resume_shifts_everything_by_the_pause(engine: E
     assert snap(engine, paused.id).finished_at == at(5.8)
 
 
-async def test_stop_marks_running_nodes_stopped_and_the_rest_skipped(engine: Engine, clock: ManualClock, sink: MemorySink) -> None:
+async def test_stop_marks_running_nodes_stopped_and_the_rest_skipped(
+    engine: Engine, clock: ManualClock, sink: MemorySink
+) -> None:
     run = await engine.execute(DIAMOND, seed=1)
     await clock.advance(0.5)  # B done, C running, D waiting for C
     stopped = await engine.control(run.id, "stop")
@@ -202,7 +208,9 @@ async def test_stop_marks_running_nodes_stopped_and_the_rest_skipped(engine: Eng
     assert sink.run(run.id).state == "stopped"
 
 
-async def test_control_on_a_completed_run_is_a_conflict_and_unknown_is_not_found(engine: Engine, clock: ManualClock) -> None:
+async def test_control_on_a_completed_run_is_a_conflict_and_unknown_is_not_found(
+    engine: Engine, clock: ManualClock
+) -> None:
     run = await engine.execute(DIAMOND, seed=1)
     await clock.run_until_idle()
     for action in ("pause", "resume", "stop"):
@@ -529,3 +537,93 @@ async def test_close_interrupts_active_runs_and_leaves_no_tasks(clock: ManualClo
     await engine.close()  # idempotent
     with pytest.raises(Exception, match="not running"):
         await engine.execute(DIAMOND)
+
+
+# --- the hot path: byte templates, one clock timer, bursts, GC ---------------------------------
+
+
+async def test_every_event_is_byte_for_byte_what_its_struct_encodes(clock: ManualClock, sink: MemorySink) -> None:
+    # node.queued/started/completed/progress, edge.data and run.completed/stopped are filled
+    # into byte templates, not encoded from their Structs: re-encoding the decoded Struct must
+    # give the very same bytes, also for ids that JSON has to escape.
+    engine = Engine(clock, sink, config({**FIXED, "llm_prompt": Fixed(ms=2000)}))
+    await engine.start()
+    wf = workflow({"t": "manual_trigger", "h": "http_request", "l": "llm_prompt", "x": "transform",
+                   "e": "send_email"}, [("t", "h"), ("h", "l"), ("t", "x"), ("l", "e")], wid="w.é")
+    done = await engine.execute(wf, seed=3, run_id='run "quoted" \\ é \u2028')
+    stopped = await engine.execute(wf, seed=4)
+    await clock.advance(1.0)
+    await engine.control(stopped.id, "stop")
+    await clock.run_until_idle()
+    seen = set()
+    for run in (done, stopped):
+        log = engine.events(run.id)
+        assert log is not None
+        for _, name, data in log.events_after(0):
+            event = msgspec.json.decode(data, type=Event)
+            assert event_name(event) == name
+            assert msgspec.json.encode(event) == data, name
+            seen.add(name)
+    assert seen >= {"run.started", "node.queued", "node.started", "node.progress", "node.completed",
+                    "edge.data", "node.stopped", "node.skipped", "run.completed", "run.stopped"}
+    completed = next(e for e in decoded(engine, done.id) if e["event"] == "node.completed" and e["nodeId"] == "h")
+    assert snap(engine, done.id).nodes["h"].output == completed["output"]
+    await engine.close()
+
+
+async def test_runs_in_flight_share_one_clock_timer(engine: Engine, clock: ManualClock) -> None:
+    runs = [await engine.execute(DIAMOND, seed=i) for i in range(20)]
+    assert clock.pending() == 1  # the engine's wake-up (the flush timer fired with execute)
+    await clock.run_until_idle()
+    assert all(snap(engine, r.id).state == "completed" for r in runs)
+    assert clock.pending() == 0
+
+
+async def test_a_burst_of_executes_starts_in_slices_at_the_instant_asked(clock: ManualClock, sink: MemorySink) -> None:
+    engine = Engine(clock, sink, config(runs_per_turn=3))
+    await engine.start()
+    alone = await engine.execute(DIAMOND, seed=5)
+    burst = await asyncio.gather(*(engine.execute(DIAMOND, seed=5) for _ in range(20)))
+    assert all(r.id in sink.runs for r in burst)  # each persisted before its execute returned
+    await clock.run_until_idle()
+    expected = [(e["event"], e.get("nodeId"), e["ts"]) for e in decoded(engine, alone.id)]
+    for run in burst:
+        assert run.created_at == at(0)
+        assert [(e["event"], e.get("nodeId"), e["ts"]) for e in decoded(engine, run.id)] == expected
+    await engine.close()
+
+
+async def test_timers_due_together_beyond_one_slice_all_fire_at_their_instant(
+    clock: ManualClock, sink: MemorySink
+) -> None:
+    engine = Engine(clock, sink, config(runs_per_turn=2))
+    await engine.start()
+    runs = [await engine.execute(DIAMOND, seed=1) for _ in range(9)]
+    await clock.advance(0.1)  # nine A nodes fall due at once: five slices of two
+    for run in runs:
+        assert snap(engine, run.id).nodes["A"].finished_at == at(0.1)
+    await clock.run_until_idle()
+    assert {snap(engine, r.id).finished_at for r in runs} == {at(0.8)}
+    await engine.close()
+
+
+def test_the_fast_duration_draw_is_the_generator_s_draw() -> None:
+    timings: list[Timing] = [Uniform(min_ms=50, max_ms=200), Fixed(ms=30),
+                             LogNormal(median_ms=100, sigma=0.5, max_ms=5000), Uniform(min_ms=1, max_ms=9e6)]
+    for seed in [*range(2000), 2**63 + 5, 2**70, -3]:
+        for timing in timings:
+            for node_type, cfg in (("http_request", {}), ("delay", {"ms": 12})):
+                assert draw_ms(node_type, timing, cfg, seed, 3.6e6) == duration_ms(
+                    node_type, timing, cfg, Rng(seed, STREAM_TIMING), 3.6e6)
+        assert first_random(seed, STREAM_TIMING) == Rng(seed, STREAM_TIMING).random()
+
+
+def test_tune_gc_freezes_start_up_objects_and_raises_the_thresholds() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
