@@ -9,20 +9,21 @@ from pathlib import Path
 import aiohttp_cors
 import msgspec
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
 
-from config import Settings
-from server.demo import seed_demo_data
 from actors.clock import Clock, SystemClock
 from actors.engine import Engine, EngineConfig
-from server.keys import CLOCK, ENGINE, NOW, RUNS, SETTINGS, LIFETIME, SSE, STORE, Lifetime
+from config import Settings
+from server.demo import seed_demo_data
+from server.keys import CLOCK, ENGINE, LIFETIME, NOW, RUNS, SETTINGS, SSE, STORE, Lifetime
 from server.metrics import METRICS, Metrics, lag_watcher, metrics_middleware
-from server.processing import register_file_handlers
-from server.runs import RunService, recover_interrupted
-from server.sse import EventHub
 from server.middlewares import TokenBuckets, problem_middleware, rate_limit_middleware
 from server.openapi import build_openapi
+from server.processing import register_file_handlers
 from server.routes import ALL_ROUTES
 from server.routes.meta import OPENAPI, VERSION
+from server.runs import RunService, recover_interrupted
+from server.sse import EventHub
 from server.store import Store
 
 __all__ = ["create_app"]
@@ -36,7 +37,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     clock = clock or SystemClock()
     now = clock.now
     metrics = Metrics()
-    middlewares = [metrics_middleware(metrics), problem_middleware]
+    middlewares: list[Middleware] = [metrics_middleware(metrics), problem_middleware]
     if settings.rate_limit_per_second > 0:
         buckets = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
         middlewares.append(rate_limit_middleware(buckets))
@@ -73,7 +74,7 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
     defaults = aiohttp_cors.ResourceOptions(
         allow_credentials=False, expose_headers="*", allow_headers="*", max_age=3600,
     )
-    cors = aiohttp_cors.setup(app, defaults={origin: defaults for origin in settings.cors_origins})
+    cors = aiohttp_cors.setup(app, defaults=dict.fromkeys(settings.cors_origins, defaults))
     resources: dict[str, web.Resource] = {}
     for route in ALL_ROUTES:
         resource = resources.get(route.path)

@@ -56,7 +56,7 @@ def _message_without_path(message: str) -> str:
 
 
 def decode_json(raw: bytes, type_: type[T], prefix: tuple[str | int, ...] = ("body",)) -> T:
-    decoder = _decoders.get(type_)
+    decoder: msgspec.json.Decoder[T] | None = _decoders.get(type_)
     if decoder is None:
         decoder = _decoders[type_] = msgspec.json.Decoder(type_)
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
 
@@ -13,12 +13,22 @@ from server.runs import RunService
 from server.sse import EventHub
 from server.store import Store
 
-__all__ = ["CLOCK", "ENGINE", "NOW", "RUNS", "LIFETIME", "SETTINGS", "SSE", "STORE", "Lifetime"]
+__all__ = ["CLOCK", "ENGINE", "LIFETIME", "NOW", "RUNS", "SETTINGS", "SSE", "STORE", "Lifetime"]
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 CLOCK = web.AppKey("clock", Clock)
-NOW = web.AppKey("now", Callable[[], float])
+
+
+class Now(Protocol):
+    """The clock's `now`: seconds since the epoch (an AppKey needs a class, not a Callable)."""
+
+    def __call__(self) -> float: ...
+
+
+NOW = web.AppKey("now", Now)
+
+
 class Lifetime:
     """When the app started serving (set at start-up, when the clock can first be read)."""
 

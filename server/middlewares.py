@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from server.http import MalformedBody
 from simulation.errors import FlowstageError, Invalid, Throttled
@@ -116,7 +117,7 @@ class TokenBuckets:
         }
 
 
-def rate_limit_middleware(buckets: TokenBuckets) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def rate_limit_middleware(buckets: TokenBuckets) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method != "OPTIONS" and request.path != "/api/health":

@@ -163,6 +163,13 @@ def _wake(sub: _Subscriber) -> None:
         future.set_result(None)
 
 
+def _wake_keyed(subscribers: dict[str, set[_Subscriber]], keys: set[str]) -> None:
+    """Wake the subscribers of each key (a run id or a workflow id)."""
+    for key in keys:
+        for sub in subscribers.get(key, ()):
+            _wake(sub)
+
+
 class _Stream(EventSourceResponse):
     """aiohttp-sse's response, telling the hub when its ping task ends: the client went away
     (a ping failed) or the stream was stopped."""
@@ -262,11 +269,10 @@ class EventHub:
                     _wake(sub)
             return
         batch = entries if start == 0 else entries[start:]
-        for keys, index in ((self._by_run, 0), (self._by_workflow, 1)):
-            if keys:
-                for key in {entry[index] for entry in batch}:
-                    for sub in keys.get(key, ()):
-                        _wake(sub)
+        if self._by_run:
+            _wake_keyed(self._by_run, {entry[0] for entry in batch})
+        if self._by_workflow:
+            _wake_keyed(self._by_workflow, {entry[1] for entry in batch})
 
     # --- streams ----------------------------------------------------------------------------
 
@@ -306,12 +312,8 @@ class EventHub:
         self._check_open()
         runs, workflows = frozenset(run_ids), frozenset(workflow_ids)
         head = self.head
-        if after is None:
-            cursor = head
-        elif after > head:
-            cursor = head
-        else:
-            cursor = after  # older than the ring: the first collect reports the gap
+        # An id older than the ring is kept: the first collect reports the gap.
+        cursor = head if after is None or after > head else after
         sub = _Subscriber("all", request, cursor)
         if after is not None and after > head:
             sub.pending = self._gap_frame(sub, after, head + 1, "unknown")

@@ -149,7 +149,11 @@ _TYPES: tuple[NodeType, ...] = (
         inputs=_IN,
         outputs=_OUT,
         config_schema=_schema(
-            {"connection": _STR, "query": {"type": "string", "minLength": 1}, "maxRows": {"type": "integer", "minimum": 1}},
+            {
+                "connection": _STR,
+                "query": {"type": "string", "minLength": 1},
+                "maxRows": {"type": "integer", "minimum": 1},
+            },
             ("query",),
         ),
         defaults={"connection": "postgres://db/main", "query": "SELECT * FROM customers", "maxRows": 100},
@@ -230,7 +234,9 @@ _TYPES: tuple[NodeType, ...] = (
         description="Maps its input with a small expression; outputs the mapped items.",
         inputs=_IN,
         outputs=_OUT,
-        config_schema=_schema({"code": _STR, "language": {"type": "string", "enum": ["javascript", "python", "jsonata"]}}),
+        config_schema=_schema(
+            {"code": _STR, "language": {"type": "string", "enum": ["javascript", "python", "jsonata"]}},
+        ),
         defaults={"code": "return items.map(i => ({...i, processed: true}))", "language": "javascript"},
         timing=Uniform(min_ms=20, max_ms=120),
     ),
@@ -242,7 +248,11 @@ _TYPES: tuple[NodeType, ...] = (
         inputs=_IN,
         outputs=_OUT,
         config_schema=_schema(
-            {"width": {"type": "integer", "minimum": 1, "maximum": 10000}, "height": {"type": "integer", "minimum": 1, "maximum": 10000}, "fileIds": _FILE_IDS},
+            {
+                "width": {"type": "integer", "minimum": 1, "maximum": 10000},
+                "height": {"type": "integer", "minimum": 1, "maximum": 10000},
+                "fileIds": _FILE_IDS,
+            },
         ),
         defaults={"width": 800, "height": 600},
         timing=Uniform(min_ms=150, max_ms=600),
@@ -266,7 +276,11 @@ _TYPES: tuple[NodeType, ...] = (
         inputs=_IN,
         outputs=_OUT,
         config_schema=_schema(
-            {"format": {"type": "string", "enum": ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"]}, "quality": {"type": "integer", "minimum": 1, "maximum": 100}, "fileIds": _FILE_IDS},
+            {
+                "format": {"type": "string", "enum": ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"]},
+                "quality": {"type": "integer", "minimum": 1, "maximum": 100},
+                "fileIds": _FILE_IDS,
+            },
         ),
         defaults={"format": "WEBP", "quality": 85},
         timing=Uniform(min_ms=150, max_ms=500),
@@ -278,7 +292,9 @@ _TYPES: tuple[NodeType, ...] = (
         description="Parses CSV into rows.",
         inputs=_IN,
         outputs=_OUT,
-        config_schema=_schema({"delimiter": {"type": "string", "minLength": 1, "maxLength": 1}, "hasHeader": {"type": "boolean"}}),
+        config_schema=_schema(
+            {"delimiter": {"type": "string", "minLength": 1, "maxLength": 1}, "hasHeader": {"type": "boolean"}},
+        ),
         defaults={"delimiter": ",", "hasHeader": True},
         timing=Uniform(min_ms=50, max_ms=400),
     ),

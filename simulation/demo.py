@@ -28,7 +28,7 @@ _TEAMS = ("ops", "sales", "support", "finance", "data")
 
 def layout(node_ids: Sequence[str], edges: Sequence[tuple[str, str]]) -> dict[str, Position]:
     """Place each node in the column of its longest path from a root, rows in order."""
-    depth = {n: 0 for n in node_ids}
+    depth = dict.fromkeys(node_ids, 0)
     for _ in node_ids:  # longest-path relaxation; graphs here are small DAGs
         for source, target in edges:
             depth[target] = max(depth[target], depth[source] + 1)
@@ -70,7 +70,8 @@ def _blueprints(rng: random.Random) -> list[Blueprint]:
                 ("extract", "database_query", f"Read {table}",
                  {"query": f"SELECT * FROM {table} WHERE created_at >= now() - interval '1 day'",
                   "maxRows": rng.choice((500, 1000, 5000))}),
-                ("shape", "transform", "Reshape rows", {"code": "return rows.map(r => ({...r, loaded_at: now()}))", "language": "javascript"}),
+                ("shape", "transform", "Reshape rows",
+                 {"code": "return rows.map(r => ({...r, loaded_at: now()}))", "language": "javascript"}),
                 ("load", "http_request", "Load into warehouse",
                  {"url": f"{api}/warehouse/{table}", "method": "POST"}),
                 ("report", "send_email", f"Notify {team}",
@@ -88,7 +89,8 @@ def _blueprints(rng: random.Random) -> list[Blueprint]:
                 ("classify", "llm_prompt", "Classify urgency",
                  {"model": "sim-gpt-large", "prompt": "Is this ticket urgent? Answer yes or no.", "temperature": 0.0}),
                 ("urgent", "condition", "Urgent?", {"expression": "output.text == 'yes'", "trueProbability": 0.3}),
-                ("page", "send_email", "Page on-call", {"to": [f"oncall@{company}.example.com"], "subject": "Urgent ticket"}),
+                ("page", "send_email", "Page on-call",
+                 {"to": [f"oncall@{company}.example.com"], "subject": "Urgent ticket"}),
                 ("queue", "http_request", "Add to backlog", {"url": f"{api}/tickets/backlog", "method": "POST"}),
                 ("merge", "merge", "Join", {"mode": "object"}),
                 ("done", "output", "Triage result", {"name": "triage"}),
@@ -102,11 +104,13 @@ def _blueprints(rng: random.Random) -> list[Blueprint]:
             "Looks a new lead up in two services at once and saves the merged profile.",
             ["sales", "crm"],
             [
-                ("start", "manual_trigger", "Run for a lead", {"payload": {"email": f"jane@{rng.choice(_COMPANIES)}.example.com"}}),
+                ("start", "manual_trigger", "Run for a lead",
+                 {"payload": {"email": f"jane@{rng.choice(_COMPANIES)}.example.com"}}),
                 ("clearbit", "http_request", "Company lookup", {"url": f"{api}/companies/lookup", "method": "GET"}),
                 ("social", "http_request", "Social profiles", {"url": f"{api}/people/social", "method": "GET"}),
                 ("merge", "merge", "Merge profiles", {"mode": "object"}),
-                ("save", "database_query", "Upsert lead", {"query": "INSERT INTO leads VALUES (:profile) ON CONFLICT DO UPDATE"}),
+                ("save", "database_query", "Upsert lead",
+                 {"query": "INSERT INTO leads VALUES (:profile) ON CONFLICT DO UPDATE"}),
             ],
             [("start", "clearbit", None), ("start", "social", None), ("clearbit", "merge", None),
              ("social", "merge", None), ("merge", "save", None)],
@@ -119,8 +123,10 @@ def _blueprints(rng: random.Random) -> list[Blueprint]:
                 ("start", "manual_trigger", "Run", {"payload": {}}),
                 ("parse", "csv_parse", "Parse CSV", {"delimiter": ",", "hasHeader": True}),
                 ("wait", "delay", "Wait for quota", {"ms": rng.choice((500, 1000, 2000))}),
-                ("summarise", "llm_prompt", "Summarise", {"prompt": "Summarise these rows in three bullet points.", "maxTokens": 300}),
-                ("mail", "send_email", "Send summary", {"to": [f"{team}@{company}.example.com"], "subject": "CSV summary"}),
+                ("summarise", "llm_prompt", "Summarise",
+                 {"prompt": "Summarise these rows in three bullet points.", "maxTokens": 300}),
+                ("mail", "send_email", "Send summary",
+                 {"to": [f"{team}@{company}.example.com"], "subject": "CSV summary"}),
             ],
             [("start", "parse", None), ("parse", "wait", None), ("wait", "summarise", None),
              ("summarise", "mail", None)],

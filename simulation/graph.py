@@ -30,8 +30,8 @@ __all__ = [
     "NodeIn",
     "NodePatch",
     "add_connection",
-    "apply_document_patch",
     "add_node",
+    "apply_document_patch",
     "build_graph",
     "check_config",
     "delete_connection",
@@ -235,31 +235,31 @@ def build_graph(
     connections: list[Connection] = []
     seen_ids: set[str] = set()
     seen_pairs: set[tuple[str, str, str, str]] = set()
-    for i, item in enumerate(connections_in):
+    for i, link in enumerate(connections_in):
         loc = connection_loc(i)
-        conn_id = item.id or new_connection_id()
+        conn_id = link.id or new_connection_id()
         if conn_id in seen_ids:
             errors.append(FieldError((*loc, "id"), f"duplicate connection id {conn_id!r}"))
         seen_ids.add(conn_id)
-        source, target = by_id.get(item.source), by_id.get(item.target)
+        source, target = by_id.get(link.source), by_id.get(link.target)
         if source is None:
-            errors.append(FieldError((*loc, "source"), f"no node {item.source!r} in this workflow"))
+            errors.append(FieldError((*loc, "source"), f"no node {link.source!r} in this workflow"))
         if target is None:
-            errors.append(FieldError((*loc, "target"), f"no node {item.target!r} in this workflow"))
-        source_handle = item.source_handle or ""
-        target_handle = item.target_handle or ""
+            errors.append(FieldError((*loc, "target"), f"no node {link.target!r} in this workflow"))
+        source_handle = link.source_handle or ""
+        target_handle = link.target_handle or ""
         if source is not None and source.type in CATALOGUE:
             outputs = CATALOGUE[source.type].output_ids()
-            source_handle = _resolve_handle(item.source_handle, outputs, "output", (*loc, "sourceHandle"), errors)
+            source_handle = _resolve_handle(link.source_handle, outputs, "output", (*loc, "sourceHandle"), errors)
         if target is not None and target.type in CATALOGUE:
             inputs = CATALOGUE[target.type].input_ids()
-            target_handle = _resolve_handle(item.target_handle, inputs, "input", (*loc, "targetHandle"), errors)
-        pair = (item.source, source_handle, item.target, target_handle)
+            target_handle = _resolve_handle(link.target_handle, inputs, "input", (*loc, "targetHandle"), errors)
+        pair = (link.source, source_handle, link.target, target_handle)
         if pair in seen_pairs:
             errors.append(FieldError(loc, "these two handles are already connected"))
         seen_pairs.add(pair)
         connections.append(
-            Connection(id=conn_id, source=item.source, target=item.target,
+            Connection(id=conn_id, source=link.source, target=link.target,
                        source_handle=source_handle, target_handle=target_handle)
         )
     if errors:

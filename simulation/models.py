@@ -19,6 +19,7 @@ __all__ = [
     "EdgeFlow",
     "Event",
     "FileInfo",
+    "Node",
     "NodeCompleted",
     "NodeData",
     "NodeFailed",
@@ -29,7 +30,6 @@ __all__ = [
     "NodeStarted",
     "NodeState",
     "NodeStopped",
-    "Node",
     "Position",
     "Problem",
     "Run",
@@ -268,7 +268,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
 
 def event_name(event: _Event) -> str:
     """The SSE `event:` name of an event, e.g. "node.started"."""
-    return event.__struct_config__.tag  # type: ignore[return-value]
+    return event.__struct_config__.tag  # type: ignore[return-value]  # every event is tagged with a str
 
 
 class ProblemError(msgspec.Struct, frozen=True):

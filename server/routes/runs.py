@@ -10,13 +10,14 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
+from actors.engine import Action
 from server.http import decode_body, json_response, not_modified, page_params
 from server.keys import ENGINE, RUNS, STORE
-from server.openapi import Route
+from server.openapi import Handler, Route
+from server.processing import files_for_run
 from server.routes.workflows import IF_NONE_MATCH, LIST_PARAMS
 from server.runs import Dataflow
 from server.store import Page, new_id
-from server.processing import files_for_run
 from simulation.errors import NotFound
 from simulation.models import FileInfo, Run
 
@@ -85,18 +86,18 @@ def _file_inputs(files: list[FileInfo]) -> list[dict[str, Any]]:
              "metadata": f.metadata} for f in files]
 
 
-def _workflow_control(action: str) -> Any:
+def _workflow_control(action: Action) -> Handler:
     async def handler(request: web.Request) -> web.Response:
-        run = await request.app[RUNS].control_latest(request.match_info["id"], action)  # type: ignore[arg-type]
+        run = await request.app[RUNS].control_latest(request.match_info["id"], action)
         return _run_response(request, run)
 
     handler.__name__ = f"{action}_workflow"
     return handler
 
 
-def _run_control(action: str) -> Any:
+def _run_control(action: Action) -> Handler:
     async def handler(request: web.Request) -> web.Response:
-        run = await request.app[RUNS].control(request.match_info["runId"], action)  # type: ignore[arg-type]
+        run = await request.app[RUNS].control(request.match_info["runId"], action)
         return _run_response(request, run)
 
     handler.__name__ = f"{action}_run"
@@ -134,6 +135,7 @@ _STATUS_SCHEMA = {"application/json": {"anyOf": [
     {"type": "object", "properties": {"state": {"const": "idle"}}, "required": ["state"]},
 ]}}
 _CONTROL_ERRORS = (404, 409, 503)
+_ACTIONS: tuple[Action, ...] = ("pause", "resume", "stop")
 
 ROUTES = (
     Route("POST", "/api/workflows/{id}/execute", execute,
@@ -142,7 +144,7 @@ ROUTES = (
           response_headers={"Location": "The run's URL", "ETag": "The run's current tag"}),
     *(Route("POST", f"/api/workflows/{{id}}/{action}", _workflow_control(action),
             f"{action.capitalize()} the workflow's latest run", "runs", response=Run,
-            errors=_CONTROL_ERRORS) for action in ("pause", "resume", "stop")),
+            errors=_CONTROL_ERRORS) for action in _ACTIONS),
     Route("POST", "/api/workflows/{id}/nodes/{nodeId}/process-files", process_files,
           "Run one node over uploaded files: image nodes really transform them (results are "
           "new files listed in the node's output); other types simulate per file", "runs",
@@ -161,5 +163,5 @@ ROUTES = (
           headers=IF_NONE_MATCH, errors=(304, 404)),
     *(Route("POST", f"/api/runs/{{runId}}/{action}", _run_control(action),
             f"{action.capitalize()} this run", "runs", response=Run, errors=_CONTROL_ERRORS)
-      for action in ("pause", "resume", "stop")),
+      for action in _ACTIONS),
 )

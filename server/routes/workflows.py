@@ -11,7 +11,7 @@ from server.store import Page, new_id
 from simulation.graph import DocumentIn, DocumentPatch, apply_document_patch, build_graph
 from simulation.models import Workflow
 
-__all__ = ["ROUTES", "LIST_PARAMS", "IF_MATCH", "IF_NONE_MATCH"]
+__all__ = ["IF_MATCH", "IF_NONE_MATCH", "LIST_PARAMS", "ROUTES"]
 
 LIST_PARAMS = (
     Param("limit", "Page size (1–500, default 50)", {"type": "integer", "minimum": 1, "maximum": 500}),

@@ -35,6 +35,10 @@ class Cached(Generic[D]):
 
     __slots__ = ("body", "doc", "etag")
 
+    doc: D
+    body: bytes
+    etag: str
+
     def __init__(self, doc: D) -> None:
         self.doc = doc
         self.body = _encoder.encode(doc)
@@ -53,9 +57,9 @@ class DocumentRepo(Generic[D]):
     ) -> None:
         self._db = db
         self._table = table
-        self._type = doc_type
+        self._type: type[D] = doc_type
         self._kind = kind  # "workflow" / "template", for messages
-        self._decoder = msgspec.json.Decoder(doc_type)
+        self._decoder: msgspec.json.Decoder[D] = msgspec.json.Decoder(doc_type)
         self._now = now
         self._cache: OrderedDict[str, Cached[D]] = OrderedDict()
         self._cache_size = cache_size

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -79,7 +78,7 @@ class FileRepo:
                 if blob.exists():  # identical bytes are kept once
                     Path(item.tmp_path).unlink(missing_ok=True)
                 else:
-                    os.replace(item.tmp_path, blob)
+                    Path(item.tmp_path).replace(blob)
                 thumb = self.thumb_path(item.info.sha256)
                 if item.thumbnail is not None and not thumb.exists():
                     thumb.write_bytes(item.thumbnail)
@@ -132,7 +131,8 @@ class FileRepo:
         after = decode_cursor(cursor) if cursor else None
 
         def query(conn: sqlite3.Connection) -> list[bytes]:
-            where, params = [], []  # type: ignore[var-annotated]
+            where: list[str] = []
+            params: list[object] = []
             if after is not None:
                 where.append("(created_at, id) < (?, ?)")
                 params.extend(after)

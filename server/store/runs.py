@@ -8,7 +8,7 @@ they go on the wire, so replaying a log never re-encodes.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import msgspec
 
@@ -46,7 +46,8 @@ class RunRepo:
         if rows:
             await self._db.write(write)
 
-    async def append_events(self, rows: Sequence[EventRow]) -> None:
+    async def append_events(self, rows: Iterable[EventRow]) -> None:
+        # The engine hands over a lazy batch (falsy when empty); executemany iterates it.
         if rows:
             await self._db.write(lambda conn: conn.executemany(
                 "INSERT OR IGNORE INTO run_events (run_id, seq, name, data) VALUES (?, ?, ?, ?)",
@@ -106,6 +107,7 @@ class RunRepo:
         after = decode_cursor(cursor) if cursor else None
 
         def query(conn: sqlite3.Connection) -> list[bytes]:
+            params: tuple[str | int, ...]
             if after is None:
                 sql, params = ("SELECT doc FROM runs WHERE workflow_id = ? "
                                "ORDER BY created_at DESC, id DESC LIMIT ?", (workflow_id, limit + 1))
