@@ -5,13 +5,13 @@ Usage: python bench/_bare_get.py PORT BODY_FILE
 """
 
 import sys
+from pathlib import Path
 
 import msgspec
 from aiohttp import web
 
 port, body_file = int(sys.argv[1]), sys.argv[2]
-with open(body_file, "rb") as f:
-    document = msgspec.json.decode(f.read())
+document = msgspec.json.decode(Path(body_file).read_bytes())
 encoder = msgspec.json.Encoder()
 
 

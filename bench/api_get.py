@@ -47,7 +47,7 @@ def wait_up(url: str, timeout: float = 15.0) -> None:
 
 
 def pinned(cmd: list[str], cpu: str) -> list[str]:
-    return ["taskset", "-c", cpu, *cmd] if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else cmd
+    return ["taskset", "-c", cpu, *cmd] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else cmd
 
 
 def ten_node_workflow() -> dict[str, object]:
@@ -67,7 +67,9 @@ def run_wrk(url: str, seconds: int, connections: int) -> tuple[float, float]:
         pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url], "1"),
         capture_output=True, text=True, check=True,
     ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    rps_text = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert rps_text is not None
+    rps = float(rps_text.group(1))
     p99_text = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     assert p99_text is not None
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99_text.group(2)]
@@ -105,7 +107,7 @@ def main() -> None:
             "bare aiohttp+msgspec": f"http://127.0.0.1:{bare_port}/api/workflows/{wf_id}",
         }
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
-        for name, url in targets.items():  # warm up
+        for url in targets.values():  # warm up
             run_wrk(url, 1, args.connections)
         for round_no in range(args.rounds):
             for name, url in targets.items():

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -36,7 +37,7 @@ import tempfile
 import time
 import urllib.request
 from array import array
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,10 @@ async def client(url: str, n: int) -> None:
     end = max(s.done_at for s in subs) if complete == n else time.time()
     delivered = sum(min(s.count, expected[0]) for s in subs)
     lat = sorted(latencies)
-    pick = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000) if lat else (lambda q: float("nan"))
+
+    def pick(q: float) -> float:
+        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")
+
     print(json.dumps({"delivered": delivered, "complete": complete, "seconds": end - start,
                       "p50": pick(0.5), "p99": pick(0.99), "max": pick(1.0), "samples": len(lat)}),
           flush=True)
@@ -167,7 +171,7 @@ def chain_workflow() -> dict[str, Any]:
         {"id": i, "type": t, "position": {"x": 200 * k, "y": 0}}
         for k, (i, t) in enumerate(zip(ids, types, strict=True))],
         "connections": [{"id": f"c{k}", "source": a, "target": b}
-                        for k, (a, b) in enumerate(zip(ids, ids[1:], strict=False))]}
+                        for k, (a, b) in enumerate(itertools.pairwise(ids))]}
 
 
 def _epoch(iso: str) -> float:

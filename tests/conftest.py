@@ -3,18 +3,18 @@ aiohttp test client talking to it over real HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from config import Settings, load_settings
 from server.app import create_app
 
-ClientFactory = Callable[..., Any]
+ClientFactory = AiohttpClient  # the `aiohttp_client` fixture
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:

@@ -25,7 +25,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     def fake_run_app(app: web.Application, **kwargs: Any) -> None:
         calls.append({"app": app, **kwargs})
 
-    monkeypatch.setattr(cli.web, "run_app", fake_run_app)
+    monkeypatch.setattr(web, "run_app", fake_run_app)  # what server.cli calls
     return calls
 
 

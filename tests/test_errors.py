@@ -20,7 +20,7 @@ JSON = {"Content-Type": "application/json"}
 async def problem(resp: Any, status: int, loc: list[Any] | None = None) -> dict[str, Any]:
     assert resp.status == status, await resp.text()
     assert resp.content_type == "application/problem+json"
-    body = await resp.json(content_type=None)
+    body: dict[str, Any] = await resp.json(content_type=None)
     assert body["status"] == status
     assert body["type"].startswith("urn:flowstage:problem:")
     assert body["title"]

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient
+from conftest import ClientFactory, make_settings
 from PIL import Image
 
 from server.app import create_app
-from tests.conftest import ClientFactory, make_settings
 
 Client = TestClient[Any, web.Application]
 
@@ -101,10 +101,10 @@ async def test_exif_orientation_is_applied_to_size_and_thumbnail(client: Client)
     thumb = Image.open(io.BytesIO(await (await client.get(info["thumbnailUrl"])).read())).convert("RGB")
     assert thumb.size == (20, 40)
     # Rotating 90° clockwise moves the raw top-left corner to the top-right.
-    r, g, b = thumb.getpixel((15, 5))
-    assert r > 150 and b < 100
-    r, g, b = thumb.getpixel((5, 35))
-    assert b > 150 and r < 100
+    top_right, bottom_left = thumb.getpixel((15, 5)), thumb.getpixel((5, 35))
+    assert isinstance(top_right, tuple) and isinstance(bottom_left, tuple)  # RGB: (r, g, b)
+    assert top_right[0] > 150 and top_right[2] < 100
+    assert bottom_left[2] > 150 and bottom_left[0] < 100
 
 
 async def test_animated_gif_reports_frames_and_thumbnails_the_first(client: Client) -> None:
@@ -192,7 +192,8 @@ async def test_oversize_upload_is_413_and_leaves_nothing(
     aiohttp_client: ClientFactory, tmp_path: Path
 ) -> None:
     client = await aiohttp_client(create_app(make_settings(tmp_path, max_upload_bytes=64 * 1024)))
-    resp = await upload(client, ("small.txt", b"ok\n", "text/plain"), ("big.bin", b"x" * 200_000, "application/octet-stream"))
+    resp = await upload(client, ("small.txt", b"ok\n", "text/plain"),
+                        ("big.bin", b"x" * 200_000, "application/octet-stream"))
     assert resp.status == 413
     assert resp.headers["Content-Type"] == "application/problem+json"
     assert stored_files(tmp_path) == []
@@ -204,7 +205,8 @@ async def test_oversize_upload_is_413_and_leaves_nothing(
     ("content_type", "body"),
     [
         ("multipart/form-data", b"no boundary at all"),
-        ("multipart/form-data; boundary=xx", b'--xx\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nunclosed'),
+        ("multipart/form-data; boundary=xx",
+         b'--xx\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nunclosed'),
         ("multipart/form-data; boundary=xx", b"--xx\r\nthis is not a header line\r\n\r\nabc\r\n--xx--\r\n"),
     ],
 )

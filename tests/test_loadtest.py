@@ -17,7 +17,9 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
+from conftest import make_settings
 from rich.console import Console
 
 from server import cli
@@ -25,6 +27,7 @@ from server.app import create_app
 from server.loadtest import (
     LoadtestError,
     Options,
+    Shape,
     Summary,
     build_workflow,
     check_options,
@@ -34,7 +37,6 @@ from server.loadtest import (
     run_loadtest,
 )
 from simulation.catalogue import CATALOGUE
-from tests.conftest import make_settings
 
 ServerFactory = Callable[..., Any]
 TYPES = {name: msgspec.to_builtins(t) for name, t in CATALOGUE.items()}
@@ -80,12 +82,12 @@ def closed_port() -> int:
 @pytest.mark.parametrize(("shape", "terminal"),
                          [("chain", False), ("diamond", False), ("fanout", False), ("chain", True)])
 async def test_the_summary_counts_match_the_servers_run_records_and_the_json_file(
-    server: TestServer, tmp_path: Path, shape: str, terminal: bool
+    server: TestServer, tmp_path: Path, shape: Shape, terminal: bool
 ) -> None:
     console, out = captured(terminal)
     json_path = tmp_path / "summary.json"
     opts = Options(url=url_of(server), runs=20, concurrency=5, speed=1000, nodes=4,
-                   shape=shape, json_path=str(json_path), progress_interval=0.02)  # type: ignore[arg-type]
+                   shape=shape, json_path=str(json_path), progress_interval=0.02)
     summary = await run_loadtest(opts, console)
 
     [workflow_id] = summary.workflow_ids
@@ -191,7 +193,7 @@ async def test_a_cancelled_test_still_prints_and_writes_a_partial_summary(
     task = asyncio.create_task(run_loadtest(opts, console))
     # Cancel (as Ctrl-C does through asyncio.run) once some runs have finished.
     async with asyncio.timeout(10):
-        while not await some_run_completed(opts.url):  # noqa: ASYNC110 (state is remote)
+        while not await some_run_completed(opts.url):  # the state is remote: poll it
             await asyncio.sleep(0.02)
     task.cancel()
     summary: Summary = await task
@@ -258,9 +260,9 @@ async def test_subscribe_counts_every_event_of_every_run(server: TestServer) -> 
     ("chain", 10, 20 + 4 * 350 + 4 * 70 + 5),
     ("diamond", 10, 20 + 2 * 350 + 2 * 70 + 10),
 ])
-def test_the_ideal_is_the_critical_path_of_point_estimates(shape: str, k: int,
+def test_the_ideal_is_the_critical_path_of_point_estimates(shape: Shape, k: int,
                                                            ideal_ms: float) -> None:
-    body = build_workflow(shape, k, TYPES, "w")  # type: ignore[arg-type]
+    body = build_workflow(shape, k, TYPES, "w")
     assert len(body["nodes"]) == k
     ms, path = critical_path(body, TYPES)
     assert ms == pytest.approx(ideal_ms)
@@ -303,7 +305,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     for name in [n for n in os.environ if n.startswith("FLOWSTAGE_")]:
         monkeypatch.delenv(name)
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(cli.web, "run_app", lambda app, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(web, "run_app", lambda app, **kwargs: calls.append(kwargs))  # what server.cli calls
     return calls
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, make_mocked_request
+from conftest import ClientFactory, make_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.clock import ManualClock
@@ -18,7 +19,6 @@ from actors.run import GetSnapshot
 from server.app import create_app
 from server.keys import ENGINE
 from server.metrics import metrics_handler
-from tests.conftest import ClientFactory, make_settings
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -15,7 +15,7 @@ Client = TestClient[Any, web.Application]
 async def problem(resp: Any, status: int, loc: list[Any] | None = None) -> dict[str, Any]:
     assert resp.status == status, await resp.text()
     assert resp.content_type == "application/problem+json"
-    body = await resp.json(content_type=None)
+    body: dict[str, Any] = await resp.json(content_type=None)
     assert body["status"] == status
     if loc is not None:
         assert [e["loc"] for e in body["errors"]] == [loc], body

@@ -8,12 +8,11 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import pytest
-
-from actors.clock import ManualClock
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
+from actors.clock import ManualClock
 from config import Settings
 from server.app import create_app
 

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient
+from conftest import ClientFactory, make_settings
 from PIL import Image
 
 from actors.clock import ManualClock
 from config import Settings
 from server.app import create_app
 from server.keys import ENGINE
+from server.store.runs import EventRow
+from simulation.models import Run
 from simulation.timefmt import iso_ms
-from tests.conftest import ClientFactory, make_settings
 
 Client = TestClient[Any, web.Application]
 T0 = 1_790_000_000.0
@@ -67,10 +70,10 @@ async def wait_finished(client: Client, run_id: str, timeout: float = 10.0) -> d
 class DeadSink:
     """Where a killed process's writes go."""
 
-    async def save_runs(self, runs: list[Any]) -> None:
+    async def save_runs(self, runs: list[Run]) -> None:
         return None
 
-    async def append_events(self, rows: list[Any]) -> None:
+    async def append_events(self, rows: Iterable[EventRow]) -> None:
         return None
 
 
@@ -235,9 +238,12 @@ async def test_same_seed_same_outputs_and_event_order(clocked: Client, clock: Ma
     def shape(run: dict[str, Any]) -> dict[str, Any]:
         return {k: (v["state"], v["output"]) for k, v in run["nodes"].items()}
 
+    def durations(run: dict[str, Any]) -> dict[str, Any]:
+        return {k: v["finishedAt"] and v["startedAt"] and (v["startedAt"], v["finishedAt"])
+                for k, v in run["nodes"].items()}
+
     assert shape(a) == shape(b)
     assert a["state"] == b["state"]
-    durations = lambda r: {k: v["finishedAt"] and v["startedAt"] and (v["startedAt"], v["finishedAt"]) for k, v in r["nodes"].items()}  # noqa: E731
     assert durations(a) == durations(b)  # started together, same virtual times
     assert shape(a) != shape(c)  # another seed gives other data
 

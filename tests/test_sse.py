@@ -14,7 +14,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import msgspec
 import pytest
 from aiohttp import ClientResponse, ClientSession, TCPConnector, web
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import make_settings
+from conftest import ClientFactory, make_settings
 
 from actors.clock import ManualClock
 from actors.eventlog import EventLog
@@ -57,7 +57,7 @@ def parse(body: bytes, *, pings: list[str] | None = None) -> list[Frame]:
         fields = [line.split(": ", 1) for line in lines]
         names = [f[0] for f in fields]
         assert names in (["id", "event", "data"], ["event", "data"]), block
-        frames.append(dict(fields))  # type: ignore[arg-type]
+        frames.append(dict(fields))
     return frames
 
 
@@ -149,8 +149,11 @@ class Env:
                         for seq, name, data in self.log(run_id) if seq > after)
 
 
+MakeEnv = Callable[..., Awaitable[Env]]  # make_env(**setting overrides)
+
+
 @pytest.fixture
-def make_env(aiohttp_client: Any, tmp_path: Path) -> Callable[..., Any]:
+def make_env(aiohttp_client: ClientFactory, tmp_path: Path) -> MakeEnv:
     async def make(**overrides: Any) -> Env:
         clock = ManualClock(start=START)
         settings = make_settings(tmp_path, **overrides)
@@ -161,8 +164,8 @@ def make_env(aiohttp_client: Any, tmp_path: Path) -> Callable[..., Any]:
 
 
 @pytest.fixture
-async def env(make_env: Callable[..., Any]) -> Env:
-    return await make_env()  # type: ignore[no-any-return]
+async def env(make_env: MakeEnv) -> Env:
+    return await make_env()
 
 
 # --- one run -------------------------------------------------------------------------------
@@ -360,7 +363,7 @@ async def test_the_workflow_stream_carries_every_run_started_while_open(env: Env
     b = await env.execute(wf)
     await env.execute(other)  # not this workflow's
     await env.finish()
-    body, frames = await read_until(resp, lambda fs: sum(f["event"] == "run.completed" for f in fs) == 2)
+    _, frames = await read_until(resp, lambda fs: sum(f["event"] == "run.completed" for f in fs) == 2)
     by_run: dict[str, list[Frame]] = {a["id"]: [], b["id"]: []}
     for f in frames:
         data = json.loads(f["data"])
@@ -434,7 +437,7 @@ async def test_all_events_resumes_after_a_position(env: Env) -> None:
     live.close()
 
 
-async def test_an_evicted_or_unknown_position_sends_a_gap_event_first(make_env: Callable[..., Any]) -> None:
+async def test_an_evicted_or_unknown_position_sends_a_gap_event_first(make_env: MakeEnv) -> None:
     env: Env = await make_env(event_ring_size=4)
     run = await env.execute(await env.workflow(two_nodes()))
     await env.finish()  # 9 events, positions 1..9; the ring keeps 6..9
@@ -472,7 +475,7 @@ async def test_an_id_newer_than_anything_sent_reports_a_gap_and_goes_live(env: E
 
 
 async def test_a_filtered_stream_idle_while_the_ring_turns_over_reports_no_gap(
-        make_env: Callable[..., Any]) -> None:
+        make_env: MakeEnv) -> None:
     env: Env = await make_env(event_ring_size=12)  # holds one run (9 events), not four
     quiet, busy = await env.workflow(two_nodes()), await env.workflow(two_nodes())
     resp = await env.client.get("/api/events", params={"workflowId": quiet})
@@ -484,7 +487,7 @@ async def test_a_filtered_stream_idle_while_the_ring_turns_over_reports_no_gap(
     run = await env.execute(quiet)
     await env.finish()
     _, frames = await read_until(resp, lambda fs: any(f["event"] == "run.completed" for f in fs))
-    assert [f["event"] for f in frames][0] == "run.started"
+    assert frames[0]["event"] == "run.started"
     assert {json.loads(f["data"])["runId"] for f in frames} == {run["id"]}
     resp.close()
 
@@ -583,7 +586,7 @@ async def test_five_hundred_subscribers_get_identical_streams(env: Env) -> None:
     assert delivered == 500 * len(env.log(run["id"]))
 
 
-async def test_an_idle_stream_gets_ping_comments(make_env: Callable[..., Any]) -> None:
+async def test_an_idle_stream_gets_ping_comments(make_env: MakeEnv) -> None:
     env: Env = await make_env(sse_ping_seconds=0.05)
     run = await env.execute(await env.workflow(with_delay()))
     resp = await env.client.get(f"/api/runs/{run['id']}/events")
@@ -638,7 +641,7 @@ async def raw_server(tmp_path: Path) -> AsyncIterator[tuple[TestServer, ManualCl
 
 
 async def test_shutdown_closes_open_streams_promptly(raw_server: tuple[TestServer, ManualClock]) -> None:
-    server, clock = raw_server
+    server, _ = raw_server
     async with ClientSession() as session:
         wf = await (await session.post(server.make_url("/api/workflows"), json=with_delay())).json()
         run = await (await session.post(server.make_url(f"/api/workflows/{wf['id']}/execute"),

@@ -25,13 +25,15 @@ JSON = dict[str, Any]
 async def post(client: Client, path: str, body: Any, status: int, **headers: str) -> JSON:
     resp = await client.post(path, json=body, headers=headers)
     assert resp.status == status, await resp.text()
-    return await resp.json()  # type: ignore[no-any-return]
+    answer: JSON = await resp.json()
+    return answer
 
 
 async def get(client: Client, path: str) -> JSON:
     resp = await client.get(path)
     assert resp.status == 200, await resp.text()
-    return await resp.json()  # type: ignore[no-any-return]
+    answer: JSON = await resp.json()
+    return answer
 
 
 async def count(client: Client, path: str) -> int:

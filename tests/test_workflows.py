@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from conftest import ClientFactory
 
+from actors.clock import ManualClock
 from config import Settings
 from server.app import create_app
-from actors.clock import ManualClock
 from server.store import new_id
 
 Client = TestClient[Any, web.Application]
@@ -25,14 +26,14 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def clocked(aiohttp_client: Any, settings: Settings, clock: ManualClock) -> Client:
+async def clocked(aiohttp_client: ClientFactory, settings: Settings, clock: ManualClock) -> Client:
     return await aiohttp_client(create_app(settings, clock=clock))
 
 
 async def problem(resp: Any, status: int, loc: list[Any] | None = None) -> dict[str, Any]:
     assert resp.status == status, await resp.text()
     assert resp.content_type == "application/problem+json"
-    body = await resp.json(content_type=None)
+    body: dict[str, Any] = await resp.json(content_type=None)
     assert body["status"] == status
     assert body["type"] and body["title"]
     if loc is not None:
@@ -43,7 +44,8 @@ async def problem(resp: Any, status: int, loc: list[Any] | None = None) -> dict[
 async def create(client: Client, body: dict[str, Any]) -> dict[str, Any]:
     resp = await client.post("/api/workflows", json=body)
     assert resp.status == 201, await resp.text()
-    return await resp.json()
+    created: dict[str, Any] = await resp.json()
+    return created
 
 
 # --- create and read -------------------------------------------------------------------------
