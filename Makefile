@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test install install-test bench clean
+.PHONY: run test lint install install-test install-dev bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,14 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# Lint checks the tests too, so mypy needs the test dependencies beside ruff and mypy.
+$(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[test,dev]'
+	touch $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
+install-dev: $(VENV)/.installed-dev
 
 run: install
 	$(PY) -m server serve --host 127.0.0.1 --port 8080 --data-dir ./data
@@ -26,5 +32,10 @@ run: install
 test: install-test
 	$(PY) -m pytest -q
 
+# ruff and mypy settings, and the paths mypy checks, are in pyproject.toml.
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) data .pytest_cache .ruff_cache .mypy_cache
