@@ -537,7 +537,9 @@ async def test_a_stalled_subscriber_is_cut_off_and_slows_nobody(
     await loop.sock_sendall(stalled, f"GET {url} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
     reader = await env.client.get(url)
     async with asyncio.timeout(2):
-        while hub.subscriber_count() < 2:
+        # Both connected and caught up (idle, waiting for events): the stalled one must be
+        # live before the big event arrives, or only the write timeout would apply to it.
+        while hub.subscriber_count() < 2 or any(sub.future is None for sub in hub._subs):
             await asyncio.sleep(0.01)
 
     await env.finish()  # the engine never waits for subscribers
