@@ -14,7 +14,7 @@ from typing import Any
 from simulation.graph import ConnectionIn, DocumentIn, NodeIn
 from simulation.models import NodeData, Position
 
-__all__ = ["Blueprint", "demo_workflows", "layout"]
+__all__ = ["Blueprint", "demo_workflows", "document", "layout"]
 
 # (node id, type, label, config), then (source, target, sourceHandle) triples.
 BlueprintNode = tuple[str, str, str, dict[str, Any]]
@@ -134,13 +134,14 @@ def _blueprints(rng: random.Random) -> list[Blueprint]:
     ]
 
 
-def _document(blueprint: Blueprint) -> DocumentIn:
+def document(blueprint: Blueprint, extra_tags: Sequence[str] = ()) -> DocumentIn:
+    """A blueprint as a graph an editor can load, laid out left to right."""
     name, description, tags, nodes, edges = blueprint
     positions = layout([n[0] for n in nodes], [(s, t) for s, t, _ in edges])
     return DocumentIn(
         name=name,
         description=description,
-        tags=tags,
+        tags=[*extra_tags, *tags],
         nodes=[
             NodeIn(id=node_id, type=type_, position=positions[node_id],
                    data=NodeData(label=label, config=config))
@@ -154,4 +155,4 @@ def _document(blueprint: Blueprint) -> DocumentIn:
 
 
 def demo_workflows(seed: int = 7) -> list[DocumentIn]:
-    return [_document(b) for b in _blueprints(random.Random(seed))]
+    return [document(b) for b in _blueprints(random.Random(seed))]

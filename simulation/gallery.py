@@ -8,9 +8,8 @@ reads the same on every server.
 
 from __future__ import annotations
 
-from simulation.demo import Blueprint, layout
-from simulation.graph import ConnectionIn, DocumentIn, NodeIn
-from simulation.models import NodeData
+from simulation.demo import Blueprint, document
+from simulation.graph import DocumentIn
 
 __all__ = ["GALLERY_TAG", "gallery_templates"]
 
@@ -169,25 +168,6 @@ _BLUEPRINTS: tuple[Blueprint, ...] = (
 )
 
 
-def _document(blueprint: Blueprint) -> DocumentIn:
-    name, description, tags, nodes, edges = blueprint
-    positions = layout([n[0] for n in nodes], [(s, t) for s, t, _ in edges])
-    return DocumentIn(
-        name=name,
-        description=description,
-        tags=[GALLERY_TAG, *tags],
-        nodes=[
-            NodeIn(id=node_id, type=type_, position=positions[node_id],
-                   data=NodeData(label=label, config=config))
-            for node_id, type_, label, config in nodes
-        ],
-        connections=[
-            ConnectionIn(id=f"{s}-{t}", source=s, target=t, source_handle=h)
-            for s, t, h in edges
-        ],
-    )
-
-
 def gallery_templates() -> list[DocumentIn]:
     """The gallery, in the order an editor should show it."""
-    return [_document(b) for b in _BLUEPRINTS]
+    return [document(b, (GALLERY_TAG,)) for b in _BLUEPRINTS]

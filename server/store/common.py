@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import base64
 import secrets
+import sqlite3
 import time
-from collections.abc import Iterable
-from typing import Generic, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
 from simulation.errors import FieldError, Invalid
 
 __all__ = [
+    "Listed",
     "Page",
     "decode_cursor",
     "encode_cursor",
     "etag_for",
     "etag_matches",
     "new_id",
+    "newest_first",
+    "page_of",
 ]
 
 T = TypeVar("T")
@@ -30,6 +34,49 @@ class Page(msgspec.Struct, Generic[T], frozen=True, rename="camel"):
 
 
 _last_ms = 0
+
+
+def newest_first(
+    conn: sqlite3.Connection,
+    table: str,
+    limit: int,
+    after: tuple[str, str] | None,
+    filters: Sequence[tuple[str, object]] = (),
+) -> tuple[list[bytes], bool]:
+    """One page of `doc`s of `table`, newest first, after the decoded cursor `after`;
+    `filters` are (SQL condition with one `?`, value) pairs. Returns the docs and whether
+    more follow. Runs on the database thread."""
+    where = [condition for condition, _ in filters]
+    params: list[object] = [value for _, value in filters]
+    if after is not None:
+        where.append("(created_at, id) < (?, ?)")
+        params.extend(after)
+    sql = f"SELECT doc FROM {table}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+    params.append(limit + 1)
+    rows = [row[0] for row in conn.execute(sql, params)]
+    return rows[:limit], len(rows) > limit
+
+
+class Listed(Protocol):
+    """What a listed item needs for its cursor."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def created_at(self) -> str: ...
+
+
+L = TypeVar("L", bound=Listed)
+
+
+def page_of(items: list[L], more: bool) -> Page[L]:
+    """A Page whose cursor points after its last item when more follow."""
+    next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if more and items else None
+    return Page(items=items, next_cursor=next_cursor)
 
 
 def new_id(prefix: str) -> str:

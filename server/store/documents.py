@@ -17,7 +17,7 @@ from weakref import WeakValueDictionary
 
 import msgspec
 
-from server.store.common import Page, decode_cursor, encode_cursor, etag_for, etag_matches
+from server.store.common import Page, decode_cursor, etag_for, etag_matches, newest_first, page_of
 from server.store.db import Database
 from simulation.errors import NotFound, PreconditionFailed
 from simulation.models import Template, Workflow
@@ -91,30 +91,12 @@ class DocumentRepo(Generic[D]):
 
     async def list(self, limit: int, cursor: str | None, tag: str | None = None) -> Page[D]:
         after = decode_cursor(cursor) if cursor else None
+        filters: list[tuple[str, object]] = []
+        if tag is not None:
+            filters.append(("EXISTS (SELECT 1 FROM json_each(doc, '$.tags') WHERE value = ?)", tag))
         table = self._table
-
-        def query(conn: sqlite3.Connection) -> list[bytes]:
-            sql = f"SELECT doc FROM {table}"
-            where: list[str] = []
-            params: list[object] = []
-            if after is not None:
-                where.append("(created_at, id) < (?, ?)")
-                params.extend(after)
-            if tag is not None:
-                where.append("EXISTS (SELECT 1 FROM json_each(doc, '$.tags') WHERE value = ?)")
-                params.append(tag)
-            if where:
-                sql += " WHERE " + " AND ".join(where)
-            sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-            params.append(limit + 1)
-            return [row[0] for row in conn.execute(sql, params)]
-
-        rows = await self._db.read(query)
-        docs = [self._decoder.decode(raw) for raw in rows[:limit]]
-        next_cursor = (
-            encode_cursor(docs[-1].created_at, docs[-1].id) if len(rows) > limit else None
-        )
-        return Page(items=docs, next_cursor=next_cursor)
+        rows, more = await self._db.read(lambda conn: newest_first(conn, table, limit, after, filters))
+        return page_of([self._decoder.decode(raw) for raw in rows], more)
 
     async def count(self) -> int:
         table = self._table
@@ -142,11 +124,7 @@ class DocumentRepo(Generic[D]):
         """
         async with self._lock(doc_id):
             current = await self.get_cached(doc_id)
-            if if_match is not None and not etag_matches(if_match, current.etag):
-                raise PreconditionFailed(
-                    f"The {self._kind} is at version {current.doc.version}; "
-                    f"If-Match {if_match} does not match {current.etag}."
-                )
+            self._check_if_match(current, if_match)
             changed = change(current.doc)
             if isinstance(changed, Awaitable):
                 changed = await changed
@@ -166,11 +144,7 @@ class DocumentRepo(Generic[D]):
     async def delete(self, doc_id: str, if_match: str | None = None) -> None:
         async with self._lock(doc_id):
             current = await self.get_cached(doc_id)
-            if if_match is not None and not etag_matches(if_match, current.etag):
-                raise PreconditionFailed(
-                    f"The {self._kind} is at version {current.doc.version}; "
-                    f"If-Match {if_match} does not match {current.etag}."
-                )
+            self._check_if_match(current, if_match)
             table = self._table
             await self._db.write(
                 lambda conn: conn.execute(f"DELETE FROM {table} WHERE id = ?", (doc_id,))
@@ -178,6 +152,13 @@ class DocumentRepo(Generic[D]):
             self._cache.pop(doc_id, None)
 
     # --- internals --------------------------------------------------------------------------
+
+    def _check_if_match(self, current: Cached[D], if_match: str | None) -> None:
+        if if_match is not None and not etag_matches(if_match, current.etag):
+            raise PreconditionFailed(
+                f"The {self._kind} is at version {current.doc.version}; "
+                f"If-Match {if_match} does not match {current.etag}."
+            )
 
     def _lock(self, doc_id: str) -> asyncio.Lock:
         lock = self._locks.get(doc_id)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import msgspec
 
-from server.store.common import Page, decode_cursor, encode_cursor
+from server.store.common import Page, decode_cursor, newest_first, page_of
 from server.store.db import Database
 from simulation.errors import NotFound
 from simulation.files import Inspection
@@ -129,30 +129,13 @@ class FileRepo:
         self, limit: int, cursor: str | None, kind: str | None = None, mime_type: str | None = None
     ) -> Page[FileInfo]:
         after = decode_cursor(cursor) if cursor else None
-
-        def query(conn: sqlite3.Connection) -> list[bytes]:
-            where: list[str] = []
-            params: list[object] = []
-            if after is not None:
-                where.append("(created_at, id) < (?, ?)")
-                params.extend(after)
-            if kind is not None:
-                where.append("kind = ?")
-                params.append(kind)
-            if mime_type is not None:
-                where.append("mime_type = ?")
-                params.append(mime_type)
-            sql = "SELECT doc FROM files"
-            if where:
-                sql += " WHERE " + " AND ".join(where)
-            sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-            params.append(limit + 1)
-            return [r[0] for r in conn.execute(sql, params)]
-
-        rows = await self._db.read(query)
-        items = [_decoder.decode(r) for r in rows[:limit]]
-        next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
-        return Page(items=items, next_cursor=next_cursor)
+        filters: list[tuple[str, object]] = []
+        if kind is not None:
+            filters.append(("kind = ?", kind))
+        if mime_type is not None:
+            filters.append(("mime_type = ?", mime_type))
+        rows, more = await self._db.read(lambda conn: newest_first(conn, "files", limit, after, filters))
+        return page_of([_decoder.decode(r) for r in rows], more)
 
     async def delete(self, file_id: str) -> None:
         """Delete the row; the bytes and thumbnail go with the last row that names them."""

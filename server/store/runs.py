@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from server.store.common import Page, decode_cursor, encode_cursor
+from server.store.common import Page, decode_cursor, newest_first, page_of
 from server.store.db import Database
 from simulation.models import Run, Workflow
 
@@ -34,43 +34,33 @@ class RunRepo:
     # --- the engine's sink ------------------------------------------------------------------
 
     async def save_runs(self, runs: Sequence[Run]) -> None:
-        rows = [(r.id, r.workflow_id, r.created_at, r.state, _encoder.encode(r)) for r in runs]
-
-        def write(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO runs (id, workflow_id, created_at, state, doc) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET state = excluded.state, doc = excluded.doc",
-                rows,
-            )
-
-        if rows:
-            await self._db.write(write)
+        """Insert or replace run snapshots (the engine's sink)."""
+        if runs:
+            await self.save(runs, ())
 
     async def append_events(self, rows: Iterable[EventRow]) -> None:
+        """Append events; a (run, seq) already stored is kept (the engine's sink)."""
         # The engine hands over a lazy batch (falsy when empty); executemany iterates it.
         if rows:
-            await self._db.write(lambda conn: conn.executemany(
-                "INSERT OR IGNORE INTO run_events (run_id, seq, name, data) VALUES (?, ?, ?, ?)",
-                rows,
-            ))
+            await self.save((), rows)
 
-    async def save(self, runs: Sequence[Run], events: Sequence[EventRow]) -> None:
-        """Snapshots and events in one transaction: one fsync for a whole flush."""
+    async def save(self, runs: Sequence[Run], events: Iterable[EventRow]) -> None:
+        """Snapshots and events in one transaction: one fsync for both."""
         run_rows = [(r.id, r.workflow_id, r.created_at, r.state, _encoder.encode(r)) for r in runs]
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO runs (id, workflow_id, created_at, state, doc) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET state = excluded.state, doc = excluded.doc",
-                run_rows,
-            )
+            if run_rows:
+                conn.executemany(
+                    "INSERT INTO runs (id, workflow_id, created_at, state, doc) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET state = excluded.state, doc = excluded.doc",
+                    run_rows,
+                )
             conn.executemany(
                 "INSERT OR IGNORE INTO run_events (run_id, seq, name, data) VALUES (?, ?, ?, ?)",
                 events,
             )
 
-        if run_rows or events:
-            await self._db.write(write)
+        await self._db.write(write)
 
     async def freeze_graph(self, workflow: Workflow) -> None:
         """Keep the graph a run executes, once per workflow version, for reading it later."""
@@ -105,22 +95,9 @@ class RunRepo:
 
     async def list_for_workflow(self, workflow_id: str, limit: int, cursor: str | None) -> Page[Run]:
         after = decode_cursor(cursor) if cursor else None
-
-        def query(conn: sqlite3.Connection) -> list[bytes]:
-            params: tuple[str | int, ...]
-            if after is None:
-                sql, params = ("SELECT doc FROM runs WHERE workflow_id = ? "
-                               "ORDER BY created_at DESC, id DESC LIMIT ?", (workflow_id, limit + 1))
-            else:
-                sql, params = ("SELECT doc FROM runs WHERE workflow_id = ? AND (created_at, id) < (?, ?) "
-                               "ORDER BY created_at DESC, id DESC LIMIT ?",
-                               (workflow_id, after[0], after[1], limit + 1))
-            return [r[0] for r in conn.execute(sql, params)]
-
-        rows = await self._db.read(query)
-        items = [_decoder.decode(r) for r in rows[:limit]]
-        next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
-        return Page(items=items, next_cursor=next_cursor)
+        filters = [("workflow_id = ?", workflow_id)]
+        rows, more = await self._db.read(lambda conn: newest_first(conn, "runs", limit, after, filters))
+        return page_of([_decoder.decode(r) for r in rows], more)
 
     async def events_after(self, run_id: str, seq: int, limit: int = 10_000) -> list[tuple[int, str, bytes]]:
         return await self._db.read(lambda conn: [
