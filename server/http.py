@@ -18,6 +18,7 @@ from simulation.errors import FieldError, Invalid
 __all__ = [
     "MalformedBody",
     "decode_body",
+    "etag_response",
     "json_response",
     "loc_from_msgspec",
     "not_modified",
@@ -106,6 +107,13 @@ def not_modified(request: web.Request, etag: str) -> bool:
     if header is None:
         return False
     return any(t.strip() in (etag, "*", f"W/{etag}") for t in header.split(","))
+
+
+def etag_response(request: web.Request, body: bytes, etag: str) -> web.Response:
+    """An already-encoded JSON body with its strong ETag, or 304 if the client has it."""
+    if not_modified(request, etag):
+        return web.Response(status=304, headers={"ETag": etag})
+    return web.Response(body=body, content_type="application/json", headers={"ETag": etag})
 
 
 def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

@@ -17,7 +17,7 @@ import msgspec
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from server.http import json_response, not_modified, page_params
+from server.http import etag_response, json_response, page_params
 from server.keys import NOW, SETTINGS, STORE
 from server.openapi import Param, Route
 from server.routes.workflows import LIST_PARAMS
@@ -104,10 +104,8 @@ async def list_files(request: web.Request) -> web.Response:
 
 async def get_file(request: web.Request) -> web.Response:
     info = await request.app[STORE].files.get(request.match_info["id"])
-    etag = f'"{info.sha256}"'
-    if not_modified(request, etag):
-        return web.Response(status=304, headers={"ETag": etag})
-    return json_response(info, headers={"ETag": etag})
+    # A file never changes: its content hash names its representation too.
+    return etag_response(request, msgspec.json.encode(info), f'"{info.sha256}"')
 
 
 async def delete_file(request: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ from aiohttp import web
 from msgspec import Meta
 
 from actors.engine import Action
-from server.http import decode_body, json_response, not_modified, page_params
+from server.http import decode_body, etag_response, json_response, page_params
 from server.keys import ENGINE, RUNS, STORE
 from server.openapi import Handler, Route
 from server.processing import files_for_run
@@ -49,8 +49,8 @@ def _run_response(request: web.Request, run: Run, status: int = 200,
                   headers: dict[str, str] | None = None) -> web.Response:
     body = _encoder.encode(run)
     etag = f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
-    if status == 200 and not_modified(request, etag):
-        return web.Response(status=304, headers={"ETag": etag})
+    if request.method == "GET":
+        return etag_response(request, body, etag)
     return web.Response(body=body, status=status, content_type="application/json",
                         headers={"ETag": etag, **(headers or {})})
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from server.http import decode_body, json_response, loc_from_msgspec, not_modified, page_params
+from server.http import decode_body, etag_response, json_response, loc_from_msgspec, page_params
 from server.keys import STORE
 from server.openapi import Route
 from server.routes.workflows import IF_MATCH, IF_NONE_MATCH, LIST_PARAMS
@@ -87,10 +87,7 @@ async def create_template(request: web.Request) -> web.Response:
 
 async def get_template(request: web.Request) -> web.Response:
     cached = await request.app[STORE].templates.get_cached(request.match_info["id"])
-    if not_modified(request, cached.etag):
-        return web.Response(status=304, headers={"ETag": cached.etag})
-    return web.Response(body=cached.body, content_type="application/json",
-                        headers={"ETag": cached.etag})
+    return etag_response(request, cached.body, cached.etag)
 
 
 async def update_template(request: web.Request) -> web.Response:

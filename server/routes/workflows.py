@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.http import decode_body, json_response, not_modified, page_params
+from server.http import decode_body, etag_response, json_response, page_params
 from server.keys import STORE
 from server.openapi import Param, Route
 from server.store import Page, new_id
@@ -45,10 +45,7 @@ async def create_workflow(request: web.Request) -> web.Response:
 
 async def get_workflow(request: web.Request) -> web.Response:
     cached = await request.app[STORE].workflows.get_cached(request.match_info["id"])
-    if not_modified(request, cached.etag):
-        return web.Response(status=304, headers={"ETag": cached.etag})
-    return web.Response(body=cached.body, content_type="application/json",
-                        headers={"ETag": cached.etag})
+    return etag_response(request, cached.body, cached.etag)
 
 
 async def update_workflow(request: web.Request) -> web.Response:
