@@ -28,7 +28,7 @@ import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Mapping
 from heapq import heappop, heappush
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 
@@ -65,8 +65,23 @@ _EVICT_SLICE = 100  # runs evicted between two turns of the loop
 _FREE_SLICE = 100  # saved snapshots freed between two turns of the loop
 # A clock timer may fire a hair before its deadline (float epoch seconds carry ~0.2 µs).
 _DUE_SLACK = 1e-6
+_NUMBER = (int, float)
 # JavaScript loses integer precision above 2**53; a generated seed must survive the editor.
 _SEED_LIMIT = 2**53
+
+
+class _Request(NamedTuple):
+    """What `execute` was asked, kept while a burst makes it wait for a turn."""
+
+    workflow: Workflow
+    run_id: str | None
+    seed: int | None
+    speed: float | None
+    failure_rate: float
+    inputs: Mapping[str, Any] | None
+    only_node: str | None
+    kind: Literal["workflow", "process-files"]
+    at: float
 
 
 class EngineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -107,9 +122,9 @@ class Engine:
         self._dirty: list[RunActor] = []
         self._flush_timer: TimerHandle | None = None
         self._flush_lock: asyncio.Lock | None = None
-        # One future per caller waiting for the next flush: a caller that goes away
-        # cancels its own future only.
-        self._flush_waiters: list[asyncio.Future[None]] = []
+        # One future per caller waiting for the next flush, and what it resolves to: a
+        # caller that goes away cancels its own future only.
+        self._flush_waiters: list[tuple[asyncio.Future[Any], Any]] = []
         self._wake: asyncio.Future[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._status: Literal["new", "open", "closing", "closed"] = "new"
@@ -121,7 +136,7 @@ class Engine:
         self._due_when = 0.0
         self._firing = False
         self._turn_starts = 0  # executes let through in this turn of the loop
-        self._admissions: deque[asyncio.Future[None]] = deque()
+        self._admissions: deque[tuple[asyncio.Future[Run], _Request]] = deque()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -140,6 +155,10 @@ class Engine:
             return
         was_open = self._status == "open"
         self._status = "closing"
+        while self._admissions:
+            answer, _ = self._admissions.popleft()
+            if not answer.done():
+                answer.set_exception(Unavailable("The engine is shutting down"))
         for run in list(self._runs.values()):
             run.interrupt(_INTERRUPTED)
         work = list(self._work)
@@ -185,30 +204,42 @@ class Engine:
         snapshot is persisted. Raises Invalid (bad parameters, a cycle), Conflict (run id
         taken) or Unavailable (engine not open)."""
         self._check_open()
-        requested = self.clock.now()
+        request = _Request(workflow, run_id, seed, speed, failure_rate, inputs, only_node, kind, self.clock.now())
         if self._admissions or self._turn_starts >= self.config.runs_per_turn:
-            # A burst: wait for a turn with room. The run still starts at `requested`.
-            await self._admit()
-            self._check_open()
-        else:
-            self._count_start()
-        speed = self.config.default_speed if speed is None else speed
+            # A burst: a later turn starts the run (at the instant asked for) and the flush
+            # that persists it answers, so a waiting execute wakes once.
+            answer: asyncio.Future[Run] = asyncio.get_running_loop().create_future()
+            if not self._admissions:
+                asyncio.get_running_loop().call_soon(self._release)
+            self._admissions.append((answer, request))
+            return await answer
+        if not self._turn_starts:
+            asyncio.get_running_loop().call_soon(self._new_turn)
+        self._turn_starts += 1
+        first = self._start(request)
+        await self._flush_soon()
+        return first
+
+    def _start(self, request: _Request) -> Run:
+        """Validate, build and begin one run; its first snapshot."""
+        speed = self.config.default_speed if request.speed is None else request.speed
+        failure_rate = request.failure_rate
         errors = []
-        if not (isinstance(speed, int | float) and math.isfinite(speed) and speed > 0):
+        if not (isinstance(speed, _NUMBER) and math.isfinite(speed) and speed > 0):
             errors.append(FieldError(["body", "speed"], "must be a number greater than 0"))
-        if not (isinstance(failure_rate, int | float) and 0.0 <= failure_rate <= 1.0):
+        if not (isinstance(failure_rate, _NUMBER) and 0.0 <= failure_rate <= 1.0):
             errors.append(FieldError(["body", "failureRate"], "must be between 0 and 1"))
         if errors:
             raise Invalid("Invalid execute parameters", errors)
-        plan = self._plan(workflow, only_node)
+        plan = self._plan(request.workflow, request.only_node)
+        run_id = request.run_id
         if run_id is None:
             run_id = "run_" + secrets.token_hex(8)
         elif run_id in self._runs:
             raise Conflict(f"Run {run_id!r} already exists")
-        if seed is None:
-            seed = secrets.randbelow(_SEED_LIMIT)
+        seed = secrets.randbelow(_SEED_LIMIT) if request.seed is None else request.seed
         run = RunActor(self, plan, run_id, seed=seed, speed=float(speed), failure_rate=float(failure_rate),
-                       inputs=dict(inputs or {}), kind=kind, at=requested, loop=self._loop)
+                       inputs=dict(request.inputs or {}), kind=request.kind, at=request.at, loop=self._loop)
         self._runs[run_id] = run
         self._latest[plan.workflow_id] = run_id
         first = run.first
@@ -217,37 +248,35 @@ class Engine:
             run.begin()
         except Exception as error:
             self.child_failed(run, error)
-        await self._flush_soon()
         return first
 
     # Admission: at most `runs_per_turn` executes start per turn of the loop. Ten thousand
     # executes arriving at once would otherwise build and start ten thousand runs in one
     # loop iteration (~0.1 s in which no timer fires and no request is answered).
 
-    def _count_start(self) -> None:
-        if not self._turn_starts:
-            asyncio.get_running_loop().call_soon(self._new_turn)
-        self._turn_starts += 1
-
     def _new_turn(self) -> None:
         self._turn_starts = 0
 
-    async def _admit(self) -> None:
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not self._admissions:
-            asyncio.get_running_loop().call_soon(self._release)
-        self._admissions.append(waiter)
-        await waiter
-
     def _release(self) -> None:
-        """Let the next `runs_per_turn` waiting executes go (they run on the next turn)."""
+        """Start the next `runs_per_turn` waiting runs; the next flush answers them."""
         room = self.config.runs_per_turn
         admissions = self._admissions
+        started = False
         while admissions and room:
-            waiter = admissions.popleft()
-            if not waiter.done():  # not cancelled
-                waiter.set_result(None)
-                room -= 1
+            answer, request = admissions.popleft()
+            if answer.done():  # its execute was cancelled
+                continue
+            room -= 1
+            try:
+                self._check_open()
+                first = self._start(request)
+            except Exception as error:
+                answer.set_exception(error)
+                continue
+            self._flush_waiters.append((answer, first))
+            started = True
+        if started:
+            self._kick()
         if admissions:
             asyncio.get_running_loop().call_soon(self._release)
 
@@ -409,7 +438,7 @@ class Engine:
         """A future resolved by the next flush to start (which will carry everything
         pending now); concurrent callers share that flush."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._flush_waiters.append(waiter)
+        self._flush_waiters.append((waiter, None))
         self._kick()
         return waiter
 
@@ -470,16 +499,16 @@ class Engine:
                     if not run._dirty:
                         run._dirty = True
                         self.mark_dirty(run)
-                for waiter in waiters:
+                for waiter, _ in waiters:
                     if not waiter.done():
                         waiter.set_exception(Unavailable(f"Could not persist runs: {error}"))
                 raise
             for run, upto in marks:
                 if upto > run.persisted_seq:
                     run.persisted_seq = upto
-            for waiter in waiters:
+            for waiter, answer in waiters:
                 if not waiter.done():
-                    waiter.set_result(None)
+                    waiter.set_result(answer)
             # Freeing a thousand final snapshots at once is ~10 ms: free them in slices.
             del rows, first
             while len(snapshots) > _FREE_SLICE:

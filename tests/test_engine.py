@@ -17,7 +17,7 @@ from actors.eventlog import EventLog
 from actors.sink import MemorySink
 from actors.tuning import GC_THRESHOLDS, tune_gc
 from simulation.catalogue import Fixed, LogNormal, Timing, Uniform
-from simulation.errors import Conflict, Invalid, MailboxFull, NotFound
+from simulation.errors import Conflict, Invalid, MailboxFull, NotFound, Unavailable
 from simulation.models import Connection, Event, Node, NodeData, Position, Run, Workflow, event_name
 from simulation.outputs import NodeContext
 from simulation.rng import STREAM_TIMING, Rng, first_random
@@ -591,6 +591,25 @@ async def test_a_burst_of_executes_starts_in_slices_at_the_instant_asked(clock: 
         assert run.created_at == at(0)
         assert [(e["event"], e.get("nodeId"), e["ts"]) for e in decoded(engine, run.id)] == expected
     await engine.close()
+
+
+async def test_executes_waiting_in_a_burst_fail_alone_and_end_with_the_engine(
+    clock: ManualClock, sink: MemorySink
+) -> None:
+    engine = Engine(clock, sink, config(runs_per_turn=2))
+    await engine.start()
+    calls = [engine.execute(DIAMOND, seed=i, speed=0 if i == 3 else 1.0) for i in range(6)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(results[3], Invalid)  # validated when its turn came, failed alone
+    assert all(isinstance(r, Run) for i, r in enumerate(results) if i != 3)
+    waiting = [asyncio.ensure_future(engine.execute(DIAMOND, seed=i)) for i in range(5)]
+    await asyncio.sleep(0)
+    waiting[4].cancel()
+    await engine.close()
+    outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(r, Run | Unavailable | asyncio.CancelledError) for r in outcomes)
+    assert any(isinstance(r, Unavailable) for r in outcomes)  # still waiting when it closed
+    assert len(sink.runs) == 5 + sum(isinstance(r, Run) for r in outcomes)
 
 
 async def test_timers_due_together_beyond_one_slice_all_fire_at_their_instant(
