@@ -148,13 +148,13 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
         """All inputs are here: queue, start, and plan this node's time."""
         run = self.run
         p = self.p
-        state = _QUEUE.get(self.state)
-        if state is None:
+        # queued, then running: the table decides both; nothing can look in between.
+        queued = _QUEUE.get(self.state)
+        if queued is None:
             raise IllegalTransition("queue", self.state)
-        self.state = state
-        state = _START.get(state)
+        state = _START.get(queued)
         if state is None:
-            raise IllegalTransition("start", self.state)
+            raise IllegalTransition("start", queued)
         self.state = state
         run.node_started(p.id_json)
         self.started_at = run._ts

@@ -419,7 +419,6 @@ class RunActor(Actor[RunCommand]):
         node.finished_at = self._ts
         node.inputs = None
         node.seed = 0
-        node.handler = None
         data = _T_COMPLETED % (self._ids, seq, self._tsb, p.id_json, raw)
         node.output_seq = seq
         node.output_at = len(data) - len(raw) - 1
