@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from actors.tuning import tune_gc
 from config import SettingsError, load_settings
 from server.loadtest import LoadtestError, loop_factory
 from server.loadtest import add_arguments as add_loadtest_arguments
@@ -38,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+async def _tune_gc(app: web.Application) -> None:
+    """A served process tunes the garbage collector for many concurrent runs (see
+    actors.tuning); tests keep Python's defaults."""
+    tune_gc()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "loadtest":
@@ -63,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # loop=None is aiohttp's default (a new asyncio loop); run_app closes the loop it ran.
     loop = None if factory is None else factory()
     try:
-        web.run_app(create_app(settings), host=settings.host, port=settings.port,
+        app = create_app(settings)
+        app.on_startup.append(_tune_gc)  # runs after the store and the engine have started
+        web.run_app(app, host=settings.host, port=settings.port,
                     access_log=None, print=lambda msg: logging.getLogger("flowstage").info(msg.strip()),
                     loop=loop,
                     # Cancel a handler when its client goes away: an idle SSE stream is freed
