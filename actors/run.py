@@ -200,6 +200,10 @@ class RunActor(Actor[RunCommand]):
     def on_start(self) -> None:
         """The first thing a run does, on `begin` or before its first message."""
         self.event(_RUN_STARTED, RunStarted, self.plan.version, self.seed, self.speed)
+        if not self.nodes:  # an empty workflow has nothing to wait for
+            self.state = run_transition(self.state, "complete")
+            self._end(_RUN_COMPLETED, RunCompleted)
+            return
         for index in self.plan.roots:
             self._node(index).start()
         self._arm()

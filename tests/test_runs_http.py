@@ -447,3 +447,12 @@ async def test_other_node_types_simulate_per_file(client: Client) -> None:
     output = done["nodes"]["p"]["output"]
     assert output["count"] == 2
     assert [f["sourceFileId"] for f in output["files"]] == [img["id"], img["id"]]
+
+
+async def test_a_workflow_without_nodes_completes_at_once(clocked: Client, clock: ManualClock) -> None:
+    wf_id = await create(clocked, {"name": "Empty"})
+    run = await execute(clocked, wf_id)
+    await clock.run_until_idle()
+    done = await (await clocked.get(f"/api/runs/{run['id']}")).json()
+    assert (done["state"], done["progress"], done["nodes"]) == ("completed", 1.0, {})
+    assert done["finishedAt"] == done["startedAt"]
