@@ -215,7 +215,7 @@ async def test_control_on_a_completed_run_is_a_conflict_and_unknown_is_not_found
     await clock.run_until_idle()
     for action in ("pause", "resume", "stop"):
         with pytest.raises(Conflict, match=f"Can't {action} when completed"):
-            await engine.control(run.id, action)  # type: ignore[arg-type]
+            await engine.control(run.id, action)
     with pytest.raises(NotFound):
         await engine.control("run_nope", "pause")
     with pytest.raises(Invalid):
@@ -237,7 +237,8 @@ async def test_a_flood_of_control_messages_is_refused(clock: ManualClock, sink: 
 # --- routing and failures ----------------------------------------------------------------------
 
 
-BRANCHES = {"t": "manual_trigger", "c": ("condition", {"trueProbability": 1.0}), "yes": "transform",
+NodeSpec = str | tuple[str, dict[str, Any]]
+BRANCHES: dict[str, NodeSpec] = {"t": "manual_trigger", "c": ("condition", {"trueProbability": 1.0}), "yes": "transform",
             "no": "http_request", "after_no": "send_email", "m": "merge", "o": "output"}
 BRANCH_EDGES: list[Any] = [("t", "c"), ("c", "yes", "true"), ("c", "no", "false"), ("no", "after_no"),
                            ("yes", "m"), ("after_no", "m"), ("m", "o")]

@@ -8,7 +8,7 @@ import msgspec
 from actors.clock import ManualClock
 from actors.engine import Engine, EngineConfig
 from actors.sink import MemorySink
-from simulation.catalogue import Fixed
+from simulation.catalogue import Fixed, Timing
 from simulation.models import Connection, Node, Position, Workflow
 from simulation.recovery import interrupt_stored
 
@@ -17,7 +17,7 @@ P = Position(0, 0)
 CHAIN = Workflow("wf", "chain", "", [], 3, "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:00.000Z",
                  [Node("a", "manual_trigger", P), Node("b", "http_request", P), Node("c", "output", P)],
                  [Connection("ab", "a", "b", "out", "in"), Connection("bc", "b", "c", "out", "in")])
-TIMINGS = {"manual_trigger": Fixed(ms=100), "http_request": Fixed(ms=1000), "output": Fixed(ms=10)}
+TIMINGS: dict[str, Timing] = {"manual_trigger": Fixed(ms=100), "http_request": Fixed(ms=1000), "output": Fixed(ms=10)}
 
 
 async def _crashed_mid_run() -> tuple[MemorySink, str]:
