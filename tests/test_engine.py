@@ -238,8 +238,9 @@ async def test_a_flood_of_control_messages_is_refused(clock: ManualClock, sink: 
 
 
 NodeSpec = str | tuple[str, dict[str, Any]]
-BRANCHES: dict[str, NodeSpec] = {"t": "manual_trigger", "c": ("condition", {"trueProbability": 1.0}), "yes": "transform",
-            "no": "http_request", "after_no": "send_email", "m": "merge", "o": "output"}
+BRANCHES: dict[str, NodeSpec] = {
+    "t": "manual_trigger", "c": ("condition", {"trueProbability": 1.0}), "yes": "transform",
+    "no": "http_request", "after_no": "send_email", "m": "merge", "o": "output"}
 BRANCH_EDGES: list[Any] = [("t", "c"), ("c", "yes", "true"), ("c", "no", "false"), ("no", "after_no"),
                            ("yes", "m"), ("after_no", "m"), ("m", "o")]
 
