@@ -22,6 +22,7 @@ from simulation.errors import FieldError, Invalid, NotFound
 from simulation.models import Connection, Id, Node, NodeData, Position, Workflow
 
 __all__ = [
+    "COORDINATE_LIMIT",
     "ConnectionIn",
     "DocumentIn",
     "DocumentPatch",
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 Loc = tuple[str | int, ...]
+COORDINATE_LIMIT = 1e9  # as simulation.models.Coordinate
 TypeName = Annotated[str, Meta(min_length=1, max_length=64)]
 HandleId = Annotated[str, Meta(min_length=1, max_length=64)]
 
@@ -228,6 +230,10 @@ def build_graph(
         if item.type not in CATALOGUE:
             errors.append(FieldError((*loc, "type"), f"unknown node type {item.type!r}"))
         errors.extend(check_config(item.type, item.data.config, (*loc, "data", "config")))
+        for axis, value in (("x", item.position.x), ("y", item.position.y)):
+            # Shifts (template offsets) can push a decoded, valid position out of range.
+            if not -COORDINATE_LIMIT <= value <= COORDINATE_LIMIT:
+                errors.append(FieldError((*loc, "position", axis), f"must be within ±{COORDINATE_LIMIT:g}"))
         node = Node(id=node_id, type=item.type, position=item.position, data=item.data)
         nodes.append(node)
         by_id.setdefault(node_id, node)

@@ -20,7 +20,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from simulation.catalogue import CATALOGUE, NodeType
 from simulation.errors import FieldError, Invalid
-from simulation.graph import ConnectionIn, DocumentIn, Loc, NodeIn, build_graph
+from simulation.graph import COORDINATE_LIMIT, ConnectionIn, DocumentIn, Loc, NodeIn, build_graph
 from simulation.models import (
     Connection,
     Description,
@@ -274,9 +274,21 @@ def copy_graph(
     return copied_nodes, copied_connections
 
 
+def _checked_offset(template: Template, body: ApplyTemplate) -> tuple[float, float] | None:
+    """The requested shift, refused when it would move a node out of the editor's range."""
+    if body.offset is None:
+        return None
+    dx, dy = body.offset.x, body.offset.y
+    if any(abs(n.position.x + dx) > COORDINATE_LIMIT or abs(n.position.y + dy) > COORDINATE_LIMIT
+           for n in template.nodes):
+        raise Invalid("The offset moves nodes out of the editor's range.",
+                      [FieldError(("body", "offset"), f"moves nodes beyond ±{COORDINATE_LIMIT:g}")])
+    return dx, dy
+
+
 def new_workflow(template: Template, body: ApplyTemplate, workflow_id: str, now: str) -> Workflow:
     """A new workflow holding a copy of the template (moved by `offset`, if given)."""
-    dx, dy = (0.0, 0.0) if body.offset is None else (body.offset.x, body.offset.y)
+    dx, dy = _checked_offset(template, body) or (0.0, 0.0)
     nodes, connections = copy_graph(template.nodes, template.connections, dx, dy)
     return Workflow(
         id=workflow_id, name=body.name or template.name, description=template.description,
@@ -292,10 +304,7 @@ def apply_to_workflow(workflow: Workflow, template: Template, body: ApplyTemplat
     kept_connections: list[Connection] = []
     if body.mode == "merge":
         kept_nodes, kept_connections = list(workflow.nodes), list(workflow.connections)
-    if body.offset is not None:
-        dx, dy = body.offset.x, body.offset.y
-    else:
-        dx, dy = _clear_of(kept_nodes, template.nodes)
+    dx, dy = _checked_offset(template, body) or _clear_of(kept_nodes, template.nodes)
     added_nodes, added_connections = copy_graph(
         template.nodes, template.connections, dx, dy,
         (n.id for n in kept_nodes), (c.id for c in kept_connections),

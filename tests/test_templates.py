@@ -521,3 +521,17 @@ async def test_openapi_documents_every_template_operation(client: Client) -> Non
     assert ["fromWorkflowId", "name"] in [s.get("required") for s in create_body["anyOf"]]
     import_body = body_schema("/api/templates/import")
     assert any("edges" in s["properties"] for s in import_body["anyOf"])
+
+
+async def test_an_offset_that_moves_nodes_out_of_range_is_422_and_changes_nothing(
+    client: Client,
+) -> None:
+    created = await client.post("/api/templates", json={
+        "name": "One node", "nodes": [{"id": "a", "type": "output", "position": {"x": 10, "y": 0}}]})
+    tpl = (await created.json())["id"]
+    before = (await (await client.get("/api/workflows")).json())["items"]
+    for body in ({"offset": {"x": 1e9, "y": 0}}, {"offset": {"x": 999_999_995, "y": 0}}):
+        resp = await client.post(f"/api/templates/{tpl}/apply", json=body)
+        assert resp.status == 422, body
+        assert (await resp.json())["errors"][0]["loc"] == ["body", "offset"]
+    assert (await (await client.get("/api/workflows")).json())["items"] == before
