@@ -7,6 +7,7 @@ the error middleware turns them into problem+json, so handlers never build error
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any, TypeVar
 
@@ -17,8 +18,10 @@ from simulation.errors import FieldError, Invalid
 
 __all__ = [
     "MalformedBody",
+    "content_etag",
     "decode_body",
     "etag_response",
+    "hashed_response",
     "json_response",
     "loc_from_msgspec",
     "not_modified",
@@ -109,11 +112,24 @@ def not_modified(request: web.Request, etag: str) -> bool:
     return any(t.strip() in (etag, "*", f"W/{etag}") for t in header.split(","))
 
 
-def etag_response(request: web.Request, body: bytes, etag: str) -> web.Response:
+def etag_response(
+    request: web.Request, body: bytes, etag: str, headers: dict[str, str] | None = None
+) -> web.Response:
     """An already-encoded JSON body with its strong ETag, or 304 if the client has it."""
     if not_modified(request, etag):
         return web.Response(status=304, headers={"ETag": etag})
-    return web.Response(body=body, content_type="application/json", headers={"ETag": etag})
+    return web.Response(body=body, content_type="application/json", headers={"ETag": etag, **(headers or {})})
+
+
+def content_etag(body: bytes) -> str:
+    """A strong ETag for a representation that has no version: a hash of its bytes."""
+    return f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
+
+
+def hashed_response(request: web.Request, obj: Any, headers: dict[str, str] | None = None) -> web.Response:
+    """`obj` as JSON with a content-hash ETag (304 when unchanged): for derived resources."""
+    body = _encoder.encode(obj)
+    return etag_response(request, body, content_etag(body), headers)
 
 
 def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

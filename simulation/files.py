@@ -510,7 +510,8 @@ def _open_image(fh: IO[bytes], max_pixels: int) -> ImageFile.ImageFile | None:
         if claimed is None:
             return None
         raise CorruptFile(
-            f"The file starts like a {claimed} image but cannot be decoded: {exc}"
+            # Not {exc}: Pillow's message names the server's temporary path.
+            f"The file starts like a {claimed} image but cannot be decoded ({type(exc).__name__})."
         ) from exc
     width, height = img.size
     # Also enforced here, exactly, whatever the warning filters say.

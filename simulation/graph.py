@@ -313,7 +313,8 @@ def update_node(workflow: Workflow, node_id: str, patch: NodePatch) -> Workflow:
     nodes_in = list(workflow.nodes)
     nodes_in[index] = new
     try:
-        nodes, connections = build_graph(nodes_in, workflow.connections, lambda i: ("body",))
+        nodes, connections = build_graph(
+            nodes_in, workflow.connections, lambda i: ("body",), lambda i: ("stored", i))
     except Invalid as exc:
         # A new type can orphan the node's connections; the field to blame is the type sent.
         errors = [e if e.loc[0] == "body" else FieldError(("body", "type"),

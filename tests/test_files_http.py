@@ -255,3 +255,13 @@ async def test_files_survive_restart_and_orphans_are_cleaned(
     client = await aiohttp_client(create_app(settings))
     assert await (await client.get(info["contentUrl"])).read() == data
     assert stored_files(tmp_path) == sorted([info["sha256"], f"{info['sha256']}.webp"])
+
+
+async def test_delete_honours_if_match(client: Client) -> None:
+    (info,) = (await (await upload(client, ("a.png", png_bytes(), "image/png"))).json())["items"]
+    etag = (await client.get(f"/api/files/{info['id']}")).headers["ETag"]
+    refused = await client.delete(f"/api/files/{info['id']}", headers={"If-Match": '"nope"'})
+    assert refused.status == 412
+    assert (await client.get(f"/api/files/{info['id']}")).status == 200
+    assert (await client.delete(f"/api/files/{info['id']}", headers={"If-Match": etag})).status == 204
+    assert (await client.get(f"/api/files/{info['id']}")).status == 404

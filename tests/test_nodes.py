@@ -340,3 +340,19 @@ async def test_an_input_handle_takes_several_connections(client: Client, wf: str
     doc = await stored(client, wf)
     into_o = [c for c in doc["connections"] if c["target"] == "o"]
     assert [(c["source"], c["targetHandle"]) for c in into_o] == [("h", "in"), ("h2", "in")]
+
+
+async def test_a_new_type_that_orphans_connections_blames_the_type_sent(client: Client) -> None:
+    resp = await client.post("/api/workflows", json={
+        "name": "Branch",
+        "nodes": [{"id": "c", "type": "condition", "position": {"x": 0, "y": 0}},
+                  {"id": "o", "type": "output", "position": {"x": 200, "y": 0}}],
+        "connections": [{"id": "c-o", "source": "c", "target": "o", "sourceHandle": "true"}],
+    })
+    wf = (await resp.json())["id"]
+    changed = await client.put(f"/api/workflows/{wf}/nodes/c", json={"type": "transform"})
+    assert changed.status == 422
+    errors = (await changed.json())["errors"]
+    assert [e["loc"] for e in errors] == [["body", "type"]]
+    assert "true" in errors[0]["msg"]
+    assert (await stored(client, wf))["version"] == 1

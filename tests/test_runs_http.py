@@ -456,3 +456,17 @@ async def test_a_workflow_without_nodes_completes_at_once(clocked: Client, clock
     done = await (await clocked.get(f"/api/runs/{run['id']}")).json()
     assert (done["state"], done["progress"], done["nodes"]) == ("completed", 1.0, {})
     assert done["finishedAt"] == done["startedAt"]
+
+
+async def test_status_and_dataflow_send_etags_and_304(clocked: Client, clock: ManualClock) -> None:
+    wf_id = await create(clocked, DIAMOND)
+    etags = {}
+    for path in (f"/api/workflows/{wf_id}/status", f"/api/workflows/{wf_id}/dataflow"):
+        etags[path] = (await clocked.get(path)).headers["ETag"]
+        assert (await clocked.get(path, headers={"If-None-Match": etags[path]})).status == 304
+    await execute(clocked, wf_id)
+    await clock.run_until_idle()
+    for path, etag in etags.items():  # a run happened: new representations
+        changed = await clocked.get(path, headers={"If-None-Match": etag})
+        assert changed.status == 200
+        assert changed.headers["ETag"] != etag

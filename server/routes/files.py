@@ -20,7 +20,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from server.http import etag_response, json_response, page_params
 from server.keys import NOW, SETTINGS, STORE
 from server.openapi import Param, Route
-from server.routes.workflows import LIST_PARAMS
+from server.routes.workflows import IF_MATCH, LIST_PARAMS
 from server.store import Page, new_id
 from server.store.files import StagedFile
 from simulation.errors import NotFound, PayloadTooLarge
@@ -109,7 +109,7 @@ async def get_file(request: web.Request) -> web.Response:
 
 
 async def delete_file(request: web.Request) -> web.Response:
-    await request.app[STORE].files.delete(request.match_info["id"])
+    await request.app[STORE].files.delete(request.match_info["id"], request.headers.get("If-Match"))
     return web.Response(status=204)
 
 
@@ -162,7 +162,7 @@ ROUTES = (
     Route("GET", "/api/files/{id}", get_file, "A file's metadata", "files", response=FileInfo,
           errors=(304, 404)),
     Route("DELETE", "/api/files/{id}", delete_file, "Delete a file (its bytes go with the last "
-          "file that shares them)", "files", status=204, errors=(404,)),
+          "file that shares them)", "files", status=204, headers=IF_MATCH, errors=(404, 412)),
     Route("GET", "/api/files/{id}/content", file_content, "The file's bytes, as uploaded", "files",
           response_content=_BINARY, errors=(404,)),
     Route("GET", "/api/files/{id}/thumbnail", file_thumbnail,

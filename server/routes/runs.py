@@ -3,7 +3,6 @@ dataflow. Handlers translate HTTP into engine calls; `RunService` knows live fro
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Any
 
 import msgspec
@@ -11,7 +10,7 @@ from aiohttp import web
 from msgspec import Meta
 
 from actors.engine import Action
-from server.http import decode_body, etag_response, json_response, page_params
+from server.http import content_etag, decode_body, hashed_response, json_response, page_params
 from server.keys import ENGINE, RUNS, STORE
 from server.openapi import Handler, Route
 from server.processing import files_for_run
@@ -47,12 +46,11 @@ class IdleStatus(msgspec.Struct, frozen=True):
 
 def _run_response(request: web.Request, run: Run, status: int = 200,
                   headers: dict[str, str] | None = None) -> web.Response:
-    body = _encoder.encode(run)
-    etag = f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
     if request.method == "GET":
-        return etag_response(request, body, etag)
+        return hashed_response(request, run, headers)
+    body = _encoder.encode(run)
     return web.Response(body=body, status=status, content_type="application/json",
-                        headers={"ETag": etag, **(headers or {})})
+                        headers={"ETag": content_etag(body), **(headers or {})})
 
 
 async def execute(request: web.Request) -> web.Response:
@@ -106,13 +104,11 @@ def _run_control(action: Action) -> Handler:
 
 async def workflow_status(request: web.Request) -> web.Response:
     run = await request.app[RUNS].latest(request.match_info["id"])
-    if run is None:
-        return json_response(IdleStatus())
-    return _run_response(request, run)
+    return hashed_response(request, IdleStatus() if run is None else run)
 
 
 async def workflow_dataflow(request: web.Request) -> web.Response:
-    return json_response(await request.app[RUNS].dataflow(request.match_info["id"]))
+    return hashed_response(request, await request.app[RUNS].dataflow(request.match_info["id"]))
 
 
 async def workflow_runs(request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from server.http import decode_body, etag_response, json_response, loc_from_msgspec, page_params
+from server.http import decode_body, etag_response, hashed_response, json_response, loc_from_msgspec, page_params
 from server.keys import STORE
 from server.openapi import Route
 from server.routes.workflows import IF_MATCH, IF_NONE_MATCH, LIST_PARAMS
@@ -125,8 +125,8 @@ async def export_template(request: web.Request) -> web.Response:
     repo = request.app[STORE].templates
     template = await repo.get(request.match_info["id"])
     filename = templates.export_filename(template.name)
-    return json_response(
-        templates.export_document(template, repo.now_iso()),
+    return hashed_response(
+        request, templates.export_document(template, repo.now_iso()),
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import msgspec
 
-from server.store.common import Page, decode_cursor, newest_first, page_of
+from server.store.common import Page, decode_cursor, etag_matches, newest_first, page_of
 from server.store.db import Database
-from simulation.errors import NotFound
+from simulation.errors import NotFound, PreconditionFailed
 from simulation.files import Inspection
 from simulation.models import FileInfo
 
@@ -137,22 +137,23 @@ class FileRepo:
         rows, more = await self._db.read(lambda conn: newest_first(conn, "files", limit, after, filters))
         return page_of([_decoder.decode(r) for r in rows], more)
 
-    async def delete(self, file_id: str) -> None:
-        """Delete the row; the bytes and thumbnail go with the last row that names them."""
+    async def delete(self, file_id: str, if_match: str | None = None) -> None:
+        """Delete the row; the bytes and thumbnail go with the last row that names them.
+        `if_match` is compared with the file's ETag (its content hash)."""
 
-        def remove(conn: sqlite3.Connection) -> tuple[str, int] | None:
+        def remove(conn: sqlite3.Connection) -> None:
             row = conn.execute("SELECT sha256 FROM files WHERE id = ?", (file_id,)).fetchone()
             if row is None:
-                return None
+                raise NotFound(f"No file with id {file_id!r}.")
+            sha = str(row[0])
+            if if_match is not None and not etag_matches(if_match, f'"{sha}"'):
+                raise PreconditionFailed(f"If-Match {if_match} does not match the file's ETag.")
             conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
-            (others,) = conn.execute("SELECT count(*) FROM files WHERE sha256 = ?", (row[0],)).fetchone()
-            return str(row[0]), int(others)
+            (others,) = conn.execute("SELECT count(*) FROM files WHERE sha256 = ?", (sha,)).fetchone()
+            # Here, on the database thread, so no upload of the same bytes can commit between
+            # the count and the unlink (commit() runs on this thread too).
+            if others == 0:
+                self.blob_path(sha).unlink(missing_ok=True)
+                self.thumb_path(sha).unlink(missing_ok=True)
 
-        removed = await self._db.write(remove)
-        if removed is None:
-            raise NotFound(f"No file with id {file_id!r}.")
-        sha, others = removed
-        # After the commit: a crash before this line leaves an orphan that start-up removes.
-        if others == 0:
-            self.blob_path(sha).unlink(missing_ok=True)
-            self.thumb_path(sha).unlink(missing_ok=True)
+        await self._db.write(remove)
