@@ -73,8 +73,9 @@ _SHUTDOWN_GRACE = 1.0
 class StreamGap(msgspec.Struct, frozen=True, rename="camel", tag="stream.gap", tag_field="event"):
     """Sent on `/api/events` when events the client asked for cannot be replayed.
 
-    `reason` is `evicted` (older than the hub's ring) or `unknown` (newer than anything this
-    server sent: typically an id from before a restart). Events after `lastEventId` and before
+    `reason` is `evicted` (older than the hub's ring), `unknown` (newer than anything this
+    server sent: typically an id from before a restart) or, on a workflow stream reconnecting
+    with an id, `not-resumable`. Events after `lastEventId` and before
     `resumedAt` are lost; the next event has position `resumedAt`. On a workflow stream (whose
     ids are run seqs) both positions are null."""
 
@@ -286,7 +287,12 @@ class EventHub:
         if event_log is None:
             if await self._store.runs.get(run_id) is None:
                 raise NotFound(f"No run with id {run_id!r}.")
-            sub = _Subscriber("run", request, after or 0)
+            last = await self._store.runs.last_seq(run_id)
+            # A client ahead of the store saw events a crashed process never saved; the run
+            # was ended at the next start with events numbered from the store's end. It still
+            # gets that terminal event, so its stream ends the way every run stream does.
+            cursor = last - 1 if after is not None and after > last else after or 0
+            sub = _Subscriber("run", request, cursor)
             sub.run_id = run_id
             return await self._serve(sub)
         # An id beyond the last event continues from the end (a finished run: closes at once).
@@ -304,6 +310,10 @@ class EventHub:
         sub = _Subscriber("workflow", request, self.head)
         sub.workflows = frozenset((workflow_id,))
         sub.seq_ids = True
+        if requested_event_id(request) is not None:
+            # A reconnect: this stream cannot replay (its ids are per-run seqs), so say that
+            # events may have been missed instead of resuming silently.
+            sub.pending = self._gap_frame(sub, 0, self.head + 1, "not-resumable")
         return await self._serve(sub)
 
     async def all_stream(self, request: web.Request, run_ids: Iterable[str],

@@ -470,3 +470,26 @@ async def test_status_and_dataflow_send_etags_and_304(clocked: Client, clock: Ma
         changed = await clocked.get(path, headers={"If-None-Match": etag})
         assert changed.status == 200
         assert changed.headers["ETag"] != etag
+
+
+async def test_a_client_ahead_of_the_store_after_a_crash_still_gets_the_end(
+    aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, storage="sqlite")
+    app = create_app(settings, clock=ManualClock(start=T0))
+    client = await aiohttp_client(app)
+    wf_id = await create(client, DIAMOND)
+    run = await execute(client, wf_id)
+    engine = app[ENGINE]
+    await engine.flush()
+    engine.sink = DeadSink()  # the process "dies": later events were sent but never saved
+    await client.close()
+
+    again = await aiohttp_client(create_app(settings, clock=ManualClock(start=T0 + 60)))
+    # The client had seen seq 99 (more than the store holds) before the crash.
+    resp = await again.get(f"/api/runs/{run['id']}/events", headers={"Last-Event-ID": "99"})
+    assert resp.status == 200
+    async with asyncio.timeout(5):
+        body = (await resp.read()).decode()
+    assert body.count("event: ") == 1
+    assert "event: run.failed" in body and '"code":"interrupted"' in body

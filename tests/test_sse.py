@@ -364,6 +364,10 @@ async def test_the_workflow_stream_carries_every_run_started_while_open(env: Env
     await env.execute(other)  # not this workflow's
     await env.finish()
     _, frames = await read_until(resp, lambda fs: sum(f["event"] == "run.completed" for f in fs) == 2)
+    # A reconnect (it sent an id) is told first that this stream cannot replay what it missed.
+    gap, *frames = frames
+    assert gap == {"event": "stream.gap", "data": dumps(
+        {"event": "stream.gap", "reason": "not-resumable", "lastEventId": None, "resumedAt": None})}
     by_run: dict[str, list[Frame]] = {a["id"]: [], b["id"]: []}
     for f in frames:
         data = json.loads(f["data"])
@@ -670,7 +674,7 @@ async def test_the_openapi_document_describes_the_streams_and_their_ids(env: Env
         ok = spec["paths"][path]["get"]["responses"]["200"]
         described[path] = ok["content"]["text/event-stream"]["schema"]["description"]
     assert "`id` = the run's `seq`" in described["/api/runs/{runId}/events"]
-    assert "Last-Event-ID is ignored" in described["/api/workflows/{id}/events"]
+    assert "reason not-resumable" in described["/api/workflows/{id}/events"]
     assert "global event position" in described["/api/events"]
     assert "stream.gap" in described["/api/events"]
     names = {p["name"] for p in spec["paths"]["/api/events"]["get"]["parameters"]}

@@ -66,7 +66,8 @@ ROUTES = (
               f"{_FRAME} Every event emitted while the stream is open by any run of the "
               "workflow, including later events of runs already active when it opened (earlier "
               "events are not replayed). `id` = that run's `seq`, so ids of different runs "
-              "overlap and Last-Event-ID is ignored here: resume per run with "
+              "overlap; a reconnect with Last-Event-ID first gets a stream.gap event "
+              "(reason not-resumable). Resume per run with "
               "/api/runs/{runId}/events, or use /api/events?workflowId=, whose ids are "
               "resumable. Never closes by itself.")),
     Route("GET", "/api/events", events,

@@ -106,6 +106,12 @@ class RunRepo:
                 "ORDER BY seq LIMIT ?", (run_id, seq, limit))
         ])
 
+    async def last_seq(self, run_id: str) -> int:
+        """The seq of the run's last stored event (0 if none)."""
+        row = await self._db.read(lambda conn: conn.execute(
+            "SELECT max(seq) FROM run_events WHERE run_id = ?", (run_id,)).fetchone())
+        return int(row[0] or 0)
+
     async def active(self) -> list[tuple[Run, int]]:
         """Runs stored as running or paused, each with the last seq of its event log."""
 
