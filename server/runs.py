@@ -58,16 +58,20 @@ class RunService:
         return await self.store.runs.latest_for_workflow(workflow_id)
 
     async def control(self, run_id: str, action: Action) -> Run:
-        if self.engine.snapshot(run_id) is not None:
+        if self.engine.events(run_id) is not None:  # in memory (cheaper than a snapshot)
             return await self.engine.control(run_id, action)
         stored = await self.get(run_id)  # NotFound if there is no such run
         raise Conflict(f"Can't {action} when {stored.state}.")
 
     async def control_latest(self, workflow_id: str, action: Action) -> Run:
-        latest = await self.latest(workflow_id)
-        if latest is None:
-            raise Conflict(f"Can't {action}: workflow {workflow_id!r} has never run.")
-        return await self.control(latest.id, action)
+        await self.store.workflows.get(workflow_id)  # NotFound
+        run_id = self.engine.latest_run_id(workflow_id)
+        if run_id is None:  # none in this process: the newest stored one, if any
+            stored = await self.store.runs.latest_for_workflow(workflow_id)
+            if stored is None:
+                raise Conflict(f"Can't {action}: workflow {workflow_id!r} has never run.")
+            run_id = stored.id
+        return await self.control(run_id, action)
 
     async def dataflow(self, workflow_id: str) -> Dataflow:
         latest = await self.latest(workflow_id)

@@ -39,6 +39,7 @@ __all__ = [
     "delete_node",
     "new_connection_id",
     "new_node_id",
+    "unique_tags",
     "update_node",
 ]
 
@@ -109,7 +110,8 @@ class DocumentPatch(msgspec.Struct, frozen=True, rename="camel"):
     connections: list[ConnectionIn] | UnsetType = UNSET
 
 
-def _unique(tags: list[str]) -> list[str]:
+def unique_tags(tags: list[str]) -> list[str]:
+    """Tags in the order given, each once."""
     return list(dict.fromkeys(tags))
 
 
@@ -124,7 +126,7 @@ def apply_document_patch(doc: Any, patch: DocumentPatch) -> Any:
         doc,
         name=doc.name if isinstance(patch.name, UnsetType) else patch.name,
         description=doc.description if isinstance(patch.description, UnsetType) else patch.description,
-        tags=doc.tags if isinstance(patch.tags, UnsetType) else _unique(patch.tags),
+        tags=doc.tags if isinstance(patch.tags, UnsetType) else unique_tags(patch.tags),
         nodes=nodes,
         connections=connections,
     )

@@ -20,7 +20,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from simulation.catalogue import CATALOGUE, NodeType
 from simulation.errors import FieldError, Invalid
-from simulation.graph import COORDINATE_LIMIT, ConnectionIn, DocumentIn, Loc, NodeIn, build_graph
+from simulation.graph import COORDINATE_LIMIT, ConnectionIn, DocumentIn, Loc, NodeIn, build_graph, unique_tags
 from simulation.models import (
     Connection,
     Description,
@@ -202,7 +202,7 @@ def draft_from_document(doc: DocumentIn, prefix: Loc = ("body",)) -> Draft:
         doc.nodes, doc.connections,
         lambda i: (*prefix, "nodes", i), lambda i: (*prefix, "connections", i),
     )
-    return Draft(doc.name, doc.description, _unique(doc.tags), nodes, connections)
+    return Draft(doc.name, doc.description, unique_tags(doc.tags), nodes, connections)
 
 
 def draft_from_workflow(workflow: Workflow, body: TemplateFromWorkflow) -> Draft:
@@ -211,7 +211,7 @@ def draft_from_workflow(workflow: Workflow, body: TemplateFromWorkflow) -> Draft
         name=body.name,
         description=(workflow.description if isinstance(body.description, UnsetType)
                      else body.description),
-        tags=list(workflow.tags) if isinstance(body.tags, UnsetType) else _unique(body.tags),
+        tags=list(workflow.tags) if isinstance(body.tags, UnsetType) else unique_tags(body.tags),
         nodes=list(workflow.nodes),
         connections=list(workflow.connections),
     )
@@ -232,7 +232,7 @@ def draft_from_import(doc: ImportIn) -> Draft:
                               target_handle=e.target_handle, id=e.id) for e in doc.edges],
                 lambda i: ("body", "nodes", i), lambda i: ("body", "edges", i),
             )
-            checked = Draft(doc.name, doc.description, _unique(doc.tags), nodes, connections)
+            checked = Draft(doc.name, doc.description, unique_tags(doc.tags), nodes, connections)
     nodes, connections = copy_graph(checked.nodes, checked.connections)
     return msgspec.structs.replace(checked, nodes=nodes, connections=connections)
 
@@ -365,5 +365,4 @@ def _stored(field: str) -> Callable[[int], Loc]:
     return lambda i: ("stored", field, i)
 
 
-def _unique(tags: list[str]) -> list[str]:
-    return list(dict.fromkeys(tags))
+

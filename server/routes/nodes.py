@@ -9,6 +9,7 @@ from server.http import decode_body, json_response
 from server.keys import STORE
 from server.openapi import Route
 from server.routes.workflows import IF_MATCH
+from server.store.common import etag_for
 from simulation import graph
 from simulation.graph import ConnectionIn, NodeIn, NodePatch
 from simulation.models import Connection, Node, Workflow
@@ -21,7 +22,7 @@ def _node(workflow: Workflow, node_id: str) -> Node:
 
 
 def _version_headers(workflow: Workflow) -> dict[str, str]:
-    return {"ETag": f'"{workflow.version}"'}
+    return {"ETag": etag_for(workflow.version)}
 
 
 async def add_node(request: web.Request) -> web.Response:

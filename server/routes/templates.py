@@ -15,6 +15,7 @@ from server.keys import STORE
 from server.openapi import Route
 from server.routes.workflows import IF_MATCH, IF_NONE_MATCH, LIST_PARAMS
 from server.store import Page, Store, new_id
+from server.store.common import etag_for
 from simulation import templates
 from simulation.errors import FieldError, Invalid, NotFound
 from simulation.graph import DocumentIn, DocumentPatch, apply_document_patch
@@ -53,7 +54,7 @@ def _reference(field: str) -> Iterator[None]:
 
 
 def _version_headers(doc: Template | Workflow, location: str | None = None) -> dict[str, str]:
-    headers = {"ETag": f'"{doc.version}"'}
+    headers = {"ETag": etag_for(doc.version)}
     if location is not None:
         headers["Location"] = location
     return headers

@@ -8,7 +8,8 @@ from server.http import decode_body, etag_response, json_response, page_params
 from server.keys import STORE
 from server.openapi import Param, Route
 from server.store import Page, new_id
-from simulation.graph import DocumentIn, DocumentPatch, apply_document_patch, build_graph
+from server.store.common import etag_for
+from simulation.graph import DocumentIn, DocumentPatch, apply_document_patch, build_graph, unique_tags
 from simulation.models import Workflow
 
 __all__ = ["IF_MATCH", "IF_NONE_MATCH", "LIST_PARAMS", "ROUTES"]
@@ -35,11 +36,11 @@ async def create_workflow(request: web.Request) -> web.Response:
     now = repo.now_iso()
     workflow = Workflow(
         id=new_id("wf"), name=body.name, description=body.description,
-        tags=list(dict.fromkeys(body.tags)), version=1, created_at=now, updated_at=now,
+        tags=unique_tags(body.tags), version=1, created_at=now, updated_at=now,
         nodes=nodes, connections=connections,
     )
     await repo.create(workflow)
-    headers = {"ETag": f'"{workflow.version}"', "Location": f"/api/workflows/{workflow.id}"}
+    headers = {"ETag": etag_for(workflow.version), "Location": f"/api/workflows/{workflow.id}"}
     return json_response(workflow, 201, headers)
 
 
@@ -54,7 +55,7 @@ async def update_workflow(request: web.Request) -> web.Response:
         request.match_info["id"], lambda w: apply_document_patch(w, patch),
         request.headers.get("If-Match"),
     )
-    return json_response(workflow, headers={"ETag": f'"{workflow.version}"'})
+    return json_response(workflow, headers={"ETag": etag_for(workflow.version)})
 
 
 async def delete_workflow(request: web.Request) -> web.Response:
