@@ -19,6 +19,7 @@ from simulation.errors import FieldError, Invalid
 __all__ = [
     "MalformedBody",
     "content_etag",
+    "convert_body",
     "decode_body",
     "etag_response",
     "hashed_response",
@@ -59,6 +60,21 @@ def _message_without_path(message: str) -> str:
     return _AT.sub("", message)
 
 
+def _invalid(exc: msgspec.ValidationError, prefix: tuple[str | int, ...]) -> Invalid:
+    text = str(exc)
+    message = _message_without_path(text)
+    return Invalid(message, [FieldError(loc_from_msgspec(text, prefix), message)])
+
+
+def convert_body(obj: Any, type_: type[T], prefix: tuple[str | int, ...] = ("body",)) -> T:
+    """An already-decoded JSON value read as `type_`, with errors located as decode_json's
+    (for bodies whose shape is chosen after a first look at them)."""
+    try:
+        return msgspec.convert(obj, type_)
+    except msgspec.ValidationError as exc:
+        raise _invalid(exc, prefix) from None
+
+
 def decode_json(raw: bytes, type_: type[T], prefix: tuple[str | int, ...] = ("body",)) -> T:
     decoder: msgspec.json.Decoder[T] | None = _decoders.get(type_)
     if decoder is None:
@@ -66,11 +82,7 @@ def decode_json(raw: bytes, type_: type[T], prefix: tuple[str | int, ...] = ("bo
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        raise Invalid(
-            _message_without_path(text),
-            [FieldError(loc_from_msgspec(text, prefix), _message_without_path(text))],
-        ) from None
+        raise _invalid(exc, prefix) from None
     except msgspec.DecodeError as exc:
         raise MalformedBody(f"The body is not valid JSON: {exc}") from None
     except UnicodeDecodeError:

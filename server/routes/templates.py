@@ -3,14 +3,14 @@ a workflow, export to a file and import from one."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
-from server.http import decode_body, etag_response, hashed_response, json_response, loc_from_msgspec, page_params
+from server.http import convert_body, decode_body, etag_response, hashed_response, json_response, page_params
 from server.keys import STORE
 from server.openapi import Route
 from server.routes.workflows import IF_MATCH, IF_NONE_MATCH, LIST_PARAMS
@@ -31,17 +31,6 @@ from simulation.templates import (
 __all__ = ["ROUTES"]
 
 T = TypeVar("T")
-
-
-def _convert(body: Mapping[str, Any], type_: type[T]) -> T:
-    """Read an already-decoded JSON object as `type_`, with errors located as `decode_body`'s."""
-    try:
-        return msgspec.convert(body, type_)
-    except msgspec.ValidationError as exc:
-        text = str(exc)
-        msg = text.split(" - at `$", 1)[0]
-        loc = loc_from_msgspec(text)  # an unknown field's name ends the loc
-        raise Invalid(msg, [FieldError(loc, msg)]) from None
 
 
 @contextmanager
@@ -74,7 +63,7 @@ async def list_templates(request: web.Request) -> web.Response:
 
 async def create_template(request: web.Request) -> web.Response:
     raw = await decode_body(request, dict[str, Any])
-    body = _convert(raw, templates.create_format(raw))
+    body = convert_body(raw, templates.create_format(raw))
     store = request.app[STORE]
     match body:
         case TemplateFromWorkflow():
@@ -134,7 +123,7 @@ async def export_template(request: web.Request) -> web.Response:
 
 async def import_template(request: web.Request) -> web.Response:
     raw = await decode_body(request, dict[str, Any])
-    document = _convert(raw, templates.import_format(raw))
+    document = convert_body(raw, templates.import_format(raw))
     return await _create(request.app[STORE], templates.draft_from_import(document))
 
 
