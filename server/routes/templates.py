@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -30,7 +30,6 @@ from simulation.templates import (
 
 __all__ = ["ROUTES"]
 
-T = TypeVar("T")
 
 
 @contextmanager
