@@ -14,7 +14,6 @@ import asyncio
 import io
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from _common import free_port
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,10 +33,6 @@ from simulation.files import inspect_file  # noqa: E402
 MiB = 1024 * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def peak_rss_mib(pid: int) -> float:

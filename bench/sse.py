@@ -29,7 +29,6 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,8 @@ from array import array
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from _common import free_port, pinned, wait_up
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -134,26 +135,10 @@ async def client(url: str, n: int) -> None:
 # --- the driver --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def pinned(cmd: list[str], cpu: str) -> list[str]:
-    many = (os.cpu_count() or 1) > 1
-    return ["taskset", "-c", cpu, *cmd] if shutil.which("taskset") and many else cmd
 
 
-def wait_up(url: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"server at {url} did not come up")
 
 
 def call(url: str, body: Any = None, method: str = "POST") -> Any:
