@@ -54,3 +54,11 @@ def simple_workflow() -> dict[str, Any]:
             {"id": "c2", "source": "h", "target": "o"},
         ],
     }
+
+
+@pytest.fixture
+async def wf(client: TestClient[Any, web.Application], simple_workflow: dict[str, Any]) -> str:
+    """The id of trigger `t` -> http `h` -> output `o` (connections c1, c2), at version 1."""
+    resp = await client.post("/api/workflows", json=simple_workflow)
+    assert resp.status == 201
+    return str((await resp.json())["id"])

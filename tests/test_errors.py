@@ -31,12 +31,6 @@ async def problem(resp: Any, status: int, loc: list[Any] | None = None) -> dict[
     return body
 
 
-@pytest.fixture
-async def wf(client: Client, simple_workflow: dict[str, Any]) -> str:
-    resp = await client.post("/api/workflows", json=simple_workflow)
-    assert resp.status == 201
-    return str((await resp.json())["id"])
-
 
 # --- unreadable requests ---------------------------------------------------------------------
 

@@ -22,13 +22,6 @@ async def problem(resp: Any, status: int, loc: list[Any] | None = None) -> dict[
     return body
 
 
-@pytest.fixture
-async def wf(client: Client, simple_workflow: dict[str, Any]) -> str:
-    """The id of trigger `t` -> http `h` -> output `o` (connections c1, c2), at version 1."""
-    resp = await client.post("/api/workflows", json=simple_workflow)
-    assert resp.status == 201
-    return str((await resp.json())["id"])
-
 
 async def stored(client: Client, wf: str) -> dict[str, Any]:
     resp = await client.get(f"/api/workflows/{wf}")
