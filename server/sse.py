@@ -138,7 +138,7 @@ class _RunFeed:
 
 
 class _Subscriber:
-    __slots__ = ("closed", "cursor", "feed", "future", "kind", "live", "pending", "request",
+    __slots__ = ("closed", "cursor", "feed", "future", "in_flight", "kind", "live", "pending", "request",
                  "response", "run_id", "runs", "seq_ids", "workflows", "writing_since")
 
     def __init__(self, kind: StreamKind, request: web.Request, cursor: int) -> None:
@@ -150,6 +150,9 @@ class _Subscriber:
         self.closed = False
         self.live = False  # has caught up with the head once (lag counts from then on)
         self.writing_since = 0.0  # loop time a write started; 0 when not writing
+        # Events in the write under way. The cursor moves past them when they are collected,
+        # before the client has them: a write stuck with a thousand events is that far behind.
+        self.in_flight = 0
         self.pending = b""  # a frame to send before anything else (a gap notice)
         self.feed: _RunFeed | None = None  # run streams of runs in memory
         self.run_id: str | None = None  # run streams
@@ -399,6 +402,7 @@ class EventHub:
     async def _write(self, sub: _Subscriber, chunk: bytes, count: int) -> bool:
         assert self._loop is not None and sub.response is not None
         sub.writing_since = self._loop.time()
+        sub.in_flight = count
         try:
             await sub.response.write(chunk)
         except ConnectionError:  # the client went away, or was cut off mid-write
@@ -406,6 +410,7 @@ class EventHub:
             return False
         finally:
             sub.writing_since = 0.0
+            sub.in_flight = 0
         # Counted here, added to the Prometheus counter by the sweep and when a stream ends:
         # its lock, once per write per subscriber, showed in profiles of 1,000 subscribers.
         self._unreported[sub.kind] += count
@@ -540,11 +545,13 @@ class EventHub:
         self._close(sub)
 
     def _lag(self, sub: _Subscriber) -> int:
+        """Events the client has not received: those not yet collected, and those collected
+        into a write that has not completed."""
         if sub.feed is not None:
-            return sub.feed.log.last_seq - sub.cursor
+            return sub.feed.log.last_seq - sub.cursor + sub.in_flight
         if sub.run_id is not None:
             return 0
-        return self.head - sub.cursor
+        return self.head - sub.cursor + sub.in_flight
 
     def _report(self) -> None:
         for kind, count in self._unreported.items():

@@ -29,6 +29,7 @@ from actors.eventlog import EventLog
 from server.app import create_app
 from server.keys import ENGINE, SSE
 from server.metrics import METRICS
+from server.sse import EventHub
 
 Client = TestClient[Any, web.Application]
 Frame = dict[str, str]
@@ -505,6 +506,52 @@ async def test_too_many_filters_is_a_422(env: Env) -> None:
 # --- slow consumers, many consumers, pings, metrics, shutdown ----------------------------
 
 
+class Stalled:
+    """A client that sends one GET and never reads: its receive window is tiny, and the
+    server's send buffer for it is kept small, so a few hundred KB fill both."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        app.on_response_prepare.append(self._small_send_buffer)
+
+    async def _small_send_buffer(self, request: web.Request, response: web.StreamResponse) -> None:
+        # Loopback send buffers grow to megabytes unless set.
+        transport = request.transport
+        if transport is not None and transport.get_extra_info("peername") == self.sock.getsockname():
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+
+    async def get(self, env: Env, url: str) -> None:
+        loop = asyncio.get_running_loop()
+        server = env.client.server
+        await loop.sock_connect(self.sock, (server.host, server.port))
+        await loop.sock_sendall(self.sock, f"GET {url} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+
+
+async def stalled_env(aiohttp_client: Any, tmp_path: Path, **settings: Any) -> tuple[Env, Stalled]:
+    clock = ManualClock(start=START)
+    app = create_app(make_settings(tmp_path, **settings), clock=clock)
+    stalled = Stalled(app)
+    return Env(await aiohttp_client(app), clock), stalled
+
+
+async def until_all_live(hub: EventHub, count: int) -> None:
+    """Every subscriber connected and caught up (waiting for events), so that what comes next
+    is counted as lag: a subscriber that has never caught up is only subject to the write
+    timeout."""
+    async with asyncio.timeout(2):
+        while hub.subscriber_count() < count or any(sub.future is None for sub in hub._subs):
+            await asyncio.sleep(0.01)
+
+
+async def until_cut_off(hub: EventHub, timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while hub.cut_off < 1:
+            await asyncio.sleep(0.01)
+
+
 @pytest.mark.parametrize(("path", "settings", "why"), [
     ("/api/runs/{run}/events", {"sse_write_timeout_seconds": 0.2}, "no write progress"),
     ("/api/events?lastEventId=0", {"sse_buffer_events": 20, "sse_write_timeout_seconds": 30}, "events behind"),
@@ -513,38 +560,14 @@ async def test_a_stalled_subscriber_is_cut_off_and_slows_nobody(
         aiohttp_client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture,
         path: str, settings: dict[str, Any], why: str) -> None:
     caplog.set_level(logging.INFO, logger="flowstage.sse")
-    clock = ManualClock(start=START)
-    app = create_app(make_settings(tmp_path, **settings), clock=clock)
-
-    stalled = socket.socket()
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window; never read
-    stalled.bind(("127.0.0.1", 0))
-
-    async def small_send_buffer(request: web.Request, response: web.StreamResponse) -> None:
-        # Loopback send buffers grow to megabytes; keep the stalled client's small, so that
-        # a few hundred KB fill it.
-        transport = request.transport
-        if transport is not None and transport.get_extra_info("peername") == stalled.getsockname():
-            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
-
-    app.on_response_prepare.append(small_send_buffer)
-    env = Env(await aiohttp_client(app), clock)
+    env, stalled = await stalled_env(aiohttp_client, tmp_path, **settings)
     hub = env.app[SSE]
     big = await env.workflow(two_nodes({"blob": "x" * 300_000}))
     run = await env.execute(big)
     url = path.format(run=run["id"])
-
-    stalled.setblocking(False)
-    loop = asyncio.get_running_loop()
-    server = env.client.server
-    await loop.sock_connect(stalled, (server.host, server.port))
-    await loop.sock_sendall(stalled, f"GET {url} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    await stalled.get(env, url)
     reader = await env.client.get(url)
-    async with asyncio.timeout(2):
-        # Both connected and caught up (idle, waiting for events): the stalled one must be
-        # live before the big event arrives, or only the write timeout would apply to it.
-        while hub.subscriber_count() < 2 or any(sub.future is None for sub in hub._subs):
-            await asyncio.sleep(0.01)
+    await until_all_live(hub, 2)
 
     await env.finish()  # the engine never waits for subscribers
     status = env.app[ENGINE].snapshot(run["id"])
@@ -560,18 +583,42 @@ async def test_a_stalled_subscriber_is_cut_off_and_slows_nobody(
                 d for _, _, d in env.log(r["id"])]
     else:
         assert await read_all(reader) == env.expected(run["id"])  # the reader got everything
-    async with asyncio.timeout(3):  # and the stalled one was cut off
-        while hub.cut_off < 1:
-            await asyncio.sleep(0.02)
+    # The sweep runs every second at most: the stalled one is cut off within one or two.
+    await until_cut_off(hub, 3)
     assert hub.cut_off == 1
     assert why in caplog.text
-    stalled.close()
+    stalled.sock.close()
     reader.close()
     async with asyncio.timeout(3):
         while hub.subscriber_count():
             await asyncio.sleep(0.02)
     kind = "run" if path.startswith("/api/runs") else "all"
     assert env.app[METRICS].sse_subscribers.labels(kind)._value.get() == 0
+
+
+async def test_events_stuck_in_a_write_count_as_behind(
+        aiohttp_client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The flaky failure of the test above: every event reached the hub before its one flush,
+    so the stalled subscriber collected all of them into one write and got stuck there. Its
+    cursor had moved past them, its lag read 0, and only the write timeout could cut it off.
+
+    Here that order is forced: the flush comes a second after the first event, long after the
+    last. The write timeout (30 s) cannot be what cuts it off within the 3 s allowed."""
+    caplog.set_level(logging.INFO, logger="flowstage.sse")
+    env, stalled = await stalled_env(aiohttp_client, tmp_path, sse_buffer_events=20,
+                                     sse_write_timeout_seconds=30, sse_batch_ms=1000)
+    hub = env.app[SSE]
+    big = await env.workflow(two_nodes({"blob": "x" * 300_000}))
+    small = await env.workflow(two_nodes())
+    await stalled.get(env, "/api/events")
+    await until_all_live(hub, 1)
+    for workflow in (big, small, small, small):  # 4 runs of 9 events, more than 20 in all
+        await env.execute(workflow)
+        await env.finish()
+    assert hub.head == 36
+    await until_cut_off(hub, 3)
+    assert "stream cut off (more than 20 events behind)" in caplog.text
+    stalled.sock.close()
 
 
 async def test_five_hundred_subscribers_get_identical_streams(env: Env) -> None:
