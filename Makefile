@@ -27,15 +27,21 @@ install-test: $(VENV)/.installed-test
 install-dev: $(VENV)/.installed-dev
 
 run: install
-	$(PY) -m server serve --host 127.0.0.1 --port 8080 --data-dir ./data
+	$(VENV)/bin/flowstage serve --host 127.0.0.1 --port 8080 --data-dir ./data
 
 test: install-test
 	$(PY) -m pytest -q
 
-# ruff and mypy settings, and the paths mypy checks, are in pyproject.toml.
+# ruff and mypy settings are in pyproject.toml. mypy cannot follow setuptools' editable-install
+# hook (the package-dir mapping has no folder named flowstage holding the subpackages), so it
+# checks a tree of symlinks laid out as the wheel installs the packages, rebuilt every time.
+TYPECHECK := $(VENV)/typecheck
 lint: install-dev
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/flowstage
+	ln -s $(CURDIR)/flowstage/*.py $(TYPECHECK)/flowstage/
+	for package in server actors simulation config; do ln -s $(CURDIR)/$$package $(TYPECHECK)/flowstage/; done
+	$(VENV)/bin/mypy $(TYPECHECK)/flowstage tests bench
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache .mypy_cache

@@ -3,13 +3,13 @@
 It knows nothing of HTTP; the server calls the engine and reads snapshots and event logs.
 """
 
-from actors.actor import Actor, ActorStopped, Directive, Envelope, Supervisor
-from actors.clock import Clock, ManualClock, SystemClock, TimerHandle
-from actors.engine import Engine, EngineConfig, EventListener
-from actors.eventlog import EventLog, EventRow
-from actors.handlers import Handler, HandlerRegistry
-from actors.run import GetSnapshot, Pause, Resume, RunActor, RunCommand, Stop
-from actors.sink import MemorySink, RunSink
+from flowstage.actors.actor import Actor, ActorStopped, Directive, Envelope, Supervisor
+from flowstage.actors.clock import Clock, ManualClock, SystemClock, TimerHandle
+from flowstage.actors.engine import Engine, EngineConfig, EventListener
+from flowstage.actors.eventlog import EventLog, EventRow
+from flowstage.actors.handlers import Handler, HandlerRegistry
+from flowstage.actors.run import GetSnapshot, Pause, Resume, RunActor, RunCommand, Stop
+from flowstage.actors.sink import MemorySink, RunSink
 
 __all__ = [
     "Actor",

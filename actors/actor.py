@@ -18,7 +18,7 @@ import logging
 from collections import deque
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from simulation.errors import Conflict, FlowstageError, MailboxFull
+from flowstage.simulation.errors import Conflict, FlowstageError, MailboxFull
 
 __all__ = ["Actor", "ActorStopped", "Directive", "Envelope", "Supervisor"]
 

@@ -32,18 +32,17 @@ from heapq import heappop, heappush
 from typing import Any, Literal, NamedTuple
 
 import msgspec
-
-from actors.actor import Actor, Directive
-from actors.clock import Clock, TimerHandle
-from actors.eventlog import EventLog, EventRows
-from actors.handlers import HandlerRegistry
-from actors.node import NodeActor
-from actors.run import GetSnapshot, Pause, Resume, RunActor, RunCommand, Stop
-from actors.sink import RunSink
-from simulation.catalogue import Timing
-from simulation.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
-from simulation.models import EdgeFlow, ErrorInfo, Run, Workflow
-from simulation.plan import Plan, compile_plan, edge_flows
+from flowstage.actors.actor import Actor, Directive
+from flowstage.actors.clock import Clock, TimerHandle
+from flowstage.actors.eventlog import EventLog, EventRows
+from flowstage.actors.handlers import HandlerRegistry
+from flowstage.actors.node import NodeActor
+from flowstage.actors.run import GetSnapshot, Pause, Resume, RunActor, RunCommand, Stop
+from flowstage.actors.sink import RunSink
+from flowstage.simulation.catalogue import Timing
+from flowstage.simulation.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
+from flowstage.simulation.models import EdgeFlow, ErrorInfo, Run, Workflow
+from flowstage.simulation.plan import Plan, compile_plan, edge_flows
 
 __all__ = ["Engine", "EngineConfig", "EventListener"]
 

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Final
 
-from simulation.models import EVENT_TYPES
+from flowstage.simulation.models import EVENT_TYPES
 
 __all__ = ["EVENT_CODES", "EVENT_NAMES", "EventLog", "EventRow", "EventRows", "event_name_of"]
 

@@ -20,7 +20,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from simulation.outputs import GENERATORS, NodeContext
+from flowstage.simulation.outputs import GENERATORS, NodeContext
 
 __all__ = ["Handler", "HandlerRegistry"]
 

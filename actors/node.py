@@ -19,14 +19,13 @@ from heapq import heappush
 from typing import Any
 
 import msgspec
-
-from actors.eventlog import EVENT_CODES
-from simulation.models import ErrorInfo, NodeStopped
-from simulation.outputs import NodeContext, failure_message
-from simulation.plan import PlanNode
-from simulation.rng import STREAM_FAILURE, Rng
-from simulation.states import NODE_TABLE, IllegalTransition, node_transition
-from simulation.timing import draw_ms, progress_step
+from flowstage.actors.eventlog import EVENT_CODES
+from flowstage.simulation.models import ErrorInfo, NodeStopped
+from flowstage.simulation.outputs import NodeContext, failure_message
+from flowstage.simulation.plan import PlanNode
+from flowstage.simulation.rng import STREAM_FAILURE, Rng
+from flowstage.simulation.states import NODE_TABLE, IllegalTransition, node_transition
+from flowstage.simulation.timing import draw_ms, progress_step
 
 __all__ = ["FREEZE", "NOTHING", "THAW", "TICK", "WORK_DONE", "Freeze", "Halt", "NodeActor", "NodeCommand", "Thaw",
            "Tick", "WorkDone"]

@@ -32,11 +32,10 @@ from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
-
-from actors.actor import Actor
-from actors.eventlog import EVENT_CODES, EVENT_NAMES, EventLog
-from actors.node import FREEZE, NOTHING, THAW, WORK_DONE, Halt, NodeActor
-from simulation.models import (
+from flowstage.actors.actor import Actor
+from flowstage.actors.eventlog import EVENT_CODES, EVENT_NAMES, EventLog
+from flowstage.actors.node import FREEZE, NOTHING, THAW, WORK_DONE, Halt, NodeActor
+from flowstage.simulation.models import (
     ErrorInfo,
     NodeFailed,
     NodeRun,
@@ -49,17 +48,17 @@ from simulation.models import (
     RunStarted,
     RunStopped,
 )
-from simulation.outputs import count_items
-from simulation.plan import Plan, PlanNode
-from simulation.rng import mix64, run_key
-from simulation.states import NODE_SETTLED, NODE_TABLE, IllegalTransition, node_transition, run_transition
+from flowstage.simulation.outputs import count_items
+from flowstage.simulation.plan import Plan, PlanNode
+from flowstage.simulation.rng import mix64, run_key
+from flowstage.simulation.states import NODE_SETTLED, NODE_TABLE, IllegalTransition, node_transition, run_transition
 
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable, Coroutine, Mapping
 
-    from actors.engine import Engine
-    from actors.handlers import Handler
+    from flowstage.actors.engine import Engine
+    from flowstage.actors.handlers import Handler
 
 __all__ = ["GetSnapshot", "Pause", "Resume", "RunActor", "RunCommand", "Stop", "iso"]
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Protocol
 
 import msgspec
-
-from actors.eventlog import EventRows
-from simulation.models import Run
+from flowstage.actors.eventlog import EventRows
+from flowstage.simulation.models import Run
 
 __all__ = ["MemorySink", "RunSink"]
 

@@ -74,7 +74,7 @@ def main() -> None:
     env = {**os.environ, "FLOWSTAGE_RATE_LIMIT_PER_SECOND": "0", "FLOWSTAGE_SEED_DEMO_DATA": "false",
            "FLOWSTAGE_LOG_LEVEL": "warning"}
     fs_port, bare_port = free_port(), free_port()
-    procs = [subprocess.Popen(pinned([PY, "-m", "server", "serve", "--port", str(fs_port),
+    procs = [subprocess.Popen(pinned([PY, "-m", "flowstage", "serve", "--port", str(fs_port),
                                        "--data-dir", str(tmp / "data")], "0"), cwd=ROOT, env=env)]
     try:
         wait_up(f"http://127.0.0.1:{fs_port}/api/health")

@@ -56,7 +56,7 @@ def _rss() -> int:
 
 
 def _workflow() -> Any:
-    from simulation.models import Connection, Node, Position, Workflow
+    from flowstage.simulation.models import Connection, Node, Position, Workflow
 
     pos = Position(0, 0)
     nodes = [Node(f"n{i}", t, pos) for i, t in enumerate(CHAIN)]
@@ -67,9 +67,9 @@ def _workflow() -> Any:
 
 def _durations(n: int, zero: bool) -> list[list[float]]:
     """Per run, per node, seconds: what the engine draws for seed i (pure functions)."""
-    from simulation.catalogue import Uniform
-    from simulation.rng import STREAM_TIMING, Rng, node_seed
-    from simulation.timing import duration_ms
+    from flowstage.simulation.catalogue import Uniform
+    from flowstage.simulation.rng import STREAM_TIMING, Rng, node_seed
+    from flowstage.simulation.timing import duration_ms
 
     if zero:
         return [[0.0] * len(CHAIN) for _ in range(n)]
@@ -130,10 +130,10 @@ async def _measure(n: int, submit: Callable[[int], Awaitable[Any]], done: asynci
 
 
 async def _flowstage(n: int, zero: bool) -> dict[str, Any]:
-    from actors.clock import SystemClock
-    from actors.engine import Engine, EngineConfig
-    from actors.sink import MemorySink
-    from simulation.catalogue import Fixed, Uniform
+    from flowstage.actors.clock import SystemClock
+    from flowstage.actors.engine import Engine, EngineConfig
+    from flowstage.actors.sink import MemorySink
+    from flowstage.simulation.catalogue import Fixed, Uniform
 
     timing = Fixed(ms=0) if zero else Uniform(min_ms=50, max_ms=200)
     config = EngineConfig(timings=dict.fromkeys(CHAIN, timing), retain_finished=0, flush_interval=FLUSH_INTERVAL)
@@ -241,7 +241,7 @@ def _child(kind: str, n: int, zero: bool, gc_setting: str) -> None:
     import gc
 
     if gc_setting == "tuned":
-        from actors.tuning import tune_gc
+        from flowstage.actors.tuning import tune_gc
 
         tune_gc()
     else:

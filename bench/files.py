@@ -28,7 +28,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from simulation.files import inspect_file  # noqa: E402
+from flowstage.simulation.files import inspect_file  # noqa: E402
 
 MiB = 1024 * 1024
 
@@ -95,7 +95,7 @@ def main() -> None:
     limit = 64 * MiB
     env = {**os.environ, "FLOWSTAGE_RATE_LIMIT_PER_SECOND": "0", "FLOWSTAGE_SEED_DEMO_DATA": "false",
            "FLOWSTAGE_LOG_LEVEL": "warning", "FLOWSTAGE_MAX_UPLOAD_BYTES": str(limit)}
-    fs = subprocess.Popen([sys.executable, "-m", "server", "serve", "--port", str(fs_port),
+    fs = subprocess.Popen([sys.executable, "-m", "flowstage", "serve", "--port", str(fs_port),
                            "--data-dir", str(tmp / "data")], cwd=ROOT, env=env)
     bare = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_bare_upload.py"), str(bare_port),
                              str(tmp / "bare")])

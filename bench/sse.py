@@ -171,7 +171,7 @@ class Flowstage:
         env = {**os.environ, "FLOWSTAGE_RATE_LIMIT_PER_SECOND": "0",
                "FLOWSTAGE_SEED_DEMO_DATA": "false", "FLOWSTAGE_LOG_LEVEL": "warning"}
         self.proc = subprocess.Popen(
-            pinned([PY, "-m", "server", "serve", "--port", str(port), "--storage", "memory",
+            pinned([PY, "-m", "flowstage", "serve", "--port", str(port), "--storage", "memory",
                     "--data-dir", data_dir, "--loop", loop], "0"), cwd=ROOT, env=env)
         wait_up(f"{self.base}/api/health")
         self.workflow = call(f"{self.base}/api/workflows", chain_workflow())["id"]

@@ -10,21 +10,20 @@ import aiohttp_cors
 import msgspec
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
-
-from actors.clock import Clock, SystemClock
-from actors.engine import Engine, EngineConfig
-from config import Settings
-from server.demo import seed_demo_data
-from server.keys import CLOCK, ENGINE, LIFETIME, NOW, RUNS, SETTINGS, SSE, STORE, Lifetime
-from server.metrics import METRICS, Metrics, lag_watcher, metrics_middleware
-from server.middlewares import TokenBuckets, problem_middleware, rate_limit_middleware
-from server.openapi import build_openapi
-from server.processing import register_file_handlers
-from server.routes import ALL_ROUTES
-from server.routes.meta import OPENAPI, VERSION
-from server.runs import RunService, recover_interrupted
-from server.sse import EventHub
-from server.store import Store
+from flowstage.actors.clock import Clock, SystemClock
+from flowstage.actors.engine import Engine, EngineConfig
+from flowstage.config import Settings
+from flowstage.server.demo import seed_demo_data
+from flowstage.server.keys import CLOCK, ENGINE, LIFETIME, NOW, RUNS, SETTINGS, SSE, STORE, Lifetime
+from flowstage.server.metrics import METRICS, Metrics, lag_watcher, metrics_middleware
+from flowstage.server.middlewares import TokenBuckets, problem_middleware, rate_limit_middleware
+from flowstage.server.openapi import build_openapi
+from flowstage.server.processing import register_file_handlers
+from flowstage.server.routes import ALL_ROUTES
+from flowstage.server.routes.meta import OPENAPI, VERSION
+from flowstage.server.runs import RunService, recover_interrupted
+from flowstage.server.sse import EventHub
+from flowstage.server.store import Store
 
 __all__ = ["create_app"]
 

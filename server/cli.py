@@ -10,13 +10,12 @@ import sys
 from collections.abc import Sequence
 
 from aiohttp import web
-
-from actors.tuning import tune_gc
-from config import SettingsError, load_settings
-from server.loadtest import LoadtestError, loop_factory
-from server.loadtest import add_arguments as add_loadtest_arguments
-from server.loadtest import command as loadtest_command
-from server.store.db import SchemaTooNew
+from flowstage.actors.tuning import tune_gc
+from flowstage.config import SettingsError, load_settings
+from flowstage.server.loadtest import LoadtestError, loop_factory
+from flowstage.server.loadtest import add_arguments as add_loadtest_arguments
+from flowstage.server.loadtest import command as loadtest_command
+from flowstage.server.store.db import SchemaTooNew
 
 __all__ = ["main"]
 
@@ -65,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from server.app import create_app  # after logging is set up
+    from flowstage.server.app import create_app  # after logging is set up
 
     # loop=None is aiohttp's default (a new asyncio loop); run_app closes the loop it ran.
     loop = None if factory is None else factory()

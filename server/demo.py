@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 
-from server.store import Store, new_id
-from simulation.demo import demo_workflows
-from simulation.gallery import gallery_templates
-from simulation.graph import build_graph
-from simulation.models import Workflow
-from simulation.templates import draft_from_document, new_template
+from flowstage.server.store import Store, new_id
+from flowstage.simulation.demo import demo_workflows
+from flowstage.simulation.gallery import gallery_templates
+from flowstage.simulation.graph import build_graph
+from flowstage.simulation.models import Workflow
+from flowstage.simulation.templates import draft_from_document, new_template
 
 __all__ = ["seed_demo_data"]
 

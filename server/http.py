@@ -13,8 +13,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
-
-from simulation.errors import FieldError, Invalid
+from flowstage.simulation.errors import FieldError, Invalid
 
 __all__ = [
     "MalformedBody",

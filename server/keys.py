@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Protocol
 
 from aiohttp import web
-
-from actors.clock import Clock
-from actors.engine import Engine
-from config import Settings
-from server.runs import RunService
-from server.sse import EventHub
-from server.store import Store
+from flowstage.actors.clock import Clock
+from flowstage.actors.engine import Engine
+from flowstage.config import Settings
+from flowstage.server.runs import RunService
+from flowstage.server.sse import EventHub
+from flowstage.server.store import Store
 
 __all__ = ["CLOCK", "ENGINE", "LIFETIME", "NOW", "RUNS", "SETTINGS", "SSE", "STORE", "Lifetime"]
 

@@ -12,10 +12,9 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-
-from server.http import MalformedBody
-from simulation.errors import FlowstageError, Invalid, Throttled
-from simulation.models import Problem, ProblemError
+from flowstage.server.http import MalformedBody
+from flowstage.simulation.errors import FlowstageError, Invalid, Throttled
+from flowstage.simulation.models import Problem, ProblemError
 
 __all__ = ["TokenBuckets", "problem_middleware", "problem_response", "rate_limit_middleware"]
 

@@ -14,8 +14,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
-
-from simulation.models import Problem
+from flowstage.simulation.models import Problem
 
 __all__ = ["Param", "Route", "build_openapi"]
 

@@ -15,14 +15,14 @@ from collections.abc import Callable
 from pathlib import Path, PurePath
 from typing import Any
 
-from actors.engine import Engine
-from server.store import Store, new_id
-from simulation.catalogue import CATALOGUE
-from simulation.errors import FieldError, Invalid
-from simulation.files import convert_image, inspect_file, resize_image, thumbnail_image
-from simulation.models import FileInfo
-from simulation.outputs import GENERATORS, NodeContext
-from simulation.timefmt import iso_ms
+from flowstage.actors.engine import Engine
+from flowstage.server.store import Store, new_id
+from flowstage.simulation.catalogue import CATALOGUE
+from flowstage.simulation.errors import FieldError, Invalid
+from flowstage.simulation.files import convert_image, inspect_file, resize_image, thumbnail_image
+from flowstage.simulation.models import FileInfo
+from flowstage.simulation.outputs import GENERATORS, NodeContext
+from flowstage.simulation.timefmt import iso_ms
 
 __all__ = ["IMAGE_TYPES", "files_for_run", "register_file_handlers"]
 

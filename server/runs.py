@@ -5,13 +5,12 @@ has it in memory) or finished and stored, so handlers stay thin.
 from __future__ import annotations
 
 import msgspec
-
-from actors.engine import Action, Engine
-from server.store import Store
-from simulation.errors import Conflict, NotFound
-from simulation.models import EdgeFlow, Run
-from simulation.plan import compile_plan, edge_flows
-from simulation.recovery import interrupt_stored
+from flowstage.actors.engine import Action, Engine
+from flowstage.server.store import Store
+from flowstage.simulation.errors import Conflict, NotFound
+from flowstage.simulation.models import EdgeFlow, Run
+from flowstage.simulation.plan import compile_plan, edge_flows
+from flowstage.simulation.recovery import interrupt_stored
 
 __all__ = ["Dataflow", "RunService", "recover_interrupted"]
 

@@ -38,15 +38,14 @@ import msgspec
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp_sse import EventSourceResponse
-
-from actors.eventlog import EVENT_NAMES, EventLog
-from simulation.errors import NotFound, Unavailable
+from flowstage.actors.eventlog import EVENT_NAMES, EventLog
+from flowstage.simulation.errors import NotFound, Unavailable
 
 if TYPE_CHECKING:  # server.metrics and server.keys import this module's neighbours
-    from actors.engine import Engine
-    from config import Settings
-    from server.metrics import Metrics
-    from server.store import Store
+    from flowstage.actors.engine import Engine
+    from flowstage.config import Settings
+    from flowstage.server.metrics import Metrics
+    from flowstage.server.store import Store
 
 __all__ = ["EventHub", "StreamGap", "StreamKind", "frame", "parse_event_id", "requested_event_id"]
 

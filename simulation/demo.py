@@ -11,8 +11,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from simulation.graph import ConnectionIn, DocumentIn, NodeIn
-from simulation.models import NodeData, Position
+from flowstage.simulation.graph import ConnectionIn, DocumentIn, NodeIn
+from flowstage.simulation.models import NodeData, Position
 
 __all__ = ["Blueprint", "demo_workflows", "document", "layout"]
 

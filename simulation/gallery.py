@@ -8,8 +8,8 @@ reads the same on every server.
 
 from __future__ import annotations
 
-from simulation.demo import Blueprint, document
-from simulation.graph import DocumentIn
+from flowstage.simulation.demo import Blueprint, document
+from flowstage.simulation.graph import DocumentIn
 
 __all__ = ["GALLERY_TAG", "gallery_templates"]
 

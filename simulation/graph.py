@@ -15,11 +15,10 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import msgspec
+from flowstage.simulation.catalogue import CATALOGUE
+from flowstage.simulation.errors import FieldError, Invalid, NotFound
+from flowstage.simulation.models import Connection, Id, Node, NodeData, Position, Workflow
 from msgspec import UNSET, Meta, UnsetType
-
-from simulation.catalogue import CATALOGUE
-from simulation.errors import FieldError, Invalid, NotFound
-from simulation.models import Connection, Id, Node, NodeData, Position, Workflow
 
 __all__ = [
     "COORDINATE_LIMIT",

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from simulation.rng import STREAM_BRANCH, STREAM_OUTPUT, Rng
+from flowstage.simulation.rng import STREAM_BRANCH, STREAM_OUTPUT, Rng
 
 __all__ = ["GENERATORS", "Generator", "NodeContext", "count_items", "failure_message", "items_of"]
 
@@ -92,7 +92,7 @@ def _webhook_trigger(ctx: NodeContext) -> Any:
 
 
 def _schedule_trigger(ctx: NodeContext) -> Any:
-    from simulation.timefmt import iso_ms  # local: only this trigger needs a clock reading
+    from flowstage.simulation.timefmt import iso_ms  # local: only this trigger needs a clock reading
 
     # The one time-dependent output: a schedule fires "now" unless the inputs say when.
     when = ctx.run_inputs.get("scheduledAt") or iso_ms(ctx.now)

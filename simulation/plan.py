@@ -13,12 +13,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
-
-from simulation.catalogue import CATALOGUE, NodeType, Timing
-from simulation.errors import FieldError, Invalid
-from simulation.models import EdgeFlow, NodeRun, Run, Workflow
-from simulation.outputs import count_items
-from simulation.rng import text_key
+from flowstage.simulation.catalogue import CATALOGUE, NodeType, Timing
+from flowstage.simulation.errors import FieldError, Invalid
+from flowstage.simulation.models import EdgeFlow, NodeRun, Run, Workflow
+from flowstage.simulation.outputs import count_items
+from flowstage.simulation.rng import text_key
 
 __all__ = ["Plan", "PlanEdge", "PlanNode", "compile_plan", "edge_flows", "find_cycle"]
 

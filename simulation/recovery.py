@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-
-from simulation.models import (
+from flowstage.simulation.models import (
     ErrorInfo,
     Event,
     NodeCompleted,
@@ -32,7 +31,7 @@ from simulation.models import (
     RunPaused,
     RunResumed,
 )
-from simulation.timefmt import iso_ms
+from flowstage.simulation.timefmt import iso_ms
 
 __all__ = ["INTERRUPTED_MESSAGE", "interrupt_stored"]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final, Literal
 
-from simulation.errors import Conflict
-from simulation.models import NodeState, RunState
+from flowstage.simulation.errors import Conflict
+from flowstage.simulation.models import NodeState, RunState
 
 __all__ = [
     "NODE_SETTLED",

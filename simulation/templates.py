@@ -16,12 +16,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import UNSET, Meta, UnsetType
-
-from simulation.catalogue import CATALOGUE, NodeType
-from simulation.errors import FieldError, Invalid
-from simulation.graph import COORDINATE_LIMIT, ConnectionIn, DocumentIn, Loc, NodeIn, build_graph, unique_tags
-from simulation.models import (
+from flowstage.simulation.catalogue import CATALOGUE, NodeType
+from flowstage.simulation.errors import FieldError, Invalid
+from flowstage.simulation.graph import COORDINATE_LIMIT, ConnectionIn, DocumentIn, Loc, NodeIn, build_graph, unique_tags
+from flowstage.simulation.models import (
     Connection,
     Description,
     Id,
@@ -34,6 +32,7 @@ from simulation.models import (
     Timestamp,
     Workflow,
 )
+from msgspec import UNSET, Meta, UnsetType
 
 __all__ = [
     "FORMAT_VERSION",

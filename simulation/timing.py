@@ -10,8 +10,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from simulation.catalogue import Fixed, LogNormal, Timing, Uniform
-from simulation.rng import STREAM_TIMING, Rng, first_random
+from flowstage.simulation.catalogue import Fixed, LogNormal, Timing, Uniform
+from flowstage.simulation.rng import STREAM_TIMING, Rng, first_random
 
 __all__ = ["DEFAULT_CAP_MS", "draw_ms", "duration_ms", "progress_step"]
 

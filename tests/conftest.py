@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from flowstage.config import Settings, load_settings
+from flowstage.server.app import create_app
 from pytest_aiohttp import AiohttpClient
-
-from config import Settings, load_settings
-from server.app import create_app
 
 ClientFactory = AiohttpClient  # the `aiohttp_client` fixture
 

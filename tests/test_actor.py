@@ -8,9 +8,8 @@ from typing import Any
 
 import msgspec
 import pytest
-
-from actors.actor import Actor, ActorStopped, Directive
-from simulation.errors import Conflict, MailboxFull
+from flowstage.actors.actor import Actor, ActorStopped, Directive
+from flowstage.simulation.errors import Conflict, MailboxFull
 
 
 class Add(msgspec.Struct, frozen=True, tag="add"):

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-
-from server import cli
-from server.keys import SETTINGS
+from flowstage.server import cli
+from flowstage.server.keys import SETTINGS
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-
-from config import DEFAULTS_FILE, Settings, SettingsError, load_settings
+from flowstage.config import DEFAULTS_FILE, Settings, SettingsError, load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:

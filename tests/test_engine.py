@@ -10,19 +10,18 @@ from typing import Any
 
 import msgspec
 import pytest
-
-from actors.clock import ManualClock
-from actors.engine import Engine, EngineConfig
-from actors.eventlog import EventLog
-from actors.sink import MemorySink
-from actors.tuning import GC_THRESHOLDS, tune_gc
-from simulation.catalogue import Fixed, LogNormal, Timing, Uniform
-from simulation.errors import Conflict, Invalid, MailboxFull, NotFound, Unavailable
-from simulation.models import Connection, Event, Node, NodeData, Position, Run, Workflow, event_name
-from simulation.outputs import NodeContext
-from simulation.rng import STREAM_TIMING, Rng, first_random
-from simulation.timefmt import iso_ms, parse_iso
-from simulation.timing import draw_ms, duration_ms
+from flowstage.actors.clock import ManualClock
+from flowstage.actors.engine import Engine, EngineConfig
+from flowstage.actors.eventlog import EventLog
+from flowstage.actors.sink import MemorySink
+from flowstage.actors.tuning import GC_THRESHOLDS, tune_gc
+from flowstage.simulation.catalogue import Fixed, LogNormal, Timing, Uniform
+from flowstage.simulation.errors import Conflict, Invalid, MailboxFull, NotFound, Unavailable
+from flowstage.simulation.models import Connection, Event, Node, NodeData, Position, Run, Workflow, event_name
+from flowstage.simulation.outputs import NodeContext
+from flowstage.simulation.rng import STREAM_TIMING, Rng, first_random
+from flowstage.simulation.timefmt import iso_ms, parse_iso
+from flowstage.simulation.timing import draw_ms, duration_ms
 
 START = 1_790_000_000.0
 _P = Position(0, 0)

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import msgspec
-
-from actors.clock import ManualClock
-from actors.engine import Engine, EngineConfig
-from actors.sink import MemorySink
-from simulation.catalogue import Fixed, Timing
-from simulation.models import Connection, Node, Position, Workflow
-from simulation.recovery import interrupt_stored
+from flowstage.actors.clock import ManualClock
+from flowstage.actors.engine import Engine, EngineConfig
+from flowstage.actors.sink import MemorySink
+from flowstage.simulation.catalogue import Fixed, Timing
+from flowstage.simulation.models import Connection, Node, Position, Workflow
+from flowstage.simulation.recovery import interrupt_stored
 
 START = 1_790_000_000.0
 P = Position(0, 0)

@@ -10,8 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import make_settings
-
-from server.app import create_app
+from flowstage.server.app import create_app
 
 Client = TestClient[Any, web.Application]
 JSON = {"Content-Type": "application/json"}

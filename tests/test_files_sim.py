@@ -10,10 +10,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
-from simulation.errors import Invalid, PayloadTooLarge
-from simulation.files import (
+from flowstage.simulation.errors import Invalid, PayloadTooLarge
+from flowstage.simulation.files import (
     MAX_NAME_CHARS,
     TEXT_SNIFF_BYTES,
     THUMBNAIL_MAX_SIDE,
@@ -27,6 +25,7 @@ from simulation.files import (
     sha256_file,
     thumbnail_image,
 )
+from PIL import Image
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)

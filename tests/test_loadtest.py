@@ -20,11 +20,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import make_settings
-from rich.console import Console
-
-from server import cli
-from server.app import create_app
-from server.loadtest import (
+from flowstage.server import cli
+from flowstage.server.app import create_app
+from flowstage.server.loadtest import (
     LoadtestError,
     Options,
     Shape,
@@ -36,7 +34,8 @@ from server.loadtest import (
     percentiles,
     run_loadtest,
 )
-from simulation.catalogue import CATALOGUE
+from flowstage.simulation.catalogue import CATALOGUE
+from rich.console import Console
 
 ServerFactory = Callable[..., Any]
 TYPES = {name: msgspec.to_builtins(t) for name, t in CATALOGUE.items()}
@@ -235,7 +234,7 @@ async def test_subscribe_counts_every_event_of_every_run(server: TestServer) -> 
     summary = await run_loadtest(opts, console)
     assert summary.runs.completed == 10
     assert summary.error_total == 0
-    from server.keys import ENGINE
+    from flowstage.server.keys import ENGINE
 
     engine = server.app[ENGINE]
     records = await runs_on_server(opts.url, summary.workflow_ids[0])

@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from flowstage.actors.clock import ManualClock
+from flowstage.config import Settings
+from flowstage.server.app import create_app
 from openapi_spec_validator import validate
-
-from actors.clock import ManualClock
-from config import Settings
-from server.app import create_app
 
 Client = TestClient[Any, web.Application]
 

@@ -11,10 +11,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import make_settings
-
-from config import Settings
-from server.app import create_app
-from server.store.db import MIGRATIONS
+from flowstage.config import Settings
+from flowstage.server.app import create_app
+from flowstage.server.store.db import MIGRATIONS
 
 Client = TestClient[Any, web.Application]
 

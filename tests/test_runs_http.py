@@ -13,15 +13,14 @@ import pytest
 from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient
 from conftest import ClientFactory, make_settings
+from flowstage.actors.clock import ManualClock
+from flowstage.config import Settings
+from flowstage.server.app import create_app
+from flowstage.server.keys import ENGINE
+from flowstage.server.store.runs import EventRow
+from flowstage.simulation.models import Run
+from flowstage.simulation.timefmt import iso_ms
 from PIL import Image
-
-from actors.clock import ManualClock
-from config import Settings
-from server.app import create_app
-from server.keys import ENGINE
-from server.store.runs import EventRow
-from simulation.models import Run
-from simulation.timefmt import iso_ms
 
 Client = TestClient[Any, web.Application]
 T0 = 1_790_000_000.0
@@ -145,7 +144,7 @@ async def test_pause_freezes_and_resume_shifts_later_times_by_the_pause(
     assert offset
     for node_id in ("b", "c", "d"):
         for field in ("finishedAt",):
-            from simulation.timefmt import parse_iso
+            from flowstage.simulation.timefmt import parse_iso
 
             ref = parse_iso(reference["nodes"][node_id][field]) - parse_iso(reference["createdAt"])
             got = parse_iso(done["nodes"][node_id][field]) - parse_iso(done["createdAt"])

@@ -23,13 +23,12 @@ import pytest
 from aiohttp import ClientResponse, ClientSession, TCPConnector, web
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import ClientFactory, make_settings
-
-from actors.clock import ManualClock
-from actors.eventlog import EventLog
-from server.app import create_app
-from server.keys import ENGINE, SSE
-from server.metrics import METRICS
-from server.sse import EventHub
+from flowstage.actors.clock import ManualClock
+from flowstage.actors.eventlog import EventLog
+from flowstage.server.app import create_app
+from flowstage.server.keys import ENGINE, SSE
+from flowstage.server.metrics import METRICS
+from flowstage.server.sse import EventHub
 
 Client = TestClient[Any, web.Application]
 Frame = dict[str, str]

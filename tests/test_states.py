@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from simulation.errors import Conflict
-from simulation.states import (
+from flowstage.simulation.errors import Conflict
+from flowstage.simulation.states import (
     NODE_TABLE,
     RUN_TABLE,
     IllegalTransition,

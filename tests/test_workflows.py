@@ -10,11 +10,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import ClientFactory
-
-from actors.clock import ManualClock
-from config import Settings
-from server.app import create_app
-from server.store import new_id
+from flowstage.actors.clock import ManualClock
+from flowstage.config import Settings
+from flowstage.server.app import create_app
+from flowstage.server.store import new_id
 
 Client = TestClient[Any, web.Application]
 JAN_1_2026 = 1_767_225_600.0

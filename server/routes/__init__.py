@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from server.openapi import Route
-from server.routes import events, files, meta, nodes, runs, templates, workflows
+from flowstage.server.openapi import Route
+from flowstage.server.routes import events, files, meta, nodes, runs, templates, workflows
 
 __all__ = ["ALL_ROUTES"]
 

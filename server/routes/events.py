@@ -4,10 +4,9 @@ many runs. Handlers read the request; the hub (`server.sse`) does the streaming.
 from __future__ import annotations
 
 from aiohttp import web
-
-from server.keys import SSE
-from server.openapi import Param, Route
-from simulation.errors import FieldError, Invalid
+from flowstage.server.keys import SSE
+from flowstage.server.openapi import Param, Route
+from flowstage.simulation.errors import FieldError, Invalid
 
 __all__ = ["MAX_FILTERS", "ROUTES"]
 

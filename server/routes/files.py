@@ -16,17 +16,16 @@ from urllib.parse import quote
 import msgspec
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
-
-from server.http import etag_response, json_response, page_params
-from server.keys import NOW, SETTINGS, STORE
-from server.openapi import Param, Route
-from server.routes.workflows import IF_MATCH, LIST_PARAMS
-from server.store import Page, new_id
-from server.store.files import StagedFile
-from simulation.errors import NotFound, PayloadTooLarge
-from simulation.files import Inspection, inspect_file, sanitise_name, sha256_file
-from simulation.models import FileInfo
-from simulation.timefmt import iso_ms
+from flowstage.server.http import etag_response, json_response, page_params
+from flowstage.server.keys import NOW, SETTINGS, STORE
+from flowstage.server.openapi import Param, Route
+from flowstage.server.routes.workflows import IF_MATCH, LIST_PARAMS
+from flowstage.server.store import Page, new_id
+from flowstage.server.store.files import StagedFile
+from flowstage.simulation.errors import NotFound, PayloadTooLarge
+from flowstage.simulation.files import Inspection, inspect_file, sanitise_name, sha256_file
+from flowstage.simulation.models import FileInfo
+from flowstage.simulation.timefmt import iso_ms
 
 __all__ = ["ROUTES", "FileList"]
 

@@ -6,13 +6,12 @@ from importlib.metadata import PackageNotFoundError, version
 
 import msgspec
 from aiohttp import web
-
-from server.http import json_response
-from server.keys import LIFETIME, NOW
-from server.metrics import metrics_handler
-from server.openapi import Route
-from server.store import Page
-from simulation.catalogue import CATALOGUE, NodeType
+from flowstage.server.http import json_response
+from flowstage.server.keys import LIFETIME, NOW
+from flowstage.server.metrics import metrics_handler
+from flowstage.server.openapi import Route
+from flowstage.server.store import Page
+from flowstage.simulation.catalogue import CATALOGUE, NodeType
 
 __all__ = ["OPENAPI", "ROUTES", "VERSION", "Health"]
 

@@ -4,15 +4,14 @@
 from __future__ import annotations
 
 from aiohttp import web
-
-from server.http import decode_body, json_response
-from server.keys import STORE
-from server.openapi import Route
-from server.routes.workflows import IF_MATCH
-from server.store.common import etag_for
-from simulation import graph
-from simulation.graph import ConnectionIn, NodeIn, NodePatch
-from simulation.models import Connection, Node, Workflow
+from flowstage.server.http import decode_body, json_response
+from flowstage.server.keys import STORE
+from flowstage.server.openapi import Route
+from flowstage.server.routes.workflows import IF_MATCH
+from flowstage.server.store.common import etag_for
+from flowstage.simulation import graph
+from flowstage.simulation.graph import ConnectionIn, NodeIn, NodePatch
+from flowstage.simulation.models import Connection, Node, Workflow
 
 __all__ = ["ROUTES"]
 

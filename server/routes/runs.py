@@ -7,18 +7,17 @@ from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
+from flowstage.actors.engine import Action
+from flowstage.server.http import content_etag, decode_body, hashed_response, json_response, page_params
+from flowstage.server.keys import ENGINE, RUNS, STORE
+from flowstage.server.openapi import Handler, Route
+from flowstage.server.processing import files_for_run
+from flowstage.server.routes.workflows import IF_NONE_MATCH, LIST_PARAMS
+from flowstage.server.runs import Dataflow
+from flowstage.server.store import Page, new_id
+from flowstage.simulation.errors import NotFound
+from flowstage.simulation.models import FileInfo, Run
 from msgspec import Meta
-
-from actors.engine import Action
-from server.http import content_etag, decode_body, hashed_response, json_response, page_params
-from server.keys import ENGINE, RUNS, STORE
-from server.openapi import Handler, Route
-from server.processing import files_for_run
-from server.routes.workflows import IF_NONE_MATCH, LIST_PARAMS
-from server.runs import Dataflow
-from server.store import Page, new_id
-from simulation.errors import NotFound
-from simulation.models import FileInfo, Run
 
 __all__ = ["ROUTES", "ExecuteRequest", "IdleStatus", "ProcessFilesRequest"]
 

@@ -9,18 +9,17 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
-
-from server.http import convert_body, decode_body, etag_response, hashed_response, json_response, page_params
-from server.keys import STORE
-from server.openapi import Route
-from server.routes.workflows import IF_MATCH, IF_NONE_MATCH, LIST_PARAMS
-from server.store import Page, Store, new_id
-from server.store.common import etag_for
-from simulation import templates
-from simulation.errors import FieldError, Invalid, NotFound
-from simulation.graph import DocumentIn, DocumentPatch, apply_document_patch
-from simulation.models import Template, Workflow
-from simulation.templates import (
+from flowstage.server.http import convert_body, decode_body, etag_response, hashed_response, json_response, page_params
+from flowstage.server.keys import STORE
+from flowstage.server.openapi import Route
+from flowstage.server.routes.workflows import IF_MATCH, IF_NONE_MATCH, LIST_PARAMS
+from flowstage.server.store import Page, Store, new_id
+from flowstage.server.store.common import etag_for
+from flowstage.simulation import templates
+from flowstage.simulation.errors import FieldError, Invalid, NotFound
+from flowstage.simulation.graph import DocumentIn, DocumentPatch, apply_document_patch
+from flowstage.simulation.models import Template, Workflow
+from flowstage.simulation.templates import (
     ApplyTemplate,
     ExportDocument,
     ExportIn,

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from aiohttp import web
-
-from server.http import decode_body, etag_response, json_response, page_params
-from server.keys import STORE
-from server.openapi import Param, Route
-from server.store import Page, new_id
-from server.store.common import etag_for
-from simulation.graph import DocumentIn, DocumentPatch, apply_document_patch, build_graph, unique_tags
-from simulation.models import Workflow
+from flowstage.server.http import decode_body, etag_response, json_response, page_params
+from flowstage.server.keys import STORE
+from flowstage.server.openapi import Param, Route
+from flowstage.server.store import Page, new_id
+from flowstage.server.store.common import etag_for
+from flowstage.simulation.graph import DocumentIn, DocumentPatch, apply_document_patch, build_graph, unique_tags
+from flowstage.simulation.models import Workflow
 
 __all__ = ["IF_MATCH", "IF_NONE_MATCH", "LIST_PARAMS", "ROUTES"]
 

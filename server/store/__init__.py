@@ -7,12 +7,12 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from server.store.common import Page, new_id
-from server.store.db import Database
-from server.store.documents import Cached, DocumentRepo
-from server.store.files import FileRepo
-from server.store.runs import RunRepo
-from simulation.models import Template, Workflow
+from flowstage.server.store.common import Page, new_id
+from flowstage.server.store.db import Database
+from flowstage.server.store.documents import Cached, DocumentRepo
+from flowstage.server.store.files import FileRepo
+from flowstage.server.store.runs import RunRepo
+from flowstage.simulation.models import Template, Workflow
 
 __all__ = ["Cached", "Database", "DocumentRepo", "FileRepo", "Page", "RunRepo", "Store", "new_id"]
 

@@ -10,8 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 import msgspec
-
-from simulation.errors import FieldError, Invalid
+from flowstage.simulation.errors import FieldError, Invalid
 
 __all__ = [
     "Listed",

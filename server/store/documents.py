@@ -16,12 +16,11 @@ from typing import Generic, TypeVar
 from weakref import WeakValueDictionary
 
 import msgspec
-
-from server.store.common import Page, decode_cursor, etag_for, etag_matches, newest_first, page_of
-from server.store.db import Database
-from simulation.errors import NotFound, PreconditionFailed
-from simulation.models import Template, Workflow
-from simulation.timefmt import iso_ms
+from flowstage.server.store.common import Page, decode_cursor, etag_for, etag_matches, newest_first, page_of
+from flowstage.server.store.db import Database
+from flowstage.simulation.errors import NotFound, PreconditionFailed
+from flowstage.simulation.models import Template, Workflow
+from flowstage.simulation.timefmt import iso_ms
 
 __all__ = ["Cached", "DocumentRepo"]
 

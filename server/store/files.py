@@ -16,12 +16,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
-
-from server.store.common import Page, decode_cursor, etag_matches, newest_first, page_of
-from server.store.db import Database
-from simulation.errors import NotFound, PreconditionFailed
-from simulation.files import Inspection
-from simulation.models import FileInfo
+from flowstage.server.store.common import Page, decode_cursor, etag_matches, newest_first, page_of
+from flowstage.server.store.db import Database
+from flowstage.simulation.errors import NotFound, PreconditionFailed
+from flowstage.simulation.files import Inspection
+from flowstage.simulation.models import FileInfo
 
 __all__ = ["FileRepo", "StagedFile"]
 

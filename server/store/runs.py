@@ -11,10 +11,9 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 
 import msgspec
-
-from server.store.common import Page, decode_cursor, newest_first, page_of
-from server.store.db import Database
-from simulation.models import Run, Workflow
+from flowstage.server.store.common import Page, decode_cursor, newest_first, page_of
+from flowstage.server.store.db import Database
+from flowstage.simulation.models import Run, Workflow
 
 __all__ = ["EventRow", "RunRepo"]
 
