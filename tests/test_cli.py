@@ -1,9 +1,12 @@
-"""`flowstage serve`: flags and configuration reach the server, and a bad configuration stops
-it with exit status 2 and a message on stderr. No server is started: `web.run_app` is replaced."""
+"""`flowstage serve`: flags and configuration reach the server, and a bad configuration or a busy
+port stops it with exit status 2 and one line on stderr. No server is started: `web.run_app` is
+replaced (it receives the sockets `serve` bound)."""
 
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +25,40 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     calls: list[dict[str, Any]] = []
 
     def fake_run_app(app: web.Application, **kwargs: Any) -> None:
-        calls.append({"app": app, **kwargs})
+        # `serve` closes its sockets when run_app returns: note where they were bound.
+        calls.append({"app": app, "bound": [sock.getsockname()[:2] for sock in kwargs["sock"]]})
 
     monkeypatch.setattr(web, "run_app", fake_run_app)  # what server.cli calls
     return calls
 
 
+def free_ports(count: int) -> list[int]:
+    """Ports nothing listens on now (the kernel's picks, released at once)."""
+    socks = [socket.socket() for _ in range(count)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    yield listener.getsockname()[1]
+    listener.close()
+
+
 def test_serve_passes_flags_to_the_server(served: list[dict[str, Any]], tmp_path: Path) -> None:
-    code = cli.main(["serve", "--host", "0.0.0.0", "--port", "9123", "--storage", "memory",
+    [port] = free_ports(1)
+    code = cli.main(["serve", "--host", "0.0.0.0", "--port", str(port), "--storage", "memory",
                      "--data-dir", str(tmp_path), "--speed", "4"])
     assert code == 0
     [call] = served
-    assert (call["host"], call["port"]) == ("0.0.0.0", 9123)
+    assert call["bound"] == [("0.0.0.0", port)]
     settings = call["app"][SETTINGS]
     assert (settings.storage, settings.data_dir, settings.speed) == ("memory", str(tmp_path), 4.0)
 
@@ -41,14 +66,39 @@ def test_serve_passes_flags_to_the_server(served: list[dict[str, Any]], tmp_path
 def test_flags_override_the_environment_and_the_environment_the_file(
     served: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from_file, from_env, from_flag = free_ports(3)
     config = tmp_path / "flowstage.toml"
-    config.write_text('port = 9001\nhost = "10.0.0.1"\nstorage = "memory"\nspeed = 2.0\n')
-    monkeypatch.setenv("FLOWSTAGE_PORT", "9002")
+    config.write_text(f'port = {from_file}\nhost = "127.0.0.1"\nstorage = "memory"\nspeed = 2.0\n')
+    monkeypatch.setenv("FLOWSTAGE_PORT", str(from_env))
     monkeypatch.setenv("FLOWSTAGE_SPEED", "3")
-    assert cli.main(["serve", "--config", str(config), "--port", "9003"]) == 0
+    assert cli.main(["serve", "--config", str(config), "--port", str(from_flag)]) == 0
     [call] = served
-    assert (call["host"], call["port"]) == ("10.0.0.1", 9003)
+    assert call["bound"] == [("127.0.0.1", from_flag)]
     assert call["app"][SETTINGS].speed == 3.0
+
+
+def test_a_busy_port_exits_2_with_one_line_before_touching_the_data_dir(
+    served: list[dict[str, Any]], tmp_path: Path, busy_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = tmp_path / "data"
+    assert cli.main(["serve", "--port", str(busy_port), "--data-dir", str(data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"flowstage: port {busy_port} on 127.0.0.1 is already in use; "
+                   "choose another with --port\n")
+    assert not data_dir.exists()
+    assert served == []
+
+
+def test_an_address_not_on_this_machine_exits_2_naming_it(
+    served: list[dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 192.0.2.0/24 is TEST-NET-1: documentation only, never assigned to an interface.
+    assert cli.main(["serve", "--host", "192.0.2.1", "--port", "0", "--data-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flowstage: cannot listen on 192.0.2.1:0 (")
+    assert err.endswith("); choose another address with --host\n")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "d").exists()
 
 
 def test_a_missing_config_file_exits_2_naming_it(

@@ -308,7 +308,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 def test_serve_runs_on_aiohttps_default_loop_unless_told(
     served: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    assert cli.main(["serve", "--storage", "memory", "--data-dir", str(tmp_path)]) == 0
+    assert cli.main(["serve", "--port", "0", "--storage", "memory", "--data-dir", str(tmp_path)]) == 0
     assert served[0]["loop"] is None
 
 
@@ -316,7 +316,7 @@ def test_serve_loop_uvloop_hands_a_uvloop_loop_to_the_server(
     served: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     uvloop = pytest.importorskip("uvloop")
-    assert cli.main(["serve", "--storage", "memory", "--data-dir", str(tmp_path),
+    assert cli.main(["serve", "--port", "0", "--storage", "memory", "--data-dir", str(tmp_path),
                      "--loop", "uvloop"]) == 0
     loop = served[0]["loop"]
     try:
