@@ -41,7 +41,7 @@ lint: install-dev
 	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/flowstage
 	ln -s $(CURDIR)/flowstage/*.py $(TYPECHECK)/flowstage/
 	for package in server actors simulation config; do ln -s $(CURDIR)/$$package $(TYPECHECK)/flowstage/; done
-	$(VENV)/bin/mypy $(TYPECHECK)/flowstage tests bench
+	$(VENV)/bin/mypy $(TYPECHECK)/flowstage tests bench .ci/wheel_check.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache .mypy_cache
