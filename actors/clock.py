@@ -103,6 +103,12 @@ class ManualClock:
         finally:
             timer.cancel()
 
+    def cancel_all(self) -> None:
+        """Drop every scheduled timer (a test stage being reset)."""
+        for _, _, timer in self._heap:
+            timer.cancelled = True
+        self._heap.clear()
+
     def pending(self) -> int:
         """How many live timers are scheduled."""
         return sum(1 for _, _, t in self._heap if not t.cancelled)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Mapping
@@ -43,14 +44,19 @@ from flowstage.simulation.catalogue import Timing
 from flowstage.simulation.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
 from flowstage.simulation.models import EdgeFlow, ErrorInfo, Run, Workflow
 from flowstage.simulation.plan import Plan, compile_plan, edge_flows
+from flowstage.simulation.script import ScriptedOutcome, check_script
 
-__all__ = ["Engine", "EngineConfig", "EventListener"]
+__all__ = ["Engine", "EngineConfig", "EventListener", "ScriptSource"]
 
 log = logging.getLogger(__name__)
 
 EventListener = Callable[[str, str, int, str, bytes], None]
 """Called with (run_id, workflow_id, seq, name, data) for every event of every run, on the
 loop, synchronously: keep it cheap (count, or hand off to a queue)."""
+
+ScriptSource = Callable[[Workflow], Mapping[str, ScriptedOutcome]]
+"""Scripted outcomes for every run of a workflow, asked when a run starts (the pytest plugin's
+`stage.script`); an execute's own `script` wins over it node by node."""
 
 Action = Literal["pause", "resume", "stop"]
 
@@ -82,6 +88,7 @@ class _Request(NamedTuple):
     only_node: str | None
     kind: Literal["workflow", "process-files"]
     at: float
+    script: Mapping[str, ScriptedOutcome] | None
 
 
 class EngineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -114,6 +121,10 @@ class Engine:
         self.config = config or EngineConfig()
         self.handlers = handlers or HandlerRegistry()
         self.listeners: tuple[EventListener, ...] = ()
+        self.script_source: ScriptSource | None = None
+        # Where a run's seed comes from when its execute names none; a test stage sets a
+        # seeded generator so that its runs repeat exactly.
+        self.seeds: random.Random | None = None
         self._runs: dict[str, RunActor] = {}
         self._latest: dict[str, str] = {}
         self._finished: deque[RunActor] = deque()
@@ -188,6 +199,36 @@ class Engine:
             run.stop()
         self._status = "closed"
 
+    async def reset(self) -> None:
+        """Test mode: forget every run, as a new engine would. Runs end without events, owned
+        handler tasks are cancelled and awaited, and nothing more is persisted for them."""
+        assert self._flush_lock is not None, "reset() before start()"
+        async with self._flush_lock:  # not in the middle of a flush to the store
+            while self._admissions:
+                answer, _ = self._admissions.popleft()
+                if not answer.done():
+                    answer.set_exception(Unavailable("The stage was reset"))
+            for run in list(self._runs.values()):
+                run.stop()
+            work = list(self._work)
+            for task in work:
+                task.cancel()
+            if work:
+                await asyncio.gather(*work, return_exceptions=True)
+            for handle in (self._flush_timer, self._due_handle):
+                if handle is not None:
+                    handle.cancel()
+            self._flush_timer = self._due_handle = None
+            for waiter, value in self._flush_waiters:
+                if not waiter.done():
+                    waiter.set_result(value)
+            self._flush_waiters.clear()
+            for pending in (self._runs, self._latest, self._plans):
+                pending.clear()
+            self._finished.clear()
+            self._dirty.clear()
+            self._due.clear()
+
     # --- runs ----------------------------------------------------------------------------
 
     async def execute(
@@ -201,12 +242,15 @@ class Engine:
         inputs: Mapping[str, Any] | None = None,
         only_node: str | None = None,
         kind: Literal["workflow", "process-files"] = "workflow",
+        script: Mapping[str, ScriptedOutcome] | None = None,
     ) -> Run:
         """Start a run of a frozen copy of `workflow`; return its first snapshot once that
         snapshot is persisted. Raises Invalid (bad parameters, a cycle), Conflict (run id
-        taken) or Unavailable (engine not open)."""
+        taken) or Unavailable (engine not open). `script` decides how the nodes it names end
+        (simulation.script)."""
         self._check_open()
-        request = _Request(workflow, run_id, seed, speed, failure_rate, inputs, only_node, kind, self.clock.now())
+        request = _Request(workflow, run_id, seed, speed, failure_rate, inputs, only_node, kind, self.clock.now(),
+                           script)
         if self._admissions or self._turn_starts >= self.config.runs_per_turn:
             # A burst: a later turn starts the run (at the instant asked for) and the flush
             # that persists it answers, so a waiting execute wakes once.
@@ -235,14 +279,18 @@ class Engine:
         if errors:
             raise Invalid("Invalid execute parameters", errors)
         plan = self._plan(request.workflow, request.only_node)
+        script = self._script(request, plan)
         run_id = request.run_id
         if run_id is None:
             run_id = self._new_run_id()
         elif run_id in self._runs:
             raise Conflict(f"Run {run_id!r} already exists")
-        seed = secrets.randbelow(_SEED_LIMIT) if request.seed is None else request.seed
+        seed = request.seed
+        if seed is None:
+            seed = secrets.randbelow(_SEED_LIMIT) if self.seeds is None else self.seeds.randrange(_SEED_LIMIT)
         run = RunActor(self, plan, run_id, seed=seed, speed=float(speed), failure_rate=float(failure_rate),
-                       inputs=dict(request.inputs or {}), kind=request.kind, at=request.at, loop=self._loop)
+                       inputs=dict(request.inputs or {}), kind=request.kind, at=request.at, loop=self._loop,
+                       script=script)
         self._runs[run_id] = run
         self._latest[plan.workflow_id] = run_id
         first = run.first
@@ -252,6 +300,19 @@ class Engine:
         except Exception as error:
             self.child_failed(run, error)
         return first
+
+    def _script(self, request: _Request, plan: Plan) -> dict[str, ScriptedOutcome]:
+        """The run's scripted outcomes: the script source's, then the execute's own."""
+        script: dict[str, ScriptedOutcome] = {}
+        if self.script_source is not None:
+            script.update((node_id, outcome) for node_id, outcome in self.script_source(request.workflow).items()
+                          if node_id in plan.by_id)
+        if request.script:
+            errors = check_script(request.script, plan.by_id)
+            if errors:
+                raise Invalid("The script names what this workflow cannot do", errors)
+            script.update(request.script)
+        return script
 
     # Admission: at most `runs_per_turn` executes start per turn of the loop. Ten thousand
     # executes arriving at once would otherwise build and start ten thousand runs in one

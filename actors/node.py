@@ -24,6 +24,7 @@ from flowstage.simulation.models import ErrorInfo, NodeStopped
 from flowstage.simulation.outputs import NodeContext, failure_message
 from flowstage.simulation.plan import PlanNode
 from flowstage.simulation.rng import STREAM_FAILURE, Rng
+from flowstage.simulation.script import ScriptedOutcome
 from flowstage.simulation.states import NODE_TABLE, IllegalTransition, node_transition
 from flowstage.simulation.timing import draw_ms, progress_step
 
@@ -109,6 +110,9 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
     # While it runs: its seed and the (handler, is_async) entry it started with.
     seed: int = 0
     handler: Any = None
+    # A scripted node's output (simulation.script); None when its output is simulated.
+    scripted_output: Any = None
+    hangs: bool = False  # scripted to hang: running, with no timer, until the run stops
 
     def __repr__(self) -> str:
         return f"<NodeActor {self.p.id} {self.state}>"
@@ -178,7 +182,10 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
             # The handler is chosen when the node starts: registering another one later
             # changes the nodes that start later, not this one.
             self.handler = entry = engine.handlers._entries.get(p.type)
-            if entry is not None and entry[1]:
+            scripted = run.script.get(p.id) if run.script else None
+            if scripted is not None:
+                ms, end = self._apply_script(scripted, ms)
+            elif entry is not None and entry[1]:
                 self.work = run.spawn_work(self, entry[0](self._context(seed)))
         except Exception as error:
             # Even planning the node failed: it fails at once, through its timer like
@@ -193,7 +200,22 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
             step = progress_step(total, config.progress_step, config.progress_min_interval)
         self.step = step
         self.mark = mark = step if step else 1.0
-        heappush(run._timers, (t + (mark if mark < end else end) * total, p.index))
+        if not self.hangs:
+            heappush(run._timers, (t + (mark if mark < end else end) * total, p.index))
+
+    def _apply_script(self, scripted: ScriptedOutcome, ms: float) -> tuple[float, float]:
+        """A scripted node's duration and end point; its output or error is kept for its end.
+        No simulated failure and no async handler: the test decided the outcome."""
+        if scripted.duration_ms is not None:
+            ms = scripted.duration_ms
+        match scripted.outcome:
+            case "fail":
+                self.error = ErrorInfo("scripted_failure", scripted.error or "Scripted failure", self.p.id)
+            case "hang":
+                self.hangs = True
+            case "complete":
+                self.scripted_output = scripted.output
+        return ms, 1.0
 
     def next_due(self) -> float:
         """When this node's next timer falls due."""
@@ -249,6 +271,8 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
                 self._fail(ErrorInfo("node_error", text, self.p.id))
                 return
             output = work.result()
+        elif self.scripted_output is not None:
+            output = self.scripted_output
         else:
             entry = self.handler
             try:
@@ -279,6 +303,8 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
         if self.state != "paused":
             return
         self.state = node_transition(self.state, "resume")
+        if self.hangs:
+            return
         t = self.run.t
         self.t0 = t - self.frozen * self.total
         while self.mark < self.frozen - 1e-9:  # steps already passed before the pause

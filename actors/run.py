@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
     from flowstage.actors.engine import Engine
     from flowstage.actors.handlers import Handler
+    from flowstage.simulation.script import ScriptedOutcome
 
 __all__ = ["GetSnapshot", "Pause", "Resume", "RunActor", "RunCommand", "Stop", "iso"]
 
@@ -145,12 +146,13 @@ def _stamp(ms: int) -> tuple[str, bytes]:
 class RunActor(Actor[RunCommand]):
     __slots__ = ("_armed_when", "_dirty", "_engine", "_ids", "_timers", "_ts", "_ts_t", "_tsb",
                  "_wake_token", "created_at", "error", "failure_rate", "finished_at", "first", "id",
-                 "inputs", "key", "kind", "log", "needs_save", "nodes", "persisted_seq", "plan", "seed",
+                 "inputs", "key", "kind", "log", "needs_save", "nodes", "persisted_seq", "plan", "script", "seed",
                  "seq", "settled", "speed", "started_at", "state", "t", "workflow_id")
 
     def __init__(self, engine: Engine, plan: Plan, run_id: str, *, seed: int, speed: float,
                  failure_rate: float, inputs: Mapping[str, Any], kind: str, at: float | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 script: Mapping[str, ScriptedOutcome] | None = None) -> None:
         super().__init__(mailbox_size=engine.config.mailbox_size, supervisor=engine, loop=loop)
         self._engine = engine
         self.plan = plan
@@ -162,6 +164,8 @@ class RunActor(Actor[RunCommand]):
         self.failure_rate = failure_rate
         self.inputs = inputs
         self.kind = kind
+        # node id -> how it ends, for the nodes a test scripted (simulation.script).
+        self.script: Mapping[str, ScriptedOutcome] = script or {}
         self.state = "running"
         # `at`: when the run was asked for (an execute may wait a few turns in a burst).
         now = engine.clock.now() if at is None else at

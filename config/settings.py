@@ -42,6 +42,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sse_buffer_events: Annotated[int, Meta(ge=1)] = 5000
     sse_write_timeout_seconds: Annotated[float, Meta(gt=0)] = 10.0
     event_ring_size: Annotated[int, Meta(ge=1)] = 50000
+    # Test mode (docs/testing.md): a virtual clock, scripts, a journal, /__flowstage/*.
+    test_mode: bool = False
+    autojump: bool = False
 
 
 class SettingsError(Exception):

@@ -10,7 +10,7 @@ import aiohttp_cors
 import msgspec
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
-from flowstage.actors.clock import Clock, SystemClock
+from flowstage.actors.clock import Clock, ManualClock, SystemClock
 from flowstage.actors.engine import Engine, EngineConfig
 from flowstage.config import Settings
 from flowstage.server.demo import seed_demo_data
@@ -24,6 +24,7 @@ from flowstage.server.routes.meta import OPENAPI, VERSION
 from flowstage.server.runs import RunService, recover_interrupted
 from flowstage.server.sse import EventHub
 from flowstage.server.store import Store
+from flowstage.server.testmode import enable_test_mode
 
 __all__ = ["create_app"]
 
@@ -32,7 +33,10 @@ log = logging.getLogger("flowstage")
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     """Build the app: routes, middlewares, CORS, and the start-up and shut-down of the store
-    and the engine. Tests pass a `ManualClock` to control time."""
+    and the engine. Tests pass a `ManualClock` to control time. In test mode server.testmode
+    adds its parts, and the clock is a new ManualClock unless one is given."""
+    if settings.test_mode and clock is None:
+        clock = ManualClock()
     clock = clock or SystemClock()
     now = clock.now
     metrics = Metrics()
@@ -66,6 +70,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(hub.cleanup_ctx)
     app.on_shutdown.append(hub.on_shutdown)
     _add_routes(app, settings)
+    if settings.test_mode:
+        enable_test_mode(app, clock, engine, store, hub, autojump=settings.autojump)
     return app
 
 

@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="a TOML file overriding the defaults")
     serve.add_argument("--speed", type=float, help="default simulated-time scale")
     serve.add_argument("--storage", choices=("sqlite", "memory"), help="storage backend")
+    serve.add_argument("--test-mode", action="store_const", const=True,
+                       help="virtual time, scripts, a journal and /__flowstage/* (docs/testing.md)")
     serve.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
                        help="event loop (uvloop needs: pip install -e '.[uvloop]')")
     loadtest = commands.add_parser(
@@ -87,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(
             args.config, os.environ,
             {"host": args.host, "port": args.port, "data_dir": args.data_dir,
-             "speed": args.speed, "storage": args.storage},
+             "speed": args.speed, "storage": args.storage, "test_mode": args.test_mode},
         )
     except SettingsError as exc:
         print(f"flowstage: configuration error: {exc}", file=sys.stderr)

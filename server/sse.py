@@ -582,6 +582,25 @@ class EventHub:
     def subscriber_count(self) -> int:
         return len(self._subs)
 
+    def writing(self) -> bool:
+        """Whether a write to some subscriber is under way (test mode's autojump waits)."""
+        return any(sub.writing_since for sub in self._subs)
+
+    def reset(self) -> None:
+        """Test mode: end every stream and forget the ring. Positions keep growing, so an id
+        from before the reset is reported as a gap, never confused with a later event."""
+        for sub in list(self._subs):
+            if sub.response is not None and sub.response.prepared:
+                sub.response.stop_streaming()
+            self._close(sub)
+        self._first = self.head + 1
+        self._notified = self.head
+        self._entries.clear()
+        self._frames_pos.clear()
+        self._frames_seq.clear()
+        self._chunk_key = (0, 0)
+        self._run_feeds.clear()
+
     async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
         """Bind to the running loop at start-up; at the end, stop every timer."""
         self._loop = asyncio.get_running_loop()

@@ -17,6 +17,7 @@ from flowstage.server.runs import Dataflow
 from flowstage.server.store import Page, new_id
 from flowstage.simulation.errors import NotFound
 from flowstage.simulation.models import FileInfo, Run
+from flowstage.simulation.script import ScriptedOutcome
 from msgspec import Meta
 
 __all__ = ["ROUTES", "ExecuteRequest", "IdleStatus", "ProcessFilesRequest"]
@@ -31,6 +32,8 @@ class ExecuteRequest(msgspec.Struct, frozen=True, rename="camel", forbid_unknown
     speed: Annotated[float, Meta(gt=0, le=1e6)] | None = None
     failure_rate: Annotated[float, Meta(ge=0, le=1)] = 0.0
     inputs: dict[str, Any] = {}
+    # node id -> how that node ends (simulation.script); for tests.
+    script: dict[str, ScriptedOutcome] = {}
 
 
 class ProcessFilesRequest(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
@@ -59,7 +62,7 @@ async def execute(request: web.Request) -> web.Response:
     await store.runs.freeze_graph(workflow)
     run = await request.app[ENGINE].execute(
         workflow, run_id=new_id("run"), seed=body.seed, speed=body.speed, failure_rate=body.failure_rate,
-        inputs=body.inputs)
+        inputs=body.inputs, script=body.script)
     return _run_response(request, run, 202, {"Location": f"/api/runs/{run.id}"})
 
 

@@ -35,6 +35,20 @@ class Store:
     async def close(self) -> None:
         await self.db.close()
 
+    async def reset(self) -> None:
+        """Test mode: empty every table and the files directory, as a new store would be."""
+
+        def empty(conn: sqlite3.Connection) -> None:
+            tables = [row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+            for table in tables:
+                conn.execute(f"DELETE FROM {table}")  # names from the schema itself
+
+        await self.db.write(empty)
+        self.workflows.forget_cached()
+        self.templates.forget_cached()
+        await self.files.clean_orphans()
+
     async def claim_once(self, key: str) -> bool:
         """True the first time `key` is claimed in this database, False ever after."""
 

@@ -69,6 +69,9 @@ class DocumentRepo(Generic[D]):
 
     # --- reads ------------------------------------------------------------------------------
 
+    def forget_cached(self) -> None:
+        self._cache.clear()
+
     async def get_cached(self, doc_id: str) -> Cached[D]:
         hit = self._cache.get(doc_id)
         if hit is not None:

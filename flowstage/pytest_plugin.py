@@ -1,0 +1,215 @@
+"""The pytest plugin (entry point `pytest11` named `flowstage`): active wherever Flowstage is
+installed. docs/testing.md is the user's guide.
+
+Fixtures:
+- `flowstage`: a Stage (flowstage.testing) for one test, served through pytest-aiohttp's
+  `aiohttp_client` on the test's own loop; an in-memory store and a virtual clock.
+- `flowstage_clock`: that stage's VirtualClock.
+- `flowstage_live_server` (session): a real server on a free port, in a thread with its own
+  loop, for browsers and clients that are not asyncio; `.url`, plus `.clock(...)`, `.reset()`.
+- `flowstage_live`: that server after a reset (store, runs, scripts, journal and clock emptied).
+
+`@pytest.mark.flowstage(seed=, time="manual"|"autojump"|"realtime", speed=, settings={...})`
+sets a test's stage; the ini options `flowstage_time`, `flowstage_seed` and `flowstage_speed`
+set the defaults. A stage fails its test at teardown if Flowstage logged an error nobody
+handled, or if `script.assert_all_used` is set and a scripted rule never matched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+import threading
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from aiohttp import web
+
+from flowstage.actors.clock import SystemClock
+from flowstage.config import Settings, load_settings
+from flowstage.server.app import create_app
+from flowstage.server.testmode import TEST_MODE
+from flowstage.testing import Stage, TimeMode, VirtualClock
+
+__all__ = ["LiveServer", "StageOptions"]
+
+_TIMES = ("manual", "autojump", "realtime")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini("flowstage_time", "how a Flowstage stage's clock moves: manual, autojump or realtime",
+                  default="manual")
+    parser.addini("flowstage_seed", "the seed a stage's runs draw their seeds from", default="0")
+    parser.addini("flowstage_speed", "a stage's default simulated-time scale", default="1.0")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "flowstage(seed=0, time='manual', speed=1.0, settings=None): how the test's Flowstage "
+                   "stage is set up (time: manual, autojump or realtime)")
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    seed: int = 0
+    time: TimeMode = "manual"
+    speed: float = 1.0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def stage_options(request: pytest.FixtureRequest) -> StageOptions:
+    """The ini defaults, overridden by the test's `flowstage` marker."""
+    config = request.config
+    values: dict[str, Any] = {"seed": int(config.getini("flowstage_seed")),
+                              "time": config.getini("flowstage_time"),
+                              "speed": float(config.getini("flowstage_speed"))}
+    marker = request.node.get_closest_marker("flowstage")
+    if marker is not None:
+        if marker.args:
+            raise pytest.UsageError("@pytest.mark.flowstage takes keywords only: seed=, time=, speed=, settings=")
+        unknown = set(marker.kwargs) - {"seed", "time", "speed", "settings"}
+        if unknown:
+            raise pytest.UsageError(f"@pytest.mark.flowstage has no option {sorted(unknown)}")
+        values.update(marker.kwargs)
+    if values["time"] not in _TIMES:
+        raise pytest.UsageError(f"flowstage time must be one of {_TIMES}, not {values['time']!r}")
+    return StageOptions(seed=values["seed"], time=values["time"], speed=values["speed"],
+                        settings=dict(values.get("settings") or {}))
+
+
+def stage_settings(options: StageOptions, data_dir: Path) -> Settings:
+    base: dict[str, Any] = {
+        "test_mode": True, "storage": "memory", "data_dir": str(data_dir), "seed_demo_data": False,
+        "rate_limit_per_second": 0, "speed": options.speed, "log_level": "warning",
+        # Events reach SSE streams on the next turn of the loop, not 5 ms later.
+        "sse_batch_ms": 0,
+    }
+    base.update(options.settings)
+    base["autojump"] = options.time == "autojump"
+    return load_settings(overrides=base)
+
+
+class _Errors(logging.Handler):
+    """Errors Flowstage logged (an engine or handler failure nobody answered for)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+async def flowstage(request: pytest.FixtureRequest, tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[Stage]:
+    """A Stage for this test (see flowstage.testing). `aiohttp_client` is pytest-aiohttp's
+    (`pip install 'flowstage[testing]'`): the stage is served on the test's own loop."""
+    options = stage_options(request)
+    settings = stage_settings(options, tmp_path / "flowstage")
+    app = create_app(settings, clock=SystemClock() if options.time == "realtime" else None)
+    app[TEST_MODE].seed(options.seed)
+    errors = _Errors()
+    logger = logging.getLogger("flowstage")
+    logger.addHandler(errors)
+    try:
+        client = await aiohttp_client(app)
+        stage = Stage(client, options.time)
+        yield stage
+    finally:
+        logger.removeHandler(errors)
+    problems = [f"{r.name}: {r.getMessage()}" for r in errors.records]
+    if problems:
+        pytest.fail("Flowstage logged errors nobody handled:\n" + "\n".join(problems), pytrace=False)
+    if stage.script.assert_all_used and stage.script.unused():
+        pytest.fail(f"scripted rules never used: {stage.script.unused()}", pytrace=False)
+
+
+@pytest.fixture
+def flowstage_clock(flowstage: Stage) -> VirtualClock:
+    """The `flowstage` stage's virtual clock."""
+    return flowstage.clock
+
+
+class LiveServer:
+    """A Flowstage server in a thread of its own, on a free port of 127.0.0.1, in test mode."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="flowstage-live", daemon=True)
+        self.url = ""
+
+    def __repr__(self) -> str:
+        return f"<LiveServer {self.url}>"
+
+    def start(self) -> None:
+        self._thread.start()
+        port = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def _start(self) -> int:
+        self._runner = web.AppRunner(create_app(self._settings), handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = cast(asyncio.base_events.Server, site._server)
+        port: int = server.sockets[0].getsockname()[1]
+        return port
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def post(self, path: str, body: Any = None) -> Any:
+        """POST JSON to the server; the decoded answer."""
+        request = urllib.request.Request(self.url + path, data=json.dumps(body or {}).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())
+
+    def reset(self, time: TimeMode = "manual", seed: int = 0) -> None:
+        """Empty store, runs, scripts, journal and clock; then set the clock's mode and seed."""
+        self.post("/__flowstage/reset", {"seed": seed, "autojump": time == "autojump"})
+
+    def clock(self, *, advance: float | None = None, autojump: bool | None = None) -> dict[str, Any]:
+        """`POST /__flowstage/clock`: `{"now": seconds, "autojump": bool}`."""
+        body: dict[str, Any] = {}
+        if advance is not None:
+            body["advance"] = advance
+        if autojump is not None:
+            body["autojump"] = autojump
+        result: dict[str, Any] = self.post("/__flowstage/clock", body)
+        return result
+
+
+@pytest.fixture(scope="session")
+def flowstage_live_server() -> Iterator[LiveServer]:
+    """One real server for the session (test mode, in-memory store, manual time)."""
+    with tempfile.TemporaryDirectory(prefix="flowstage-live-") as data_dir:
+        server = LiveServer(stage_settings(StageOptions(), Path(data_dir)))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def flowstage_live(flowstage_live_server: LiveServer, request: pytest.FixtureRequest) -> LiveServer:
+    """The session's live server, reset for this test (the marker's time and seed apply)."""
+    options = stage_options(request)
+    if options.time == "realtime" or options.settings or options.speed != 1.0:
+        raise pytest.UsageError("flowstage_live is shared by the session: only seed= and time='manual'|"
+                                "'autojump' apply to it")
+    flowstage_live_server.reset(options.time, options.seed)
+    return flowstage_live_server
