@@ -129,24 +129,36 @@ class ManualClock:
         """Move time forward by `seconds`, firing every timer that falls due on the way."""
         if seconds < 0:
             raise ValueError("time only moves forward")
-        await self._advance_to(self._now + seconds)
+        await self.advance_to(self._now + seconds)
 
-    async def _advance_to(self, target: float) -> None:
+    async def advance_to(self, target: float) -> None:
+        """Move time to the instant `target` (epoch seconds), firing every timer due by then;
+        an instant already passed fires what is due now."""
         await self._settle()
         while True:
-            self._drop_cancelled()
-            if not self._heap or self._heap[0][0] > target:
+            deadline = self.next_deadline()
+            if deadline is None or deadline > target:
                 break
-            when = self._heap[0][0]
-            self._now = max(self._now, when)
-            # Fire everything due at this instant, then let woken tasks run.
-            while self._heap and self._heap[0][0] <= when:
-                _, _, timer = heapq.heappop(self._heap)
-                if not timer.cancelled:
-                    timer.cancelled = True  # fired: a late cancel() is a no-op
-                    timer.callback(*timer.args)
-            await self._settle()
+            await self._fire_next(deadline)
         self._now = max(self._now, target)
+
+    async def step(self) -> bool:
+        """Move to the next deadline exactly and fire what falls due then (the woken tasks
+        get their turns); False, and no move, when no timer is set."""
+        deadline = self.next_deadline()
+        if deadline is None:
+            return False
+        await self._fire_next(deadline)
+        return True
+
+    async def _fire_next(self, when: float) -> None:
+        """Fire everything due at the instant `when`, then let the tasks it woke run."""
+        self._now = max(self._now, when)
+        while self._heap and self._heap[0][0] <= when:
+            _, _, timer = heapq.heappop(self._heap)
+            if not timer.cancelled:
+                timer.cancelled = True  # fired: a late cancel() is a no-op
+                timer.callback(*timer.args)
         await self._settle()
 
     async def run_until_idle(self, max_steps: int = 100_000) -> None:
@@ -154,10 +166,8 @@ class ManualClock:
         jumps (something keeps rescheduling itself)."""
         await self._settle()
         for _ in range(max_steps):
-            deadline = self.next_deadline()
-            if deadline is None:
+            if not await self.step():
                 return
-            await self._advance_to(deadline)
         raise RuntimeError(f"ManualClock still busy after {max_steps} steps")
 
 

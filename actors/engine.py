@@ -391,6 +391,11 @@ class Engine:
             out[run.state] = out.get(run.state, 0) + 1
         return out
 
+    def working(self) -> int:
+        """Async node handlers still at work (file processing): test mode's autojump and run
+        handles wait for them rather than jump past them."""
+        return len(self._work)
+
     def mailbox_depth(self) -> int:
         """Messages waiting in the mailboxes of the runs in memory (for metrics). A walk over
         those runs: call it per scrape, not per event."""

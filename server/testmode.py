@@ -90,9 +90,10 @@ class VirtualClock:
             raise ValueError(f"advance() takes a finite number of seconds >= 0, not {seconds!r}")
         await self.manual.advance(float(seconds))
 
-    async def advance_to(self, instant: float) -> None:
-        """Advance to `instant` (seconds, like `now`); an instant already passed does nothing."""
-        await self.advance(max(0.0, instant - self.now))
+    async def step(self) -> bool:
+        """Advance to the next deadline exactly and fire what is due then; False (and no
+        move) when no timer is scheduled."""
+        return await self.manual.step()
 
     async def run_until_idle(self) -> None:
         """Jump from deadline to deadline until no timer is left."""
@@ -126,11 +127,8 @@ class VirtualClock:
         while True:
             for _ in range(_SETTLE_TURNS):
                 await asyncio.sleep(0)
-            deadline = self.manual.next_deadline()
-            if deadline is None or self._busy():
+            if self._busy() or not await self.step():
                 await asyncio.sleep(_POLL_SECONDS)
-                continue
-            await self.manual.advance(max(0.0, deadline - self.manual.now()))
 
 
 @dataclass(frozen=True)
@@ -230,7 +228,9 @@ class TestMode:
         self._seed = seed
 
     def busy(self) -> bool:
-        return self.in_flight > 0 or self._hub.writing()
+        """Something is in flight that time must not jump past: a request being handled, an
+        SSE write, or a node's async handler at work."""
+        return self.in_flight > 0 or self._hub.writing() or self._engine.working() > 0
 
     async def reset(self, seed: int | None = None, autojump: bool | None = None) -> None:
         """Empty the store, the runs, the scripts, the journal and the clock; then seed the
