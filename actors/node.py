@@ -106,6 +106,7 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
     dead_route: int = 0  # ... that will never carry data: branch not taken
     dead_fail: int = 0  # ... that will never carry data: something upstream failed
     waiting: bool = False  # time is up, but an async handler is still working
+    not_taken: bool = False  # skipped because its branch was not taken: it owed no work
     work: Any = None  # the asyncio.Task of an async handler
     # While it runs: its seed and the (handler, is_async) entry it started with.
     seed: int = 0

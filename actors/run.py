@@ -50,6 +50,7 @@ from flowstage.simulation.models import (
 )
 from flowstage.simulation.outputs import count_items
 from flowstage.simulation.plan import Plan, PlanNode
+from flowstage.simulation.progress import BRANCH_NOT_TAKEN, node_work, run_progress
 from flowstage.simulation.rng import mix64, run_key
 from flowstage.simulation.states import NODE_SETTLED, NODE_TABLE, IllegalTransition, node_transition, run_transition
 
@@ -460,6 +461,7 @@ class RunActor(Actor[RunCommand]):
 
     def skip_node(self, node: NodeActor, reason: str) -> None:
         node.state = node_transition(node.state, "skip")
+        node.not_taken = reason == BRANCH_NOT_TAKEN
         node.finished_at = self.stamp()
         node.inputs = None
         self.event(_SKIPPED, NodeSkipped, node.p.id, reason)
@@ -496,12 +498,12 @@ class RunActor(Actor[RunCommand]):
         if kind == "fail":
             self.skip_node(target, "upstream_failed")
         elif not target.p.merge:
-            self.skip_node(target, "branch_not_taken")
+            self.skip_node(target, BRANCH_NOT_TAKEN)
         elif target.pending == 0:
             if target.delivered:
                 target.start()
             else:
-                self.skip_node(target, "branch_not_taken")
+                self.skip_node(target, BRANCH_NOT_TAKEN)
 
     def _node_settled(self) -> None:
         self.settled += 1
@@ -625,10 +627,10 @@ class RunActor(Actor[RunCommand]):
                 output = _Raw(output) if raw else _decode(output)
             else:
                 progress = round(node.progress_at(now), 4)
-                done += 1.0 if state in NODE_SETTLED else progress
+                done += node_work(progress, node.not_taken)
             nodes[p.id] = NodeRun(state, progress, node.started_at,  # type: ignore[arg-type]
                                   node.finished_at, output, node.error)
-        progress = min(round(done / len(self.nodes), 4), 1.0) if self.nodes else 1.0
+        progress = run_progress(done, len(self.nodes))
         return Run(self.id, self.workflow_id, self.plan.version, self.state, self.seed,  # type: ignore[arg-type]
                    self.speed, self.created_at, self.started_at, self.finished_at, progress, nodes,
                    self.failure_rate, self.error, self.kind)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ import logging
 from flowstage.server.store import Store, new_id
 from flowstage.simulation.demo import demo_workflows
 from flowstage.simulation.gallery import gallery_templates
-from flowstage.simulation.graph import build_graph
+from flowstage.simulation.graph import document_graph
 from flowstage.simulation.models import Workflow
 from flowstage.simulation.templates import draft_from_document, new_template
 
@@ -32,7 +32,7 @@ async def _seed_workflows(store: Store) -> int:
     now = store.workflows.now_iso()
     documents = demo_workflows()
     for doc in documents:
-        nodes, connections = build_graph(doc.nodes, doc.connections)
+        nodes, connections = document_graph(doc)
         await store.workflows.create(Workflow(
             id=new_id("wf"), name=doc.name, description=doc.description, tags=doc.tags,
             version=1, created_at=now, updated_at=now, nodes=nodes, connections=connections,

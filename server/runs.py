@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import msgspec
 from flowstage.actors.engine import Action, Engine
-from flowstage.server.store import Store
+from flowstage.server.store import Page, Store
 from flowstage.simulation.errors import Conflict, NotFound
-from flowstage.simulation.models import EdgeFlow, Run
+from flowstage.simulation.models import EdgeFlow, Run, RunState
 from flowstage.simulation.plan import compile_plan, edge_flows
 from flowstage.simulation.recovery import interrupt_stored
 
@@ -55,6 +55,21 @@ class RunService:
             if live is not None:
                 return live
         return await self.store.runs.latest_for_workflow(workflow_id)
+
+    async def page(
+        self, limit: int, cursor: str | None, *, workflow_id: str | None = None, state: RunState | None = None
+    ) -> Page[Run]:
+        """Runs newest first, each as its live snapshot while the engine holds it. Every run
+        is stored when it starts, so the store has them all; only a live run's stored state
+        lags, by up to one flush: with a state filter, flush first, and leave out a run that
+        changed state in the instant since (the page may then be one short)."""
+        if state is not None:
+            await self.engine.flush()
+        page = await self.store.runs.page(limit, cursor, workflow_id=workflow_id, state=state)
+        items = [self.engine.snapshot(r.id) or r for r in page.items]
+        if state is not None:
+            items = [r for r in items if r.state == state]
+        return Page(items=items, next_cursor=page.next_cursor)
 
     async def control(self, run_id: str, action: Action) -> Run:
         if self.engine.events(run_id) is not None:  # in memory (cheaper than a snapshot)

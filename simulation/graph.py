@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import msgspec
 from flowstage.simulation.catalogue import CATALOGUE
 from flowstage.simulation.errors import FieldError, Invalid, NotFound
-from flowstage.simulation.models import Connection, Id, Node, NodeData, Position, Workflow
+from flowstage.simulation.models import Connection, Id, Node, NodeData, Position, Viewport, Workflow
 from msgspec import UNSET, Meta, UnsetType
 
 __all__ = [
@@ -25,17 +25,23 @@ __all__ = [
     "ConnectionIn",
     "DocumentIn",
     "DocumentPatch",
+    "Links",
     "Loc",
     "NodeDataPatch",
     "NodeIn",
     "NodePatch",
+    "WorkflowIn",
+    "WorkflowPatch",
     "add_connection",
     "add_node",
     "apply_document_patch",
+    "apply_workflow_patch",
     "build_graph",
     "check_config",
     "delete_connection",
     "delete_node",
+    "document_graph",
+    "links_of",
     "new_connection_id",
     "new_node_id",
     "unique_tags",
@@ -85,28 +91,79 @@ class NodePatch(msgspec.Struct, frozen=True, rename="camel"):
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Description = Annotated[str, Meta(max_length=10_000)]
 Tags = Annotated[list[Annotated[str, Meta(min_length=1, max_length=64)]], Meta(max_length=50)]
+Links = list[ConnectionIn]
+# Fields a GET answers with and the server owns: a body may carry them back (an editor saves
+# what it loaded), and they are ignored rather than refused.
+ReadOnlyStr = Annotated[str, Meta(description="Read-only: ignored if sent (the server owns it)")]
+ReadOnlyInt = Annotated[int, Meta(description="Read-only: ignored if sent (the server owns it)")]
+_BOTH = "send the graph's links as connections or as edges (React Flow's name), not both"
 
 
-class DocumentIn(msgspec.Struct, frozen=True, rename="camel"):
-    """A workflow or template as a client creates it. Server-owned fields (`id`, `version`,
-    `createdAt`, `updatedAt`) are not part of it: if a client sends them they are ignored."""
+class DocumentIn(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
+    """A workflow or template as a client creates it. The links between nodes come as
+    `connections`, or as `edges` (React Flow's name; the same items); answers always call
+    them `connections`. A field this server does not know is refused (422), so a save never
+    loses data silently; inside nodes and links, the fields an editor adds for its own use
+    (`selected`, `measured`, `animated`, ...) are ignored."""
 
     name: Name
     description: Description = ""
     tags: Tags = []
     nodes: list[NodeIn] = []
-    connections: list[ConnectionIn] = []
+    connections: Links | UnsetType = UNSET
+    edges: Links | UnsetType = UNSET
+    id: ReadOnlyStr | UnsetType = UNSET
+    version: ReadOnlyInt | UnsetType = UNSET
+    created_at: ReadOnlyStr | UnsetType = UNSET
+    updated_at: ReadOnlyStr | UnsetType = UNSET
 
 
-class DocumentPatch(msgspec.Struct, frozen=True, rename="camel"):
+class WorkflowIn(DocumentIn, frozen=True):
+    """A workflow as a client creates it: a document, and where the editor looked at it."""
+
+    viewport: Viewport | None = None
+
+
+class DocumentPatch(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
     """`PUT` of a workflow or template: the fields sent replace the stored ones; fields left
-    out keep their value (an editor saving its graph sends `nodes` and `connections`)."""
+    out keep their value (an editor saving its graph sends `nodes` and `connections`, or
+    `edges`). Unknown fields are refused and server-owned ones ignored, as in DocumentIn."""
 
     name: Name | UnsetType = UNSET
     description: Description | UnsetType = UNSET
     tags: Tags | UnsetType = UNSET
     nodes: list[NodeIn] | UnsetType = UNSET
-    connections: list[ConnectionIn] | UnsetType = UNSET
+    connections: Links | UnsetType = UNSET
+    edges: Links | UnsetType = UNSET
+    id: ReadOnlyStr | UnsetType = UNSET
+    version: ReadOnlyInt | UnsetType = UNSET
+    created_at: ReadOnlyStr | UnsetType = UNSET
+    updated_at: ReadOnlyStr | UnsetType = UNSET
+
+
+class WorkflowPatch(DocumentPatch, frozen=True):
+    """`PUT /api/workflows/{id}`: a document patch, and the viewport (null forgets it)."""
+
+    viewport: Viewport | UnsetType | None = UNSET
+
+
+def links_of(body: DocumentIn | DocumentPatch, prefix: Loc = ("body",)) -> tuple[Links | UnsetType, str]:
+    """The links a body sent and the field it sent them in (`connections` or `edges`, for
+    error locations); UNSET and `connections` when it sent neither."""
+    if isinstance(body.edges, UnsetType):
+        return body.connections, "connections"
+    if not isinstance(body.connections, UnsetType):
+        raise Invalid(_BOTH, [FieldError((*prefix, "edges"), _BOTH)])
+    return body.edges, "edges"
+
+
+def document_graph(doc: DocumentIn, prefix: Loc = ("body",)) -> tuple[list[Node], list[Connection]]:
+    """The checked graph of a created document, every error located where it was sent."""
+    links, field = links_of(doc, prefix)
+    return build_graph(
+        doc.nodes, [] if isinstance(links, UnsetType) else links,
+        lambda i: (*prefix, "nodes", i), lambda i: (*prefix, field, i),
+    )
 
 
 def unique_tags(tags: list[str]) -> list[str]:
@@ -116,11 +173,11 @@ def unique_tags(tags: list[str]) -> list[str]:
 
 def apply_document_patch(doc: Any, patch: DocumentPatch) -> Any:
     """The patched copy of a workflow or template (version and timestamps are the store's)."""
+    links, field = links_of(patch)
     nodes_in: Sequence[NodeIn | Node] = doc.nodes if isinstance(patch.nodes, UnsetType) else patch.nodes
-    conns_in: Sequence[ConnectionIn | Connection] = (
-        doc.connections if isinstance(patch.connections, UnsetType) else patch.connections
-    )
-    nodes, connections = build_graph(nodes_in, conns_in)
+    conns_in: Sequence[ConnectionIn | Connection] = doc.connections if isinstance(links, UnsetType) else links
+    nodes, connections = build_graph(
+        nodes_in, conns_in, connection_loc=lambda i: ("body", field, i))
     return msgspec.structs.replace(
         doc,
         name=doc.name if isinstance(patch.name, UnsetType) else patch.name,
@@ -129,6 +186,14 @@ def apply_document_patch(doc: Any, patch: DocumentPatch) -> Any:
         nodes=nodes,
         connections=connections,
     )
+
+
+def apply_workflow_patch(workflow: Workflow, patch: WorkflowPatch) -> Workflow:
+    """The patched copy of a workflow, viewport included."""
+    patched: Workflow = apply_document_patch(workflow, patch)
+    if isinstance(patch.viewport, UnsetType):
+        return patched
+    return msgspec.structs.replace(patched, viewport=patch.viewport)
 
 
 def new_node_id() -> str:

@@ -41,6 +41,7 @@ __all__ = [
     "RunState",
     "RunStopped",
     "Template",
+    "Viewport",
     "Workflow",
     "event_name",
 ]
@@ -71,6 +72,20 @@ class Node(msgspec.Struct, frozen=True, rename="camel"):
     data: NodeData = NodeData()
 
 
+# An editor's camera: the pan (x, y, in screen pixels) and the zoom factor. The bounds only keep
+# the numbers finite (a JSON 1e999 reads as infinity); React Flow's own zoom range is 0.5 to 2.
+ViewportOffset = Annotated[float, Meta(ge=-1e12, le=1e12)]
+Zoom = Annotated[float, Meta(gt=0, le=1e6)]
+
+
+class Viewport(msgspec.Struct, frozen=True, rename="camel"):
+    """Where an editor looked at a workflow (React Flow's `{x, y, zoom}`)."""
+
+    x: ViewportOffset
+    y: ViewportOffset
+    zoom: Zoom
+
+
 class Connection(msgspec.Struct, frozen=True, rename="camel"):
     id: Id
     source: Id
@@ -89,6 +104,8 @@ class Workflow(msgspec.Struct, frozen=True, rename="camel"):
     updated_at: Timestamp
     nodes: list[Node]
     connections: list[Connection]
+    # null until an editor saves one; stored documents from before it existed read as null.
+    viewport: Viewport | None = None
 
 
 class Template(msgspec.Struct, frozen=True, rename="camel"):

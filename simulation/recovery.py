@@ -31,6 +31,7 @@ from flowstage.simulation.models import (
     RunPaused,
     RunResumed,
 )
+from flowstage.simulation.progress import BRANCH_NOT_TAKEN, node_work, run_progress
 from flowstage.simulation.timefmt import iso_ms
 
 __all__ = ["INTERRUPTED_MESSAGE", "interrupt_stored"]
@@ -41,10 +42,13 @@ _decode_event = msgspec.json.Decoder(Event).decode
 _encode = msgspec.json.Encoder().encode
 
 
-def _replay(run: Run, events: Sequence[tuple[int, str, bytes]]) -> tuple[Run, int]:
+def _replay(run: Run, events: Sequence[tuple[int, str, bytes]]) -> tuple[Run, int, set[str]]:
+    """The run with its stored events applied, its last seq, and the nodes skipped because
+    their branch was not taken (a snapshot does not say why a node was skipped)."""
     nodes = dict(run.nodes)
     state = run.state
     last = 0
+    not_taken: set[str] = set()
     for seq, _name, data in sorted(events, key=lambda e: e[0]):
         last = max(last, seq)
         event = _decode_event(data)
@@ -60,8 +64,10 @@ def _replay(run: Run, events: Sequence[tuple[int, str, bytes]]) -> tuple[Run, in
                                                      finished_at=ts, output=out)
             case NodeFailed(node_id=nid, ts=ts, error=err) if nid in nodes:
                 nodes[nid] = msgspec.structs.replace(nodes[nid], state="failed", finished_at=ts, error=err)
-            case NodeSkipped(node_id=nid, ts=ts) if nid in nodes:
+            case NodeSkipped(node_id=nid, ts=ts, reason=reason) if nid in nodes:
                 nodes[nid] = msgspec.structs.replace(nodes[nid], state="skipped", finished_at=ts)
+                if reason == BRANCH_NOT_TAKEN:
+                    not_taken.add(nid)
             case NodeStopped(node_id=nid, ts=ts, progress=p) if nid in nodes:
                 nodes[nid] = msgspec.structs.replace(nodes[nid], state="stopped", finished_at=ts, progress=p)
             case RunPaused():
@@ -74,7 +80,7 @@ def _replay(run: Run, events: Sequence[tuple[int, str, bytes]]) -> tuple[Run, in
         # A paused run's running nodes were paused with it.
         nodes = {k: (msgspec.structs.replace(v, state="paused") if v.state == "running" else v)
                  for k, v in nodes.items()}
-    return msgspec.structs.replace(run, nodes=nodes, state=state), last
+    return msgspec.structs.replace(run, nodes=nodes, state=state), last, not_taken
 
 
 def interrupt_stored(
@@ -89,7 +95,7 @@ def interrupt_stored(
     """
     if run.state not in ("running", "paused"):
         return run, []
-    run, last = _replay(run, events)
+    run, last, not_taken = _replay(run, events)
     ts = iso_ms(now)
     error = ErrorInfo("interrupted", message)
     out: list[tuple[int, str, bytes]] = []
@@ -112,9 +118,7 @@ def interrupt_stored(
             nodes[node_id] = node
     seq += 1
     emit("run.failed", RunFailed(run.id, run.workflow_id, seq, ts, error))
-    settled = sum(1.0 if n.state in ("completed", "failed", "skipped", "stopped") else n.progress
-                  for n in nodes.values())
-    progress = round(settled / len(nodes), 4) if nodes else 1.0
+    done = sum(node_work(n.progress, node_id in not_taken) for node_id, n in nodes.items())
     failed = msgspec.structs.replace(run, state="failed", finished_at=ts, nodes=nodes, error=error,
-                                     progress=min(progress, 1.0))
+                                     progress=run_progress(done, len(nodes)))
     return failed, out

@@ -18,7 +18,16 @@ from typing import Annotated, Any, Literal
 import msgspec
 from flowstage.simulation.catalogue import CATALOGUE, NodeType
 from flowstage.simulation.errors import FieldError, Invalid
-from flowstage.simulation.graph import COORDINATE_LIMIT, ConnectionIn, DocumentIn, Loc, NodeIn, build_graph, unique_tags
+from flowstage.simulation.graph import (
+    COORDINATE_LIMIT,
+    ConnectionIn,
+    DocumentIn,
+    Loc,
+    NodeIn,
+    build_graph,
+    document_graph,
+    unique_tags,
+)
 from flowstage.simulation.models import (
     Connection,
     Description,
@@ -30,6 +39,7 @@ from flowstage.simulation.models import (
     Tags,
     Template,
     Timestamp,
+    Viewport,
     Workflow,
 )
 from msgspec import UNSET, Meta, UnsetType
@@ -109,10 +119,10 @@ class ExportDocument(msgspec.Struct, frozen=True, rename="camel"):
     node_types: list[NodeType]
 
 
-class ExportIn(msgspec.Struct, frozen=True, rename="camel"):
+class ExportIn(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
     """An export document as `POST /api/templates/import` reads it. The template's own id,
     version and timestamps are ignored (an import is a new template), and so is `nodeTypes`:
-    node types are checked against this server's catalogue."""
+    node types are checked against this server's catalogue. Unknown fields are refused."""
 
     format_version: Annotated[int, Meta(ge=1)]
     template: DocumentIn
@@ -121,8 +131,8 @@ class ExportIn(msgspec.Struct, frozen=True, rename="camel"):
 
 
 class FlowNode(msgspec.Struct, frozen=True, rename="camel"):
-    """A React Flow node; fields React Flow adds for its own use (`width`, `selected`, ...) are
-    ignored."""
+    """A React Flow node; fields React Flow adds for its own use (`width`, `selected`,
+    `measured`, ...) are ignored."""
 
     id: Annotated[str, Meta(min_length=1, max_length=256)]
     type: Annotated[str, Meta(min_length=1, max_length=64)]
@@ -131,6 +141,8 @@ class FlowNode(msgspec.Struct, frozen=True, rename="camel"):
 
 
 class FlowEdge(msgspec.Struct, frozen=True, rename="camel"):
+    """A React Flow edge; its look (`animated`, `style`, `markerEnd`, ...) is ignored."""
+
     source: Annotated[str, Meta(min_length=1, max_length=256)]
     target: Annotated[str, Meta(min_length=1, max_length=256)]
     id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
@@ -138,15 +150,10 @@ class FlowEdge(msgspec.Struct, frozen=True, rename="camel"):
     target_handle: str | None = None
 
 
-class Viewport(msgspec.Struct, frozen=True, rename="camel"):
-    x: float
-    y: float
-    zoom: float
-
-
-class ReactFlowDocument(msgspec.Struct, frozen=True, rename="camel"):
+class ReactFlowDocument(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
     """What React Flow's `toObject()` gives, plus optional `name`, `description` and `tags`.
-    The viewport is accepted and not kept: a template has no camera."""
+    The viewport is checked and not kept: a template has no camera (it is applied into other
+    workflows, beside their nodes). Other top-level fields are refused."""
 
     nodes: list[FlowNode]
     edges: list[FlowEdge] = []
@@ -197,10 +204,7 @@ def import_format(body: Mapping[str, Any]) -> type[ExportIn] | type[ReactFlowDoc
 
 
 def draft_from_document(doc: DocumentIn, prefix: Loc = ("body",)) -> Draft:
-    nodes, connections = build_graph(
-        doc.nodes, doc.connections,
-        lambda i: (*prefix, "nodes", i), lambda i: (*prefix, "connections", i),
-    )
+    nodes, connections = document_graph(doc, prefix)
     return Draft(doc.name, doc.description, unique_tags(doc.tags), nodes, connections)
 
 

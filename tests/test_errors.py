@@ -65,6 +65,47 @@ async def test_a_body_over_max_request_bytes_is_413(aiohttp_client: Any, tmp_pat
     assert (await client.post("/api/workflows", data=small, headers=JSON)).status == 201
 
 
+async def _workflow_count(client: Client) -> int:
+    return len((await (await client.get("/api/workflows")).json())["items"])
+
+
+async def test_bad_utf8_in_a_field_a_node_put_does_not_take_is_400_and_changes_nothing(
+    client: Client, wf: str
+) -> None:
+    url = f"/api/workflows/{wf}"
+    before = await (await client.get(url)).json()
+    resp = await client.put(f"{url}/nodes/h", data=b'{"name": "\xff\xfe\xfd"}', headers=JSON)
+    body = await problem(resp, 400)
+    assert body["detail"] == "The body is not valid UTF-8 (byte 10)."
+    deep = b'{"position": {"x": 1, "y": 2}, "data": {"label": "ok", "extra": {"note": ["\xc3"]}}}'
+    await problem(await client.put(f"{url}/nodes/h", data=deep, headers=JSON), 400)
+    assert await (await client.get(url)).json() == before
+
+
+@pytest.mark.parametrize("raw", [
+    # In a field a node ignores, in a field an edge ignores, in a known nested string.
+    b'{"name": "x", "nodes": [{"id": "t", "type": "manual_trigger", "position": {"x": 0, "y": 0},'
+    b' "measured": {"note": "caf\xe9"}}]}',
+    b'{"name": "x", "nodes": [{"id": "t", "type": "manual_trigger", "position": {"x": 0, "y": 0}},'
+    b' {"id": "o", "type": "output", "position": {"x": 9, "y": 0}}],'
+    b' "edges": [{"source": "t", "target": "o", "style": {"stroke": "\x80"}}]}',
+    b'{"name": "x", "nodes": [{"type": "delay", "position": {"x": 0, "y": 0},'
+    b' "data": {"label": "\xed\xa0\x80"}}]}',  # an encoded surrogate is not UTF-8
+])
+async def test_bad_utf8_anywhere_in_a_workflow_post_is_400_and_stores_nothing(
+    client: Client, raw: bytes
+) -> None:
+    await problem(await client.post("/api/workflows", data=raw, headers=JSON), 400)
+    assert await _workflow_count(client) == 0
+
+
+async def test_valid_utf8_beyond_ascii_is_kept_exactly(client: Client) -> None:
+    name = "Caf\u00e9 \u2192 \U0001f680 \u65e5\u672c"
+    resp = await client.post("/api/workflows", data=f'{{"name": "{name}"}}'.encode(), headers=JSON)
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["name"] == name
+
+
 # --- routing ---------------------------------------------------------------------------------
 
 
@@ -166,7 +207,10 @@ _HOSTILE: list[tuple[str, bytes, int]] = [
     ("deeply nested arrays", b"[" * 100_000 + b"]" * 100_000, 422),
     ("deeply nested config", b'{"name":"x","nodes":[{"type":"manual_trigger","position":{"x":0,"y":0},'
                              b'"data":{"config":{"payload":' + _DEEP + b"}}}]}", 400),
-    ("deeply nested unknown field", b'{"name":"x","extra":' + _DEEP + b"}", 400),
+    # An unknown top-level field is refused by name before its value is read.
+    ("deeply nested unknown field", b'{"name":"x","extra":' + _DEEP + b"}", 422),
+    ("deeply nested ignored node field", b'{"name":"x","nodes":[{"type":"delay","position":{"x":0,"y":0},'
+                                         b'"measured":' + _DEEP + b"}]}", 400),
     ("non-UTF-8 bytes", b"\xff\xfe\x00\x01", 400),
     ("non-UTF-8 in a string", b'{"name": "\xff\xfe"}', 400),
     ("lone surrogate escape", b'{"name": "\\ud800"}', 400),

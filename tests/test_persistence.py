@@ -3,6 +3,7 @@ the first one stored; demo data is seeded once; a newer schema is refused clearl
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,79 @@ async def test_a_workflow_and_its_edits_survive_a_restart(
     resp = await second.put(url, json={"name": "After restart"}, headers={"If-Match": '"4"'})
     assert resp.status == 200
     assert (await resp.json())["version"] == 5
+
+
+async def test_a_viewport_and_edges_saved_by_an_editor_survive_a_restart(
+    aiohttp_client: Any, on_disk: Settings
+) -> None:
+    first = await start(aiohttp_client, on_disk)
+    saved = await (await first.post("/api/workflows", json={
+        "name": "Camera",
+        "nodes": [{"id": "t", "type": "manual_trigger", "position": {"x": 0, "y": 0}, "selected": True},
+                  {"id": "o", "type": "output", "position": {"x": 200, "y": 0}}],
+        "edges": [{"id": "e1", "source": "t", "target": "o", "animated": True}],
+        "viewport": {"x": -40.25, "y": 12, "zoom": 0.75},
+    })).json()
+    url = f"/api/workflows/{saved['id']}"
+    await first.close()
+
+    second = await start(aiohttp_client, on_disk)
+    after = await (await second.get(url)).json()
+    assert after == saved
+    assert after["viewport"] == {"x": -40.25, "y": 12.0, "zoom": 0.75}
+    assert after["connections"] == [
+        {"id": "e1", "source": "t", "target": "o", "sourceHandle": "out", "targetHandle": "in"}]
+    assert (await (await second.put(url, json={"viewport": None})).json())["viewport"] is None
+    await second.close()
+
+    third = await start(aiohttp_client, on_disk)
+    assert (await (await third.get(url)).json())["viewport"] is None
+
+
+async def test_a_version_1_database_is_migrated_keeping_every_row(
+    aiohttp_client: Any, on_disk: Settings
+) -> None:
+    """A database written before viewports and the run-list indexes: its documents read as
+    they were (with `viewport: null`), and its runs are listed."""
+    db = Path(on_disk.data_dir) / "flowstage.db"
+    db.parent.mkdir(parents=True)
+    stamp = "2026-01-01T00:00:00.000Z"
+    workflow = {"id": "wf_old", "name": "Old", "description": "", "tags": ["kept"], "version": 3,
+                "createdAt": stamp, "updatedAt": stamp,
+                "nodes": [{"id": "t", "type": "manual_trigger", "position": {"x": 1.0, "y": 2.0},
+                           "data": {"label": "", "config": {}}}],
+                "connections": []}
+    run = {"id": "run_old", "workflowId": "wf_old", "workflowVersion": 3, "state": "completed",
+           "seed": 1, "speed": 1.0, "createdAt": stamp, "startedAt": stamp, "finishedAt": stamp,
+           "progress": 1.0, "nodes": {}, "failureRate": 0.0, "error": None, "kind": "workflow"}
+    conn = sqlite3.connect(db)
+    try:
+        conn.executescript(MIGRATIONS[0])
+        conn.execute("INSERT INTO workflows VALUES (?, ?, ?, ?, ?)",
+                     ("wf_old", stamp, stamp, 3, json.dumps(workflow).encode()))
+        conn.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
+                     ("run_old", "wf_old", stamp, "completed", json.dumps(run).encode()))
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+    finally:
+        conn.close()
+
+    client = await start(aiohttp_client, on_disk)
+    got = await client.get("/api/workflows/wf_old")
+    assert got.headers["ETag"] == '"3"'
+    assert await got.json() == {**workflow, "viewport": None}
+    assert (await (await client.get("/api/runs")).json())["items"] == [run]
+    assert (await (await client.get("/api/runs?state=completed")).json())["items"] == [run]
+    await client.close()
+
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"runs_newest", "runs_by_state_newest"} <= indexes
+        assert "runs_by_state" not in indexes
+    finally:
+        conn.close()
 
 
 async def test_a_deleted_workflow_stays_deleted_after_a_restart(

@@ -16,7 +16,7 @@ from conftest import ClientFactory, make_settings
 from flowstage.actors.clock import ManualClock
 from flowstage.config import Settings
 from flowstage.server.app import create_app
-from flowstage.server.keys import ENGINE
+from flowstage.server.keys import ENGINE, STORE
 from flowstage.server.store.runs import EventRow
 from flowstage.simulation.models import Run
 from flowstage.simulation.timefmt import iso_ms
@@ -281,6 +281,7 @@ async def test_condition_skips_the_untaken_branch(clocked: Client, clock: Manual
     assert done["state"] == "completed"
     assert done["nodes"]["yes"]["state"] == "completed"
     assert done["nodes"]["no"]["state"] == "skipped"
+    assert done["progress"] == 1.0  # a branch not taken owed no work
     flow = await (await clocked.get(f"/api/workflows/{wf_id}/dataflow")).json()
     edges = {e["connectionId"]: e for e in flow["edges"]}
     assert flow["runId"] == run["id"]
@@ -352,11 +353,170 @@ async def test_runs_survive_restart_and_active_ones_end_interrupted(
     assert lost["finishedAt"] == iso_ms(T0 + 60)
     states = {k: v["state"] for k, v in lost["nodes"].items()}
     assert states == {"a": "completed", "b": "stopped", "c": "stopped", "d": "skipped"}
+    # As far as its stored events got: b and c had reported 0.25 each, d never started.
+    assert {k: v["progress"] for k, v in lost["nodes"].items()} == {"a": 1.0, "b": 0.25, "c": 0.25, "d": 0.0}
+    assert lost["progress"] == 0.375
     listing = await (await again.get(f"/api/workflows/{wf_id}/runs")).json()
     assert [r["id"] for r in listing["items"]] == [in_flight["id"], finished["id"]]
     flow = await (await again.get(f"/api/workflows/{wf_id}/dataflow")).json()
     assert flow["runId"] == in_flight["id"] and len(flow["edges"]) == 4
     assert (await again.post(f"/api/runs/{in_flight['id']}/resume")).status == 409
+
+
+# --- progress of runs that end early ---------------------------------------------------------
+
+
+async def test_a_stopped_run_keeps_the_progress_it_had_reached(clocked: Client, clock: ManualClock) -> None:
+    wf_id = await create(clocked, {**DIAMOND, "nodes": [
+        node("a", "manual_trigger"), node("b", "delay", ms=2000), node("c", "delay", ms=4000), node("d", "merge")]})
+    run = await execute(clocked, wf_id)
+    await clock.advance(0.020 + 1.0)  # a took 20 ms; b is half done, c a quarter
+    running = await (await clocked.get(f"/api/runs/{run['id']}")).json()
+    assert running["progress"] == 0.4375  # (1 + 0.5 + 0.25 + 0) / 4
+    stopped = await (await clocked.post(f"/api/runs/{run['id']}/stop")).json()
+    assert stopped["state"] == "stopped"
+    assert {k: (v["state"], v["progress"]) for k, v in stopped["nodes"].items()} == {
+        "a": ("completed", 1.0), "b": ("stopped", 0.5), "c": ("stopped", 0.25), "d": ("skipped", 0.0)}
+    assert stopped["progress"] == 0.4375
+    await clock.advance(10.0)
+    assert (await (await clocked.get(f"/api/runs/{run['id']}")).json())["progress"] == 0.4375
+    listed = await (await clocked.get(f"/api/runs?workflowId={wf_id}")).json()
+    assert listed["items"][0]["progress"] == 0.4375
+
+
+async def test_a_branch_not_taken_counts_as_done_in_a_stopped_runs_progress(
+    clocked: Client, clock: ManualClock
+) -> None:
+    wf_id = await create(clocked, {
+        "name": "Branch",
+        "nodes": [node("t", "manual_trigger"), node("c", "condition", trueProbability=1.0),
+                  node("yes", "delay", ms=4000), node("no", "output")],
+        "connections": [link("t", "c"), link("c", "yes", "true"), link("c", "no", "false")],
+    })
+    run = await execute(clocked, wf_id)
+    await clock.advance(0.020 + 0.010 + 1.0)  # trigger, condition, then a quarter of yes
+    stopped = await (await clocked.post(f"/api/runs/{run['id']}/stop")).json()
+    assert {k: (v["state"], v["progress"]) for k, v in stopped["nodes"].items()} == {
+        "t": ("completed", 1.0), "c": ("completed", 1.0), "yes": ("stopped", 0.25), "no": ("skipped", 0.0)}
+    assert stopped["progress"] == 0.8125  # (1 + 1 + 0.25 + 1) / 4
+
+
+async def test_a_failed_run_counts_what_its_failed_node_did_and_nothing_it_skipped(
+    clocked: Client, clock: ManualClock
+) -> None:
+    wf_id = await create(clocked, {
+        "name": "Fragile",
+        "nodes": [node("t", "manual_trigger"), node("h", "http_request", url="https://x"), node("o", "output")],
+        "connections": [link("t", "h"), link("h", "o")],
+    })
+    run = await execute(clocked, wf_id, failureRate=1.0, seed=3)
+    await clock.run_until_idle()
+    done = await (await clocked.get(f"/api/runs/{run['id']}")).json()
+    assert done["state"] == "failed"
+    reached = done["nodes"]["t"]["progress"]  # a simulated failure strikes 30-100% of the way
+    assert 0.3 <= reached < 1.0
+    assert (done["nodes"]["h"]["progress"], done["nodes"]["o"]["progress"]) == (0.0, 0.0)
+    assert done["progress"] == round(reached / 3, 4)
+
+
+# --- GET /api/runs ----------------------------------------------------------------------------
+
+
+async def _runs(client: Client, query: str = "") -> dict[str, Any]:
+    resp = await client.get(f"/api/runs{query}")
+    assert resp.status == 200, await resp.text()
+    page: dict[str, Any] = await resp.json()
+    return page
+
+
+async def test_runs_of_every_workflow_are_listed_newest_first_and_filtered(
+    clocked: Client, clock: ManualClock
+) -> None:
+    a = await create(clocked, DIAMOND)
+    b = await create(clocked, {**DIAMOND, "name": "Other"})
+    r1 = (await execute(clocked, a))["id"]
+    r2 = (await execute(clocked, b))["id"]
+    assert (await clocked.post(f"/api/runs/{r2}/stop")).status == 200
+    await clock.run_until_idle()
+    r3 = (await execute(clocked, a))["id"]
+
+    page = await _runs(clocked)
+    assert [(r["id"], r["workflowId"], r["state"]) for r in page["items"]] == [
+        (r3, a, "running"), (r2, b, "stopped"), (r1, a, "completed")]
+    assert page["nextCursor"] is None
+    for item in page["items"]:  # whole runs, as GET /api/runs/{id} shows them
+        assert item == await (await clocked.get(f"/api/runs/{item['id']}")).json()
+
+    expected = {
+        f"?workflowId={a}": [r3, r1],
+        f"?workflowId={b}": [r2],
+        "?workflowId=wf_missing": [],
+        "?state=running": [r3],
+        "?state=completed": [r1],
+        "?state=stopped": [r2],
+        "?state=failed": [],
+        "?state=paused": [],
+        f"?state=stopped&workflowId={b}": [r2],
+        f"?state=stopped&workflowId={a}": [],
+        f"?workflowId={a}&state=completed": [r1],
+    }
+    for query, ids in expected.items():
+        listed = await _runs(clocked, query)
+        assert ([r["id"] for r in listed["items"]], listed["nextCursor"]) == (ids, None), query
+
+
+async def test_runs_page_with_limit_and_cursor_through_each_filter(clocked: Client, clock: ManualClock) -> None:
+    a = await create(clocked, DIAMOND)
+    b = await create(clocked, {**DIAMOND, "name": "Other"})
+    made = [(await execute(clocked, wf))["id"] for wf in (a, b, a, b, a)]
+    await clock.run_until_idle()
+
+    async def walk(query: str) -> tuple[list[str], list[int]]:
+        seen: list[str] = []
+        sizes: list[int] = []
+        cursor: str | None = None
+        while True:
+            page = await _runs(clocked, query + ("" if cursor is None else f"&cursor={cursor}"))
+            sizes.append(len(page["items"]))
+            seen.extend(r["id"] for r in page["items"])
+            cursor = page["nextCursor"]
+            if cursor is None:
+                return seen, sizes
+
+    assert await walk("?limit=2") == (made[::-1], [2, 2, 1])
+    assert await walk(f"?limit=2&workflowId={a}") == ([made[4], made[2], made[0]], [2, 1])
+    assert await walk("?limit=4&state=completed") == (made[::-1], [4, 1])
+
+
+@pytest.mark.parametrize(("query", "loc"), [
+    ("?state=bogus", ["query", "state"]),
+    ("?state=RUNNING", ["query", "state"]),
+    ("?state=", ["query", "state"]),
+    ("?state=idle", ["query", "state"]),  # a workflow's status, not a run state
+    ("?limit=0", ["query", "limit"]),
+    ("?limit=501", ["query", "limit"]),
+    ("?cursor=garbage", ["query", "cursor"]),
+])
+async def test_invalid_run_list_queries_are_422_at_the_parameter(
+    client: Client, query: str, loc: list[Any]
+) -> None:
+    resp = await client.get(f"/api/runs{query}")
+    assert resp.status == 422
+    assert resp.content_type == "application/problem+json"
+    assert [e["loc"] for e in (await resp.json())["errors"]] == [loc]
+
+
+async def test_a_state_filter_sees_a_run_that_ended_before_its_end_was_stored(
+    clocked: Client, clock: ManualClock
+) -> None:
+    wf_id = await create(clocked, DIAMOND)
+    run_id = (await execute(clocked, wf_id))["id"]
+    await clock.advance(3.04)  # ended at 3.03; the engine stores it 50 ms later
+    stored = await clocked.app[STORE].runs.get(run_id)
+    assert stored is not None and stored.state == "running"
+    assert [r["state"] for r in (await _runs(clocked))["items"]] == ["completed"]
+    assert [r["id"] for r in (await _runs(clocked, "?state=completed"))["items"]] == [run_id]
+    assert (await _runs(clocked, "?state=running"))["items"] == []
 
 
 # --- process-files ------------------------------------------------------------------------

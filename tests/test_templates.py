@@ -479,6 +479,98 @@ async def test_invalid_template_bodies_name_the_field_and_create_nothing(
     assert await count(client, "/api/templates") == 1
 
 
+# --- React Flow names, viewports and unknown fields -------------------------------------------
+
+
+async def test_a_template_body_may_send_its_links_as_edges(client: Client, template: JSON) -> None:
+    doc = branching_template("As edges")
+    doc["edges"] = doc.pop("connections")
+    saved = await post(client, "/api/templates", doc, 201)
+    assert saved["connections"] == template["connections"]
+    assert "edges" not in saved and "viewport" not in saved
+
+    resp = await client.put(f"/api/templates/{saved['id']}",
+                            json={"edges": [{"id": "only", "source": "hook", "target": "check"}]})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["connections"] == [
+        {"id": "only", "source": "hook", "target": "check", "sourceHandle": "out", "targetHandle": "in"}]
+
+
+async def test_a_template_read_and_saved_back_whole_is_accepted_and_changes_nothing(
+    client: Client, template: JSON
+) -> None:
+    resp = await client.put(f"/api/templates/{template['id']}", json=template)
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == template
+
+
+@pytest.mark.parametrize(("extra", "loc"), [
+    ({"viewport": {"x": 0, "y": 0, "zoom": 1}}, ["body", "viewport"]),  # a template has no camera
+    ({"bogus": 1}, ["body", "bogus"]),
+    ({"connections": [], "edges": []}, ["body", "edges"]),
+])
+async def test_template_bodies_refuse_unknown_fields_by_name_and_keep_nothing(
+    client: Client, template: JSON, extra: JSON, loc: list[Any]
+) -> None:
+    resp = await client.post("/api/templates", json={**branching_template(), **extra})
+    assert resp.status == 422
+    assert [e["loc"] for e in (await resp.json())["errors"]] == [loc]
+    resp = await client.put(f"/api/templates/{template['id']}", json={"name": "Lost", **extra})
+    assert resp.status == 422
+    assert [e["loc"] for e in (await resp.json())["errors"]] == [loc]
+    assert await count(client, "/api/templates") == 1
+    assert await get(client, f"/api/templates/{template['id']}") == template
+
+
+async def test_templates_keep_no_viewport_and_applying_one_keeps_the_workflows(client: Client) -> None:
+    wf = await post(client, "/api/workflows",
+                    {**branching_template("Looked at"), "viewport": {"x": 5, "y": 6, "zoom": 2}}, 201)
+    saved = await post(client, "/api/templates", {"fromWorkflowId": wf["id"], "name": "Copy"}, 201)
+    assert "viewport" not in saved
+    fresh = await post(client, f"/api/templates/{saved['id']}/apply", {}, 201)
+    assert fresh["viewport"] is None
+    merged = await post(client, f"/api/templates/{saved['id']}/apply",
+                        {"workflowId": wf["id"], "mode": "merge"}, 200)
+    assert merged["viewport"] == {"x": 5.0, "y": 6.0, "zoom": 2.0}
+
+
+def react_flow_v12_document() -> JSON:
+    """A React Flow 12 toObject(): nodes carry `measured`, `selected`, `dragging`, ...; edges
+    their look; and the viewport."""
+    doc = react_flow_document()
+    for node in doc["nodes"]:
+        node.update({"measured": {"width": 150, "height": 40}, "selected": True, "dragging": False,
+                     "sourcePosition": "right", "targetPosition": "left"})
+    doc["edges"][0].update({"type": "smoothstep", "style": {"strokeWidth": 2},
+                            "markerEnd": {"type": "arrowclosed"}, "label": "go"})
+    return doc
+
+
+async def test_a_react_flow_12_object_imports_every_edge(client: Client) -> None:
+    imported = await post(client, "/api/templates/import", react_flow_v12_document(), 201)
+    ids = [n["id"] for n in imported["nodes"]]
+    assert [(c["source"], c["sourceHandle"], c["target"], c["targetHandle"])
+            for c in imported["connections"]] == [(ids[0], "out", ids[1], "in"), (ids[1], "out", ids[2], "in")]
+    assert "viewport" not in imported
+
+
+@pytest.mark.parametrize(("document", "loc"), [
+    pytest.param({**react_flow_document(), "bogus": 1}, ["body", "bogus"], id="react-flow-unknown-field"),
+    pytest.param(_with(react_flow_document(), ["viewport", "zoom"], 0), ["body", "viewport", "zoom"],
+                 id="react-flow-zero-zoom"),
+    pytest.param({**EXPORT, "bogus": 1}, ["body", "bogus"], id="export-unknown-field"),
+    pytest.param(_with(EXPORT, ["template", "bogus"], 1), ["body", "template", "bogus"],
+                 id="export-template-unknown-field"),
+])
+async def test_an_import_with_an_unknown_or_invalid_field_is_422_at_it(
+    client: Client, template: JSON, document: JSON, loc: list[Any]
+) -> None:
+    resp = await client.post("/api/templates/import", json=document)
+    assert resp.status == 422
+    assert [e["loc"] for e in (await resp.json())["errors"]] == [loc]
+    assert await count(client, "/api/templates") == 1
+
+
 # --- gallery and documentation ----------------------------------------------------------------
 
 

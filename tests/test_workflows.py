@@ -393,3 +393,166 @@ async def test_tag_filter_lists_only_workflows_with_that_tag(client: Client) -> 
     rest = await (await client.get(f"/api/workflows?tag=blue&limit=1&cursor={first['nextCursor']}")).json()
     assert [w["id"] for w in rest["items"]] == [a["id"]]
     assert rest["nextCursor"] is None
+
+
+# --- React Flow documents and strict input ---------------------------------------------------
+
+
+def react_flow_object(name: str | None = "From the editor") -> dict[str, Any]:
+    """What React Flow's `toObject()` gives (v12, with what it adds for its own use), plus a
+    name: nodes carry `measured`, `selected`, `dragging`, ...; edges carry their look."""
+    doc: dict[str, Any] = {
+        "nodes": [
+            {"id": "t", "type": "manual_trigger", "position": {"x": 0, "y": 40},
+             "data": {"label": "Start", "config": {}},
+             "measured": {"width": 180, "height": 64}, "selected": True, "dragging": False,
+             "width": 180, "height": 64, "sourcePosition": "right", "targetPosition": "left",
+             "draggable": True, "zIndex": 3},
+            {"id": "h", "type": "http_request", "position": {"x": 260.5, "y": 40},
+             "data": {"label": "Fetch", "config": {"url": "https://example.com/a"}},
+             "measured": {"width": 180, "height": 64}, "selected": False},
+            {"id": "o", "type": "output", "position": {"x": 520, "y": 40}},
+        ],
+        "edges": [
+            {"id": "xy-edge__t-h", "source": "t", "target": "h", "sourceHandle": None,
+             "targetHandle": None, "animated": True, "style": {"stroke": "#f6ab6c"},
+             "markerEnd": {"type": "arrowclosed"}, "type": "smoothstep", "selected": False},
+            {"id": "xy-edge__h-o", "source": "h", "target": "o", "sourceHandle": "out",
+             "targetHandle": "in", "label": "result"},
+        ],
+        "viewport": {"x": -120.5, "y": 33, "zoom": 1.25},
+    }
+    if name is not None:
+        doc["name"] = name
+    return doc
+
+
+STORED_NODES = [
+    {"id": "t", "type": "manual_trigger", "position": {"x": 0.0, "y": 40.0},
+     "data": {"label": "Start", "config": {}}},
+    {"id": "h", "type": "http_request", "position": {"x": 260.5, "y": 40.0},
+     "data": {"label": "Fetch", "config": {"url": "https://example.com/a"}}},
+    {"id": "o", "type": "output", "position": {"x": 520.0, "y": 40.0},
+     "data": {"label": "", "config": {}}},
+]
+STORED_CONNECTIONS = [
+    {"id": "xy-edge__t-h", "source": "t", "target": "h", "sourceHandle": "out", "targetHandle": "in"},
+    {"id": "xy-edge__h-o", "source": "h", "target": "o", "sourceHandle": "out", "targetHandle": "in"},
+]
+
+
+async def count_workflows(client: Client) -> int:
+    return len((await (await client.get("/api/workflows?limit=500")).json())["items"])
+
+
+async def test_a_react_flow_object_is_saved_with_every_edge_and_its_viewport(clocked: Client) -> None:
+    created = await create(clocked, react_flow_object())
+    assert created == {
+        "id": created["id"], "name": "From the editor", "description": "", "tags": [],
+        "version": 1, "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": "2026-01-01T00:00:00.000Z",
+        "nodes": STORED_NODES, "connections": STORED_CONNECTIONS,
+        "viewport": {"x": -120.5, "y": 33.0, "zoom": 1.25},
+    }
+    # Answers call the links `connections` (the contract's name), never `edges` as well.
+    got = await (await clocked.get(f"/api/workflows/{created['id']}")).json()
+    assert got == created
+    assert "edges" not in got
+
+
+async def test_without_a_viewport_the_workflow_answers_viewport_null(
+    client: Client, simple_workflow: dict[str, Any]
+) -> None:
+    created = await create(client, simple_workflow)
+    assert created["viewport"] is None
+    assert (await (await client.get(f"/api/workflows/{created['id']}")).json())["viewport"] is None
+    assert (await create(client, {"name": "x", "viewport": None}))["viewport"] is None
+
+
+async def test_put_of_a_react_flow_object_replaces_the_graph_and_the_viewport(
+    client: Client, simple_workflow: dict[str, Any]
+) -> None:
+    wf = await create(client, simple_workflow)
+    url = f"/api/workflows/{wf['id']}"
+    resp = await client.put(url, json=react_flow_object(name=None))
+    assert resp.status == 200, await resp.text()
+    saved = await resp.json()
+    assert (saved["name"], saved["version"]) == ("Fetch and store", 2)
+    assert (saved["nodes"], saved["connections"]) == (STORED_NODES, STORED_CONNECTIONS)
+    assert saved["viewport"] == {"x": -120.5, "y": 33.0, "zoom": 1.25}
+
+    # A PUT without a viewport keeps it; `null` forgets it.
+    kept = await (await client.put(url, json={"name": "Renamed"})).json()
+    assert (kept["viewport"], kept["version"]) == ({"x": -120.5, "y": 33.0, "zoom": 1.25}, 3)
+    moved = await (await client.put(url, json={"viewport": {"x": 1, "y": 2, "zoom": 0.5}})).json()
+    assert (moved["viewport"], moved["version"]) == ({"x": 1.0, "y": 2.0, "zoom": 0.5}, 4)
+    assert moved["connections"] == STORED_CONNECTIONS
+    forgot = await (await client.put(url, json={"viewport": None})).json()
+    assert (forgot["viewport"], forgot["version"]) == (None, 5)
+    assert await (await client.get(url)).json() == forgot
+
+
+async def test_a_workflow_read_and_saved_back_whole_is_accepted_and_changes_nothing(client: Client) -> None:
+    wf = await create(client, react_flow_object())
+    resp = await client.put(f"/api/workflows/{wf['id']}", json=wf)
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == wf  # server-owned fields are ignored; nothing changed: version 1
+
+
+async def test_connections_and_edges_together_are_422_at_edges_and_store_nothing(
+    client: Client, simple_workflow: dict[str, Any]
+) -> None:
+    both = {**react_flow_object(), "connections": STORED_CONNECTIONS}
+    body = await problem(await client.post("/api/workflows", json=both), 422, ["body", "edges"])
+    assert "not both" in body["detail"]
+    assert await count_workflows(client) == 0
+
+    wf = await create(client, simple_workflow)
+    resp = await client.put(f"/api/workflows/{wf['id']}", json={"edges": [], "connections": []})
+    await problem(resp, 422, ["body", "edges"])
+    assert await (await client.get(f"/api/workflows/{wf['id']}")).json() == wf
+
+
+async def test_errors_in_edges_are_located_in_edges(client: Client) -> None:
+    doc = react_flow_object()
+    doc["edges"][1]["target"] = "ghost"
+    await problem(await client.post("/api/workflows", json=doc), 422, ["body", "edges", 1, "target"])
+    doc = react_flow_object()
+    del doc["edges"][0]["source"]
+    await problem(await client.post("/api/workflows", json=doc), 422, ["body", "edges", 0, "source"])
+    assert await count_workflows(client) == 0
+
+
+@pytest.mark.parametrize(("viewport", "loc"), [
+    ({"x": 0, "y": 0, "zoom": 0}, ["body", "viewport", "zoom"]),
+    ({"x": 0, "y": 0, "zoom": -1.5}, ["body", "viewport", "zoom"]),
+    ({"x": 0, "y": 0}, ["body", "viewport", "zoom"]),
+    ({"x": "left", "y": 0, "zoom": 1}, ["body", "viewport", "x"]),
+    ({"x": 0, "y": True, "zoom": 1}, ["body", "viewport", "y"]),
+    ([0, 0, 1], ["body", "viewport"]),
+])
+async def test_an_invalid_viewport_is_422_at_its_field_and_stores_nothing(
+    client: Client, viewport: Any, loc: list[Any]
+) -> None:
+    await problem(await client.post("/api/workflows", json={"name": "v", "viewport": viewport}), 422, loc)
+    assert await count_workflows(client) == 0
+
+
+async def test_an_infinite_zoom_is_422(client: Client) -> None:
+    raw = b'{"name": "v", "viewport": {"x": 0, "y": 0, "zoom": 1e999}}'
+    resp = await client.post("/api/workflows", data=raw, headers={"Content-Type": "application/json"})
+    await problem(resp, 422, ["body", "viewport", "zoom"])
+
+
+@pytest.mark.parametrize("field", ["edgez", "selectedNodes", "Connections", "viewPort"])
+async def test_an_unknown_top_level_field_is_422_naming_it_and_stores_nothing(
+    client: Client, simple_workflow: dict[str, Any], field: str
+) -> None:
+    body = await problem(await client.post("/api/workflows", json={**simple_workflow, field: []}),
+                         422, ["body", field])
+    assert field in body["detail"]
+    assert await count_workflows(client) == 0
+
+    wf = await create(client, simple_workflow)
+    resp = await client.put(f"/api/workflows/{wf['id']}", json={"name": "Lost", field: []})
+    await problem(resp, 422, ["body", field])
+    assert await (await client.get(f"/api/workflows/{wf['id']}")).json() == wf

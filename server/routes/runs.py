@@ -3,26 +3,34 @@ dataflow. Handlers translate HTTP into engine calls; `RunService` knows live fro
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import msgspec
 from aiohttp import web
 from flowstage.actors.engine import Action
-from flowstage.server.http import content_etag, decode_body, hashed_response, json_response, page_params
+from flowstage.server.http import (
+    content_etag,
+    decode_body,
+    hashed_response,
+    json_response,
+    page_params,
+    query_choice,
+)
 from flowstage.server.keys import ENGINE, RUNS, STORE
-from flowstage.server.openapi import Handler, Route
+from flowstage.server.openapi import Handler, Param, Route
 from flowstage.server.processing import files_for_run
 from flowstage.server.routes.workflows import IF_NONE_MATCH, LIST_PARAMS
 from flowstage.server.runs import Dataflow
 from flowstage.server.store import Page, new_id
 from flowstage.simulation.errors import NotFound
-from flowstage.simulation.models import FileInfo, Run
+from flowstage.simulation.models import FileInfo, Run, RunState
 from flowstage.simulation.script import ScriptedOutcome
 from msgspec import Meta
 
 __all__ = ["ROUTES", "ExecuteRequest", "IdleStatus", "ProcessFilesRequest"]
 
 _encoder = msgspec.json.Encoder()
+_RUN_STATES: tuple[RunState, ...] = get_args(RunState)
 
 
 class ExecuteRequest(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
@@ -116,12 +124,15 @@ async def workflow_dataflow(request: web.Request) -> web.Response:
 async def workflow_runs(request: web.Request) -> web.Response:
     limit, cursor = page_params(request)
     workflow_id = request.match_info["id"]
-    store, engine = request.app[STORE], request.app[ENGINE]
-    await store.workflows.get(workflow_id)
-    page = await store.runs.list_for_workflow(workflow_id, limit, cursor)
-    # Stored snapshots of live runs lag behind; show the live one.
-    items = [engine.snapshot(r.id) or r for r in page.items]
-    return json_response(Page(items=items, next_cursor=page.next_cursor))
+    await request.app[STORE].workflows.get(workflow_id)
+    return json_response(await request.app[RUNS].page(limit, cursor, workflow_id=workflow_id))
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    limit, cursor = page_params(request)
+    state = query_choice(request, "state", _RUN_STATES)
+    workflow_id = request.query.get("workflowId") or None
+    return json_response(await request.app[RUNS].page(limit, cursor, workflow_id=workflow_id, state=state))
 
 
 async def get_run(request: web.Request) -> web.Response:
@@ -132,6 +143,10 @@ _STATUS_SCHEMA = {"application/json": {"anyOf": [
     {"$ref": "#/components/schemas/Run"},
     {"type": "object", "properties": {"state": {"const": "idle"}}, "required": ["state"]},
 ]}}
+_RUN_FILTERS = (
+    Param("workflowId", "Only runs of this workflow (none if it has no runs, or does not exist)"),
+    Param("state", "Only runs in this state", {"type": "string", "enum": list(_RUN_STATES)}),
+)
 _CONTROL_ERRORS = (404, 409, 503)
 _ACTIONS: tuple[Action, ...] = ("pause", "resume", "stop")
 
@@ -157,6 +172,8 @@ ROUTES = (
           errors=(404,)),
     Route("GET", "/api/workflows/{id}/runs", workflow_runs, "The workflow's runs, newest first",
           "runs", response=Page[Run], query=LIST_PARAMS[:2], errors=(404, 422)),
+    Route("GET", "/api/runs", list_runs, "Runs of every workflow, newest first", "runs",
+          response=Page[Run], query=(*LIST_PARAMS[:2], *_RUN_FILTERS), errors=(422,)),
     Route("GET", "/api/runs/{runId}", get_run, "A run's snapshot", "runs", response=Run,
           headers=IF_NONE_MATCH, errors=(304, 404)),
     *(Route("POST", f"/api/runs/{{runId}}/{action}", _run_control(action),

@@ -8,7 +8,7 @@ from flowstage.server.keys import STORE
 from flowstage.server.openapi import Param, Route
 from flowstage.server.store import Page, new_id
 from flowstage.server.store.common import etag_for
-from flowstage.simulation.graph import DocumentIn, DocumentPatch, apply_document_patch, build_graph, unique_tags
+from flowstage.simulation.graph import WorkflowIn, WorkflowPatch, apply_workflow_patch, document_graph, unique_tags
 from flowstage.simulation.models import Workflow
 
 __all__ = ["IF_MATCH", "IF_NONE_MATCH", "LIST_PARAMS", "ROUTES"]
@@ -29,14 +29,14 @@ async def list_workflows(request: web.Request) -> web.Response:
 
 
 async def create_workflow(request: web.Request) -> web.Response:
-    body = await decode_body(request, DocumentIn)
-    nodes, connections = build_graph(body.nodes, body.connections)
+    body = await decode_body(request, WorkflowIn)
+    nodes, connections = document_graph(body)
     repo = request.app[STORE].workflows
     now = repo.now_iso()
     workflow = Workflow(
         id=new_id("wf"), name=body.name, description=body.description,
         tags=unique_tags(body.tags), version=1, created_at=now, updated_at=now,
-        nodes=nodes, connections=connections,
+        nodes=nodes, connections=connections, viewport=body.viewport,
     )
     await repo.create(workflow)
     headers = {"ETag": etag_for(workflow.version), "Location": f"/api/workflows/{workflow.id}"}
@@ -49,9 +49,9 @@ async def get_workflow(request: web.Request) -> web.Response:
 
 
 async def update_workflow(request: web.Request) -> web.Response:
-    patch = await decode_body(request, DocumentPatch)
+    patch = await decode_body(request, WorkflowPatch)
     workflow = await request.app[STORE].workflows.mutate(
-        request.match_info["id"], lambda w: apply_document_patch(w, patch),
+        request.match_info["id"], lambda w: apply_workflow_patch(w, patch),
         request.headers.get("If-Match"),
     )
     return json_response(workflow, headers={"ETag": etag_for(workflow.version)})
@@ -66,14 +66,14 @@ ROUTES = (
     Route("GET", "/api/workflows", list_workflows, "List workflows, newest first", "workflows",
           response=Page[Workflow], query=LIST_PARAMS),
     Route("POST", "/api/workflows", create_workflow, "Create a workflow", "workflows",
-          body=DocumentIn, response=Workflow, status=201, errors=(400, 413, 415, 422),
+          body=WorkflowIn, response=Workflow, status=201, errors=(400, 413, 415, 422),
           response_headers={"ETag": "Version tag", "Location": "The new workflow's URL"}),
     Route("GET", "/api/workflows/{id}", get_workflow, "Read a workflow", "workflows",
           response=Workflow, headers=IF_NONE_MATCH, errors=(304, 404),
           response_headers={"ETag": "Version tag"}),
     Route("PUT", "/api/workflows/{id}", update_workflow,
           "Change a workflow: the fields sent replace the stored ones", "workflows",
-          body=DocumentPatch, response=Workflow, headers=IF_MATCH,
+          body=WorkflowPatch, response=Workflow, headers=IF_MATCH,
           errors=(400, 404, 412, 413, 415, 422), response_headers={"ETag": "Version tag"}),
     Route("DELETE", "/api/workflows/{id}", delete_workflow, "Delete a workflow", "workflows",
           status=204, headers=IF_MATCH, errors=(404, 412)),

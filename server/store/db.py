@@ -47,6 +47,14 @@ MIGRATIONS: tuple[str, ...] = (
         run_id TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL,
         PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
     """,
+    # 2: GET /api/runs pages through every run newest first, optionally of one state: both
+    # walk an index instead of sorting the whole table. The state index replaces the one on
+    # state alone (a prefix of it serves the start-up query for active runs).
+    """
+    CREATE INDEX runs_newest ON runs (created_at DESC, id DESC);
+    CREATE INDEX runs_by_state_newest ON runs (state, created_at DESC, id DESC);
+    DROP INDEX runs_by_state;
+    """,
 )
 
 

@@ -92,9 +92,17 @@ class RunRepo:
             (workflow_id,)).fetchone())
         return None if row is None else _decoder.decode(row[0])
 
-    async def list_for_workflow(self, workflow_id: str, limit: int, cursor: str | None) -> Page[Run]:
+    async def page(
+        self, limit: int, cursor: str | None, *, workflow_id: str | None = None, state: str | None = None
+    ) -> Page[Run]:
+        """Stored runs newest first, of one workflow and/or in one state if asked. A live run's
+        stored snapshot lags (see the engine's flush); callers show the live one."""
         after = decode_cursor(cursor) if cursor else None
-        filters = [("workflow_id = ?", workflow_id)]
+        filters: list[tuple[str, object]] = []
+        if workflow_id is not None:
+            filters.append(("workflow_id = ?", workflow_id))
+        if state is not None:
+            filters.append(("state = ?", state))
         rows, more = await self._db.read(lambda conn: newest_first(conn, "runs", limit, after, filters))
         return page_of([_decoder.decode(r) for r in rows], more)
 
