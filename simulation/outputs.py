@@ -3,8 +3,9 @@ and drawn from the node's seeded generator, so a seed replays the same data.
 
 Each generator is a plain function `(NodeContext) -> output` registered in GENERATORS;
 the runtime copies this table into its handler registry, where the server may replace an
-entry (e.g. the image nodes) with real work. Outputs stay a few hundred bytes: ten
-thousand runs keep them in memory at once.
+entry with real work: the image nodes, and `csv_parse`/`json_parse` over uploaded files
+(server/processing.py). Mock outputs stay a few hundred bytes: ten thousand runs keep them in
+memory at once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import msgspec
 from flowstage.simulation.rng import STREAM_BRANCH, STREAM_OUTPUT, Rng
 
 __all__ = ["GENERATORS", "Generator", "NodeContext", "count_items", "failure_message", "items_of"]
@@ -192,6 +194,17 @@ def _csv_parse(ctx: NodeContext) -> Any:
     return {"rows": rows, "rowCount": len(rows)}
 
 
+def _json_parse(ctx: NodeContext) -> Any:
+    source = ctx.input
+    text = source.get("json") or source.get("text") if isinstance(source, dict) else source
+    if isinstance(text, str):
+        # Raises msgspec.DecodeError for text that is not JSON: the node fails, as it should.
+        return msgspec.json.decode(text)
+    rng = ctx.rng()
+    return {"id": rng.randint(1, 9999), "name": rng.choice(_NAMES),
+            "tags": [rng.choice(_WORDS) for _ in range(rng.randint(1, 3))], "active": rng.random() < 0.8}
+
+
 def _files_of(value: Any) -> list[str]:
     if isinstance(value, dict):
         ids = value.get("fileIds")
@@ -241,6 +254,7 @@ GENERATORS: dict[str, Generator] = {
     "condition": _condition,
     "delay": _delay,
     "csv_parse": _csv_parse,
+    "json_parse": _json_parse,
     "image_resize": _image,
     "image_thumbnail": _image,
     "image_convert": _image,
@@ -254,6 +268,7 @@ _FAILURES: dict[str, tuple[str, ...]] = {
     "llm_prompt": ("rate limited (HTTP 429)", "context length exceeded", "upstream model overloaded"),
     "send_email": ("SMTP 421 service not available", "recipient mailbox unavailable"),
     "csv_parse": ("malformed row: unexpected quote",),
+    "json_parse": ("invalid JSON: unexpected end of input",),
 }
 _DEFAULT_FAILURES = ("simulated failure", "worker crashed", "timed out")
 

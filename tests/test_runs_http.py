@@ -598,7 +598,8 @@ async def test_deleting_a_file_a_node_uses_is_allowed_and_fails_that_node_clearl
 
 
 async def test_other_node_types_simulate_per_file(client: Client) -> None:
-    wf_id = await create(client, {"name": "CSV", "nodes": [node("p", "csv_parse")]})
+    # csv_parse and json_parse read the real bytes (tests/test_file_nodes.py); transform simulates.
+    wf_id = await create(client, {"name": "Transform", "nodes": [node("p", "transform")]})
     img = await upload_png(client, (20, 20))
     run = await (await client.post(f"/api/workflows/{wf_id}/nodes/p/process-files",
                                    json={"fileIds": [img["id"], img["id"]], "speed": 1000})).json()
