@@ -63,8 +63,8 @@ class SystemClock:
 class _ManualTimer:
     __slots__ = ("args", "callback", "cancelled", "when")
 
-    def __init__(self, when: float, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
-        self.when = when
+    def __init__(self, when: int, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self.when = when  # nanoseconds since the clock's start
         self.callback = callback
         self.args = args
         self.cancelled = False
@@ -74,24 +74,33 @@ class _ManualTimer:
 
 
 class ManualClock:
-    """A clock that only moves when told: `await advance(s)` or `await run_until_idle()`.
+    """A clock that only moves when told: `await advance(s)`, `await step()` or
+    `await run_until_idle()`.
 
     Timers fire in deadline order (ties in scheduling order) with `now()` set to each
     timer's own deadline; between firings the loop gets a few turns so that tasks woken
-    by a timer run before the next one fires.
+    by a timer run before the next one fires. Time is counted in integer nanoseconds since
+    `start`: ten advances of 0.1 s reach a timer set 1 s ahead exactly (in epoch-second
+    floats, near 1.79e9, they fall 0.2 µs short).
     """
 
     def __init__(self, start: float = 1_790_000_000.0, *, settle_turns: int = 4) -> None:
-        self._now = start
-        self._heap: list[tuple[float, int, _ManualTimer]] = []
+        self._start = start
+        self._ns = 0
+        self._heap: list[tuple[int, int, _ManualTimer]] = []
         self._counter = itertools.count()
         self._settle_turns = settle_turns
 
     def now(self) -> float:
-        return self._now
+        return self._start + self._ns / 1e9
+
+    @property
+    def elapsed_ns(self) -> int:
+        """Nanoseconds since the start (or the last rewind)."""
+        return self._ns
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> _ManualTimer:
-        timer = _ManualTimer(self._now + max(delay, 0.0), callback, args)
+        timer = _ManualTimer(self._ns + max(round(delay * 1e9), 0), callback, args)
         heapq.heappush(self._heap, (timer.when, next(self._counter), timer))
         return timer
 
@@ -103,17 +112,23 @@ class ManualClock:
         finally:
             timer.cancel()
 
-    def cancel_all(self) -> None:
-        """Drop every scheduled timer (a test stage being reset)."""
+    def rewind(self) -> None:
+        """Drop every timer and go back to the start (a test stage being reset)."""
         for _, _, timer in self._heap:
             timer.cancelled = True
         self._heap.clear()
+        self._ns = 0
 
     def pending(self) -> int:
         """How many live timers are scheduled."""
         return sum(1 for _, _, t in self._heap if not t.cancelled)
 
     def next_deadline(self) -> float | None:
+        """The epoch instant the next timer falls due; None if none is set."""
+        when = self.next_deadline_ns()
+        return None if when is None else self._start + when / 1e9
+
+    def next_deadline_ns(self) -> int | None:
         self._drop_cancelled()
         return self._heap[0][0] if self._heap else None
 
@@ -129,31 +144,34 @@ class ManualClock:
         """Move time forward by `seconds`, firing every timer that falls due on the way."""
         if seconds < 0:
             raise ValueError("time only moves forward")
-        await self.advance_to(self._now + seconds)
+        await self._advance_to_ns(self._ns + round(seconds * 1e9))
 
     async def advance_to(self, target: float) -> None:
-        """Move time to the instant `target` (epoch seconds), firing every timer due by then;
-        an instant already passed fires what is due now."""
+        """Move time to the epoch instant `target`, firing every timer due by then; an
+        instant already passed fires what is due now."""
+        await self._advance_to_ns(round((target - self._start) * 1e9))
+
+    async def _advance_to_ns(self, target: int) -> None:
         await self._settle()
         while True:
-            deadline = self.next_deadline()
-            if deadline is None or deadline > target:
+            when = self.next_deadline_ns()
+            if when is None or when > target:
                 break
-            await self._fire_next(deadline)
-        self._now = max(self._now, target)
+            await self._fire_next(when)
+        self._ns = max(self._ns, target)
 
     async def step(self) -> bool:
         """Move to the next deadline exactly and fire what falls due then (the woken tasks
         get their turns); False, and no move, when no timer is set."""
-        deadline = self.next_deadline()
-        if deadline is None:
+        when = self.next_deadline_ns()
+        if when is None:
             return False
-        await self._fire_next(deadline)
+        await self._fire_next(when)
         return True
 
-    async def _fire_next(self, when: float) -> None:
+    async def _fire_next(self, when: int) -> None:
         """Fire everything due at the instant `when`, then let the tasks it woke run."""
-        self._now = max(self._now, when)
+        self._ns = max(self._ns, when)
         while self._heap and self._heap[0][0] <= when:
             _, _, timer = heapq.heappop(self._heap)
             if not timer.cancelled:

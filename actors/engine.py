@@ -33,6 +33,7 @@ from heapq import heappop, heappush
 from typing import Any, Literal, NamedTuple
 
 import msgspec
+
 from flowstage.actors.actor import Actor, Directive
 from flowstage.actors.clock import Clock, TimerHandle
 from flowstage.actors.eventlog import EventLog, EventRows
@@ -390,6 +391,14 @@ class Engine:
         for run in self._runs.values():
             out[run.state] = out.get(run.state, 0) + 1
         return out
+
+    def stalled(self, run_id: str) -> bool:
+        """A running run that nothing will move: no timer set for it and no node's async
+        handler at work (a node scripted to hang). False for runs not in memory."""
+        run = self._runs.get(run_id)
+        if run is None or run.state != "running" or run.wake_scheduled():
+            return False
+        return not any(node is not None and node.work is not None for node in run.nodes)
 
     def working(self) -> int:
         """Async node handlers still at work (file processing): test mode's autojump and run

@@ -19,6 +19,7 @@ from heapq import heappush
 from typing import Any
 
 import msgspec
+
 from flowstage.actors.eventlog import EVENT_CODES
 from flowstage.simulation.models import ErrorInfo, NodeStopped
 from flowstage.simulation.outputs import NodeContext, failure_message

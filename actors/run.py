@@ -32,6 +32,7 @@ from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
+
 from flowstage.actors.actor import Actor
 from flowstage.actors.eventlog import EVENT_CODES, EVENT_NAMES, EventLog
 from flowstage.actors.node import FREEZE, NOTHING, THAW, WORK_DONE, Halt, NodeActor
@@ -262,6 +263,10 @@ class RunActor(Actor[RunCommand]):
 
     def spawn_work(self, node: NodeActor, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         return self._engine.spawn_work(self, node, work)
+
+    def wake_scheduled(self) -> bool:
+        """Whether the engine holds a wake-up for this run (a node timer is set)."""
+        return self._wake_token != 0
 
     def schedule(self, node: NodeActor) -> None:
         heappush(self._timers, (node.next_due(), node.p.index))

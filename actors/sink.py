@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import msgspec
+
 from flowstage.actors.eventlog import EventRows
 from flowstage.simulation.models import Run
 

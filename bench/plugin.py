@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
+
 from flowstage.config import load_settings
 from flowstage.server.app import create_app
-
 from flowstage.testing import Stage
 
 INI = "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"

@@ -17,27 +17,22 @@ handled, or if `script.assert_all_used` is set and a scripted rule never matched
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import tempfile
-import threading
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from aiohttp import web
 
 from flowstage.actors.clock import SystemClock
 from flowstage.config import Settings, load_settings
 from flowstage.server.app import create_app
 from flowstage.server.testmode import TEST_MODE
-from flowstage.testing import Stage, TimeMode, VirtualClock
+from flowstage.testing import LiveServer, Stage, TimeMode, VirtualClock
 
-__all__ = ["LiveServer", "StageOptions"]
+__all__ = ["StageOptions"]
 
 _TIMES = ("manual", "autojump", "realtime")
 
@@ -134,62 +129,6 @@ async def flowstage(request: pytest.FixtureRequest, tmp_path: Path, aiohttp_clie
 def flowstage_clock(flowstage: Stage) -> VirtualClock:
     """The `flowstage` stage's virtual clock."""
     return flowstage.clock
-
-
-class LiveServer:
-    """A Flowstage server in a thread of its own, on a free port of 127.0.0.1, in test mode."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, name="flowstage-live", daemon=True)
-        self.url = ""
-
-    def __repr__(self) -> str:
-        return f"<LiveServer {self.url}>"
-
-    def start(self) -> None:
-        self._thread.start()
-        port = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
-        self.url = f"http://127.0.0.1:{port}"
-
-    async def _start(self) -> int:
-        self._runner = web.AppRunner(create_app(self._settings), handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = cast(asyncio.base_events.Server, site._server)
-        port: int = server.sockets[0].getsockname()[1]
-        return port
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
-
-    def post(self, path: str, body: Any = None) -> Any:
-        """POST JSON to the server; the decoded answer."""
-        request = urllib.request.Request(self.url + path, data=json.dumps(body or {}).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return json.loads(answer.read())
-
-    def reset(self, time: TimeMode = "manual", seed: int = 0) -> None:
-        """Empty store, runs, scripts, journal and clock; then set the clock's mode and seed."""
-        self.post("/__flowstage/reset", {"seed": seed, "autojump": time == "autojump"})
-
-    def clock(self, *, advance: float | None = None, autojump: bool | None = None) -> dict[str, Any]:
-        """`POST /__flowstage/clock`: `{"now": seconds, "autojump": bool}`."""
-        body: dict[str, Any] = {}
-        if advance is not None:
-            body["advance"] = advance
-        if autojump is not None:
-            body["autojump"] = autojump
-        result: dict[str, Any] = self.post("/__flowstage/clock", body)
-        return result
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import threading
+import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal, overload
 
@@ -28,11 +30,13 @@ import msgspec
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from flowstage.config import Settings
+from flowstage.server.app import create_app
 from flowstage.server.keys import ENGINE
 from flowstage.server.testmode import TEST_MODE, Journal, JournalRequest, TestMode, VirtualClock
 from flowstage.simulation.script import NodeScript, Script, ScriptedOutcome
 
-__all__ = ["Events", "Journal", "JournalRequest", "NodeScript", "RunHandle", "Script", "ScriptedOutcome",
+__all__ = ["Events", "Journal", "JournalRequest", "LiveServer", "NodeScript", "RunHandle", "Script", "ScriptedOutcome",
            "Stage", "StageError", "StageStalled", "TimeMode", "VirtualClock"]
 
 TimeMode = Literal["manual", "autojump", "realtime"]
@@ -139,6 +143,13 @@ class Stage:
         document.update(fields)
         return await self._request("POST", "/api/workflows", document, 201)
 
+    def run(self, run_id: str) -> RunHandle:
+        """A handle on a run started some other way (by the code under test, say)."""
+        run = self.app[ENGINE].snapshot(run_id)
+        if run is None:
+            raise LookupError(f"no run {run_id!r} in memory on this stage")
+        return RunHandle(self, run_id, run.workflow_id)
+
     async def execute(self, workflow_id: str, **body: Any) -> RunHandle:
         """Start a run (`body` is execute's JSON body: seed, speed, failureRate, inputs,
         script, ...); a RunHandle on it."""
@@ -195,7 +206,8 @@ class RunHandle:
         if node_id not in run.nodes:
             raise KeyError(f"run {self.id} has no node {node_id!r} (it has {sorted(run.nodes)})")
         node: dict[str, Any] = msgspec.to_builtins(run.nodes[node_id])
-        node["inputs"] = {f.connection_id: f.last_payload for f in flows if f.target == node_id and f.items}
+        node["inputs"] = {f.connection_id: f.last_payload for f in flows
+                          if f.target == node_id and f.state in ("active", "done")}
         return node
 
     async def _final(self) -> dict[str, Any]:
@@ -222,6 +234,7 @@ class RunHandle:
         snapshot. StageStalled, instead of a hang, if it is paused, a node hangs, or it has
         not ended within `max_virtual` seconds of Flowstage's time."""
         clock = self.stage.clock
+        engine = self.stage.app[ENGINE]
         start = clock.now
         while True:
             state, waiting = self._state()
@@ -229,21 +242,19 @@ class RunHandle:
                 return await self._final()
             if state == "paused":
                 raise self._stalled("it is paused", waiting)
-            if self.stage.time == "manual":
+            if engine.stalled(self.id):
+                raise self._stalled("nothing is scheduled (a node hangs)", waiting)
+            if self.stage.time == "manual" and not self.stage.mode.busy():
                 deadline = clock.next_deadline()
-                if deadline is None and self.stage.mode.busy():  # a node's handler is at work
-                    await asyncio.sleep(_POLL_SECONDS)
-                    continue
                 if deadline is None:
-                    raise self._stalled("nothing is scheduled (a node hangs)", waiting)
+                    raise self._stalled("nothing is scheduled", waiting)
                 if deadline - start > max_virtual:
                     raise self._stalled(f"not finished within {max_virtual:g} virtual seconds", waiting)
                 await clock.step()
                 continue
-            if clock.now - start > max_virtual:
+            if self.stage.time != "manual" and clock.now - start > max_virtual:
                 raise self._stalled(f"not finished within {max_virtual:g} seconds", waiting)
-            if self.stage.time == "autojump" and clock.next_deadline() is None and not self.stage.mode.busy():
-                raise self._stalled("nothing is scheduled (a node hangs)", waiting)
+            # Time moves by itself (autojump, realtime), or something is in flight.
             await asyncio.sleep(_POLL_SECONDS)
 
     async def sse(self, until: str | None = "run.completed", max_virtual: float = 3600.0,
@@ -288,3 +299,58 @@ class RunHandle:
             reader.cancel()
             resp.close()
         return Events(events)
+
+
+class LiveServer:
+    """A Flowstage server in a thread of its own, on a free port of 127.0.0.1, in test mode."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="flowstage-live", daemon=True)
+        self.url = ""
+
+    def __repr__(self) -> str:
+        return f"<LiveServer {self.url}>"
+
+    def start(self) -> None:
+        self._thread.start()
+        port = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def _start(self) -> int:
+        self._runner = web.AppRunner(create_app(self._settings), handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port: int = self._runner.addresses[0][1]  # read back: the kernel chose it
+        return port
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def post(self, path: str, body: Any = None) -> Any:
+        """POST JSON to the server; the decoded answer."""
+        request = urllib.request.Request(self.url + path, data=json.dumps(body or {}).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())
+
+    def reset(self, time: TimeMode = "manual", seed: int = 0) -> None:
+        """Empty store, runs, scripts, journal and clock; then set the clock's mode and seed."""
+        self.post("/__flowstage/reset", {"seed": seed, "autojump": time == "autojump"})
+
+    def clock(self, *, advance: float | None = None, autojump: bool | None = None) -> dict[str, Any]:
+        """`POST /__flowstage/clock`: `{"now": seconds, "autojump": bool}`."""
+        body: dict[str, Any] = {}
+        if advance is not None:
+            body["advance"] = advance
+        if autojump is not None:
+            body["autojump"] = autojump
+        result: dict[str, Any] = self.post("/__flowstage/clock", body)
+        return result

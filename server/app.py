@@ -11,6 +11,7 @@ import aiohttp_cors
 import msgspec
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
+
 from flowstage.actors.clock import Clock, ManualClock, SystemClock
 from flowstage.actors.engine import Engine, EngineConfig
 from flowstage.config import Settings

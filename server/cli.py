@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from aiohttp import web
+
 from flowstage.actors.tuning import tune_gc
 from flowstage.config import SettingsError, load_settings
 from flowstage.server.loadtest import LoadtestError, loop_factory

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
+
 from flowstage.simulation.errors import FieldError, Invalid
 
 __all__ = [

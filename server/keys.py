@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from aiohttp import web
+
 from flowstage.actors.clock import Clock
 from flowstage.actors.engine import Engine
 from flowstage.config import Settings

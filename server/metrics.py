@@ -17,10 +17,11 @@ from itertools import accumulate
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from flowstage.server.keys import ENGINE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from flowstage.server.keys import ENGINE
 
 __all__ = ["METRICS", "Metrics", "metrics_handler", "metrics_middleware"]
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+
 from flowstage.server.http import MalformedBody
 from flowstage.simulation.errors import FlowstageError, Invalid, Throttled
 from flowstage.simulation.models import Problem, ProblemError

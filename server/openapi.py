@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+
 from flowstage.simulation.models import Problem
 
 __all__ = ["Param", "Route", "build_openapi"]

@@ -25,6 +25,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import msgspec
+
 from flowstage.actors.engine import Engine
 from flowstage.server.store import Store, new_id
 from flowstage.simulation.catalogue import CATALOGUE

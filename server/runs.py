@@ -5,6 +5,7 @@ has it in memory) or finished and stored, so handlers stay thin.
 from __future__ import annotations
 
 import msgspec
+
 from flowstage.actors.engine import Action, Engine
 from flowstage.server.store import Page, Store
 from flowstage.simulation.errors import Conflict, NotFound

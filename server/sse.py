@@ -38,6 +38,7 @@ import msgspec
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp_sse import EventSourceResponse
+
 from flowstage.actors.eventlog import EVENT_NAMES, EventLog
 from flowstage.simulation.errors import NotFound, Unavailable
 

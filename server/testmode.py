@@ -27,6 +27,8 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from msgspec import Meta
+
 from flowstage.actors.clock import Clock, ManualClock
 from flowstage.actors.engine import Engine
 from flowstage.server.http import decode_body, json_response
@@ -34,7 +36,6 @@ from flowstage.server.sse import EventHub
 from flowstage.server.store import Store
 from flowstage.simulation.errors import FieldError, Invalid
 from flowstage.simulation.script import Script
-from msgspec import Meta
 
 __all__ = ["PREFIX", "TEST_MODE", "ClockRequest", "ClockStatus", "Journal", "JournalEvent", "JournalRequest",
            "ResetRequest", "TestMode", "VirtualClock", "enable_test_mode"]
@@ -55,7 +56,7 @@ class VirtualClock:
     def __init__(self, clock: Clock, busy: Callable[[], bool]) -> None:
         self._clock = clock
         self._busy = busy
-        self._origin = clock.now()
+        self._origin = clock.now()  # the wall clock's reading at start (realtime stages)
         self._autojump = False
         self._jumper: asyncio.Task[None] | None = None
 
@@ -64,9 +65,9 @@ class VirtualClock:
 
     @property
     def now(self) -> float:
-        # Rounded to the microsecond: the clock counts epoch seconds (1.79e9), whose floats
-        # carry about 0.2 µs, so advance(0.1) would otherwise read 0.09999990463256836.
-        return round(self._clock.now() - self._origin, 6)
+        if isinstance(self._clock, ManualClock):  # exact: nanoseconds since the start
+            return self._clock.elapsed_ns / 1e9
+        return self._clock.now() - self._origin
 
     @property
     def manual(self) -> ManualClock:
@@ -82,8 +83,8 @@ class VirtualClock:
         """When the next timer falls due, in the same seconds as `now`; None if none is set."""
         if not isinstance(self._clock, ManualClock):
             return None
-        deadline = self._clock.next_deadline()
-        return None if deadline is None else round(deadline - self._origin, 6)
+        deadline = self._clock.next_deadline_ns()
+        return None if deadline is None else deadline / 1e9
 
     async def advance(self, seconds: float) -> None:
         """Run everything due within `seconds` of virtual time, in deadline order."""
@@ -120,9 +121,10 @@ class VirtualClock:
                 await jumper
 
     def reset(self) -> None:
-        """Drop every timer; `now` starts again from 0 (the instant itself never goes back)."""
+        """Drop every timer and start again from 0: a reset stage stamps its events exactly
+        as a new one does (the engine, store and streams were emptied first)."""
         if isinstance(self._clock, ManualClock):
-            self._clock.cancel_all()
+            self._clock.rewind()
         self._origin = self._clock.now()
 
     async def _jump(self) -> None:

@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import IO, Any, Final, Literal
 
 import msgspec
-from flowstage.simulation.errors import Invalid, PayloadTooLarge
 from PIL import ExifTags, Image, ImageFile
+
+from flowstage.simulation.errors import Invalid, PayloadTooLarge
 
 __all__ = [
     "ALLOWED_IMAGE_FORMATS",

@@ -15,10 +15,11 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
 from flowstage.simulation.catalogue import CATALOGUE
 from flowstage.simulation.errors import FieldError, Invalid, NotFound
 from flowstage.simulation.models import Connection, Id, Node, NodeData, Position, Viewport, Workflow
-from msgspec import UNSET, Meta, UnsetType
 
 __all__ = [
     "COORDINATE_LIMIT",

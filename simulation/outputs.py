@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
+
 from flowstage.simulation.rng import STREAM_BRANCH, STREAM_OUTPUT, Rng
 
 __all__ = ["GENERATORS", "Generator", "NodeContext", "count_items", "failure_message", "items_of"]

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
+
 from flowstage.simulation.catalogue import CATALOGUE, NodeType, Timing
 from flowstage.simulation.errors import FieldError, Invalid
 from flowstage.simulation.models import EdgeFlow, NodeRun, Run, Workflow

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+
 from flowstage.simulation.models import (
     ErrorInfo,
     Event,

@@ -21,8 +21,9 @@ from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal
 
 import msgspec
-from flowstage.simulation.errors import FieldError
 from msgspec import Meta
+
+from flowstage.simulation.errors import FieldError
 
 __all__ = ["NodeScript", "Outcome", "Script", "ScriptedOutcome", "check_script"]
 
@@ -81,11 +82,13 @@ class NodeScript:
         return node_id == self.pattern
 
     def returns(self, output: Any, *, after: float | None = None) -> NodeScript:
-        """Complete with `output` (after `after` simulated seconds, or the node's own time)."""
-        return self._set(ScriptedOutcome("complete", output=output, duration_ms=self._ms(after)))
+        """Complete with `output` after `after` simulated seconds (or the time a `takes()`
+        before set, or the node's own time)."""
+        return self._set(ScriptedOutcome("complete", output=output, duration_ms=self._duration(after)))
 
     def fails(self, error: str = "Scripted failure", *, after: float | None = None) -> NodeScript:
-        return self._set(ScriptedOutcome("fail", error=error, duration_ms=self._ms(after)))
+        """Fail with `error` after `after` simulated seconds (or as `returns`)."""
+        return self._set(ScriptedOutcome("fail", error=error, duration_ms=self._duration(after)))
 
     def hangs(self) -> NodeScript:
         """Start and never end (until the run is stopped)."""
@@ -109,6 +112,9 @@ class NodeScript:
         outcome = self.outcomes[min(self.used, len(self.outcomes) - 1)]
         self.used += 1
         return outcome
+
+    def _duration(self, after: float | None) -> float | None:
+        return self.outcomes[-1].duration_ms if after is None else self._ms(after)
 
     def _set(self, outcome: ScriptedOutcome) -> NodeScript:
         self.outcomes = [outcome]

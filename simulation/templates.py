@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
 from flowstage.simulation.catalogue import CATALOGUE, NodeType
 from flowstage.simulation.errors import FieldError, Invalid
 from flowstage.simulation.graph import (
@@ -42,7 +44,6 @@ from flowstage.simulation.models import (
     Viewport,
     Workflow,
 )
-from msgspec import UNSET, Meta, UnsetType
 
 __all__ = [
     "FORMAT_VERSION",

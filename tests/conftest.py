@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
 from flowstage.config import Settings, load_settings
 from flowstage.server.app import create_app
-from pytest_aiohttp import AiohttpClient
 
 ClientFactory = AiohttpClient  # the `aiohttp_client` fixture
 

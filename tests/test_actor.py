@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 import pytest
+
 from flowstage.actors.actor import Actor, ActorStopped, Directive
 from flowstage.simulation.errors import Conflict, MailboxFull
 

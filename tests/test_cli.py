@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+
 from flowstage.server import cli
 from flowstage.server.keys import SETTINGS
 

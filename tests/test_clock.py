@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+
 from flowstage.actors.clock import ManualClock, SystemClock
 
 START = 1_790_000_000.0

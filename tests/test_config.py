@@ -8,6 +8,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+
 from flowstage.config import DEFAULTS_FILE, Settings, SettingsError, load_settings
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import pytest
+
 from flowstage.actors.clock import ManualClock
 from flowstage.actors.engine import Engine, EngineConfig
 from flowstage.actors.eventlog import EventLog

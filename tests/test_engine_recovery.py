@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import msgspec
+
 from flowstage.actors.clock import ManualClock
 from flowstage.actors.engine import Engine, EngineConfig
 from flowstage.actors.sink import MemorySink

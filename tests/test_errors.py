@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import make_settings
+
 from flowstage.server.app import create_app
 
 Client = TestClient[Any, web.Application]

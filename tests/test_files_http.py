@@ -14,8 +14,9 @@ import pytest
 from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient
 from conftest import ClientFactory, make_settings
-from flowstage.server.app import create_app
 from PIL import Image
+
+from flowstage.server.app import create_app
 
 Client = TestClient[Any, web.Application]
 

@@ -10,6 +10,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
 from flowstage.simulation.errors import Invalid, PayloadTooLarge
 from flowstage.simulation.files import (
     MAX_NAME_CHARS,
@@ -25,7 +27,6 @@ from flowstage.simulation.files import (
     sha256_file,
     thumbnail_image,
 )
-from PIL import Image
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)

@@ -20,6 +20,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import make_settings
+from rich.console import Console
+
 from flowstage.server import cli
 from flowstage.server.app import create_app
 from flowstage.server.loadtest import (
@@ -35,7 +37,6 @@ from flowstage.server.loadtest import (
     run_loadtest,
 )
 from flowstage.simulation.catalogue import CATALOGUE
-from rich.console import Console
 
 ServerFactory = Callable[..., Any]
 TYPES = {name: msgspec.to_builtins(t) for name, t in CATALOGUE.items()}

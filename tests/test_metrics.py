@@ -12,12 +12,13 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, make_mocked_request
 from conftest import ClientFactory, make_settings
+from prometheus_client.parser import text_string_to_metric_families
+
 from flowstage.actors.clock import ManualClock
 from flowstage.actors.run import GetSnapshot
 from flowstage.server.app import create_app
 from flowstage.server.keys import ENGINE
 from flowstage.server.metrics import metrics_handler
-from prometheus_client.parser import text_string_to_metric_families
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from openapi_spec_validator import validate
+
 from flowstage.actors.clock import ManualClock
 from flowstage.config import Settings
 from flowstage.server.app import create_app
-from openapi_spec_validator import validate
 
 Client = TestClient[Any, web.Application]
 

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import make_settings
+
 from flowstage.config import Settings
 from flowstage.server.app import create_app
 from flowstage.server.store.db import MIGRATIONS

@@ -13,6 +13,8 @@ import pytest
 from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient
 from conftest import ClientFactory, make_settings
+from PIL import Image
+
 from flowstage.actors.clock import ManualClock
 from flowstage.config import Settings
 from flowstage.server.app import create_app
@@ -20,7 +22,6 @@ from flowstage.server.keys import ENGINE, STORE
 from flowstage.server.store.runs import EventRow
 from flowstage.simulation.models import Run
 from flowstage.simulation.timefmt import iso_ms
-from PIL import Image
 
 Client = TestClient[Any, web.Application]
 T0 = 1_790_000_000.0

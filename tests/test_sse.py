@@ -23,6 +23,7 @@ import pytest
 from aiohttp import ClientResponse, ClientSession, TCPConnector, web
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import ClientFactory, make_settings
+
 from flowstage.actors.clock import ManualClock
 from flowstage.actors.eventlog import EventLog
 from flowstage.server.app import create_app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from flowstage.simulation.errors import Conflict
 from flowstage.simulation.states import (
     NODE_TABLE,

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from conftest import ClientFactory, make_settings
+
 from flowstage.server.app import create_app
 
 Client = TestClient[Any, Any]

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import ClientFactory
+
 from flowstage.actors.clock import ManualClock
 from flowstage.config import Settings
 from flowstage.server.app import create_app

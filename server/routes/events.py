@@ -4,6 +4,7 @@ many runs. Handlers read the request; the hub (`server.sse`) does the streaming.
 from __future__ import annotations
 
 from aiohttp import web
+
 from flowstage.server.keys import SSE
 from flowstage.server.openapi import Param, Route
 from flowstage.simulation.errors import FieldError, Invalid

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import msgspec
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+
 from flowstage.server.http import etag_response, json_response, page_params
 from flowstage.server.keys import NOW, SETTINGS, STORE
 from flowstage.server.openapi import Param, Route

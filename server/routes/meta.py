@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import msgspec
 from aiohttp import web
+
 from flowstage.server.http import json_response
 from flowstage.server.keys import LIFETIME, NOW
 from flowstage.server.metrics import metrics_handler

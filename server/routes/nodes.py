@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+
 from flowstage.server.http import decode_body, json_response
 from flowstage.server.keys import STORE
 from flowstage.server.openapi import Route

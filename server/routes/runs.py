@@ -7,6 +7,8 @@ from typing import Annotated, Any, get_args
 
 import msgspec
 from aiohttp import web
+from msgspec import Meta
+
 from flowstage.actors.engine import Action
 from flowstage.server.http import (
     content_etag,
@@ -25,7 +27,6 @@ from flowstage.server.store import Page, new_id
 from flowstage.simulation.errors import NotFound
 from flowstage.simulation.models import FileInfo, Run, RunState
 from flowstage.simulation.script import ScriptedOutcome
-from msgspec import Meta
 
 __all__ = ["ROUTES", "ExecuteRequest", "IdleStatus", "ProcessFilesRequest"]
 

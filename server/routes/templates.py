@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+
 from flowstage.server.http import convert_body, decode_body, etag_response, hashed_response, json_response, page_params
 from flowstage.server.keys import STORE
 from flowstage.server.openapi import Route

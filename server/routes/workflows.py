@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+
 from flowstage.server.http import decode_body, etag_response, json_response, page_params
 from flowstage.server.keys import STORE
 from flowstage.server.openapi import Param, Route

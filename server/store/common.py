@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 import msgspec
+
 from flowstage.simulation.errors import FieldError, Invalid
 
 __all__ = [

@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 from weakref import WeakValueDictionary
 
 import msgspec
+
 from flowstage.server.store.common import Page, decode_cursor, etag_for, etag_matches, newest_first, page_of
 from flowstage.server.store.db import Database
 from flowstage.simulation.errors import NotFound, PreconditionFailed

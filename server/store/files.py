@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
+
 from flowstage.server.store.common import Page, decode_cursor, etag_matches, newest_first, page_of
 from flowstage.server.store.db import Database
 from flowstage.simulation.errors import NotFound, PreconditionFailed

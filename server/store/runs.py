@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 
 import msgspec
+
 from flowstage.server.store.common import Page, decode_cursor, newest_first, page_of
 from flowstage.server.store.db import Database
 from flowstage.simulation.models import Run, Workflow
