@@ -4,7 +4,9 @@ outside the checkout, and run from a directory holding a user's own `config.py`,
 
 Steps: build the wheel; check it holds one top-level import name, `flowstage`, with every module
 and data file; install it; start `flowstage serve` on a free port; wait for /api/health; execute
-a demo workflow to completion; stop the server. Leaves nothing in the checkout.
+a demo workflow to completion; stop the server. Then install its `testing` extra and run
+examples/pytest-suite from a copy outside the checkout, as a user's suite runs against the
+installed plugin. Leaves nothing in the checkout.
 
 Usage: python3 .ci/wheel_check.py   (exit 0 when all of that worked)
 """
@@ -136,6 +138,27 @@ def serve_and_execute(venv: Path, workdir: Path) -> None:
     step("the server stopped cleanly")
 
 
+def run_example_suite(venv: Path, wheel: Path, suite: Path) -> None:
+    step("installing flowstage[testing] and running examples/pytest-suite against it")
+    run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", f"{wheel}[testing]")
+    copy = subprocess.run(["git", "ls-files", "-z", "examples/pytest-suite"], cwd=ROOT, check=True,
+                          capture_output=True).stdout
+    for name in filter(None, copy.decode().split("\0")):
+        target = suite / Path(name).relative_to("examples/pytest-suite")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((ROOT / name).read_bytes())
+    for name, text in SHADOWS.items():  # the user's own modules sit beside their tests
+        if not (suite / name).exists():
+            (suite / name).parent.mkdir(parents=True, exist_ok=True)
+            (suite / name).write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWSTAGE_", "PYTHON"))}
+    done = subprocess.run([str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                          cwd=suite, env=env)
+    if done.returncode != 0:
+        sys.exit(f"wheel-check: examples/pytest-suite failed against the wheel (exit {done.returncode})")
+    step("examples/pytest-suite passed against the installed wheel")
+
+
 def main() -> None:
     before = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, check=True,
                             capture_output=True).stdout
@@ -154,6 +177,7 @@ def main() -> None:
             (workdir / name).parent.mkdir(parents=True, exist_ok=True)
             (workdir / name).write_text(text)
         serve_and_execute(venv, workdir)
+        run_example_suite(venv, wheel, tmp_path / "suite")
     after = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, check=True,
                            capture_output=True).stdout
     if after != before:
