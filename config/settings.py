@@ -22,29 +22,33 @@ ENV_PREFIX = "FLOWSTAGE_"
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    host: str = "127.0.0.1"
-    port: Annotated[int, Meta(ge=0, le=65535)] = 8080
-    data_dir: str = "./data"
-    storage: Literal["sqlite", "memory"] = "sqlite"
-    speed: Annotated[float, Meta(gt=0)] = 1.0
-    failure_rates: dict[str, Annotated[float, Meta(ge=0, le=1)]] = {}
-    mailbox_size: Annotated[int, Meta(ge=1)] = 64
-    cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
-    max_request_bytes: Annotated[int, Meta(ge=1024)] = 10 * 1024 * 1024
-    max_upload_bytes: Annotated[int, Meta(ge=1024)] = 100 * 1024 * 1024
-    rate_limit_per_second: Annotated[float, Meta(ge=0)] = 2000.0
-    rate_limit_burst: Annotated[int, Meta(ge=1)] = 4000
-    seed_demo_data: bool = True
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Every setting with its type and bounds. No field has a default of its own:
+    `defaults.toml` holds the one set of default values, and `load_settings` always starts
+    from it (docs/configuration.md's table is tested against both)."""
+
+    host: str
+    port: Annotated[int, Meta(ge=0, le=65535)]
+    data_dir: str
+    storage: Literal["sqlite", "memory"]
+    speed: Annotated[float, Meta(gt=0)]
+    failure_rates: dict[str, Annotated[float, Meta(ge=0, le=1)]]
+    mailbox_size: Annotated[int, Meta(ge=1)]
+    cors_origins: list[str]
+    max_request_bytes: Annotated[int, Meta(ge=1024)]
+    max_upload_bytes: Annotated[int, Meta(ge=1024)]
+    rate_limit_per_second: Annotated[float, Meta(ge=0)]
+    rate_limit_burst: Annotated[int, Meta(ge=1)]
+    seed_demo_data: bool
+    log_level: Literal["debug", "info", "warning", "error"]
     # Server-Sent Events (docs/sse.md).
-    sse_ping_seconds: Annotated[float, Meta(gt=0)] = 15.0
-    sse_batch_ms: Annotated[float, Meta(ge=0, le=1000)] = 5.0
-    sse_buffer_events: Annotated[int, Meta(ge=1)] = 5000
-    sse_write_timeout_seconds: Annotated[float, Meta(gt=0)] = 10.0
-    event_ring_size: Annotated[int, Meta(ge=1)] = 50000
+    sse_ping_seconds: Annotated[float, Meta(gt=0)]
+    sse_batch_ms: Annotated[float, Meta(ge=0, le=1000)]
+    sse_buffer_events: Annotated[int, Meta(ge=1)]
+    sse_write_timeout_seconds: Annotated[float, Meta(gt=0)]
+    event_ring_size: Annotated[int, Meta(ge=1)]
     # Test mode (docs/testing.md): a virtual clock, scripts, a journal, /__flowstage/*.
-    test_mode: bool = False
-    autojump: bool = False
+    test_mode: bool
+    autojump: bool
 
 
 class SettingsError(Exception):
@@ -58,8 +62,14 @@ def _check(raw: Mapping[str, Any], source: str) -> None:
         raise SettingsError(f"{source}: {exc}") from None
 
 
+def _field_types() -> dict[str, msgspec.inspect.Type]:
+    info = msgspec.inspect.type_info(Settings)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return {f.name: f.type for f in info.fields}
+
+
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    fields = {f.name: f for f in msgspec.structs.fields(Settings)}
+    fields = _field_types()
     out: dict[str, Any] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
@@ -67,14 +77,13 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         key = name[len(ENV_PREFIX):].lower()
         if key not in fields:
             raise SettingsError(f"environment: unknown setting {name}")
-        field = fields[key]
-        default = field.default_factory() if field.default is msgspec.NODEFAULT else field.default
-        if isinstance(default, (list, dict)):
+        kind = fields[key]
+        if isinstance(kind, (msgspec.inspect.ListType, msgspec.inspect.DictType)):
             # Lists and tables are given as JSON; a bare comma list is accepted for lists.
             try:
                 out[key] = msgspec.json.decode(value)
             except msgspec.DecodeError:
-                if isinstance(default, dict):
+                if isinstance(kind, msgspec.inspect.DictType):
                     raise SettingsError(f"environment: {name} must be a JSON object") from None
                 out[key] = [part.strip() for part in value.split(",") if part.strip()]
         else:

@@ -1,6 +1,6 @@
 """Server-Sent Events: the hub every SSE stream reads from, and the streams themselves.
 
-Three streams (the README section "Live events" has the client's view):
+Three streams (docs/sse.md has the client's view):
 - `run`: one run, `id:` = the run's `seq`; resumable; replays from the engine's in-memory log,
   or from the store once the run left memory; ends after the run's terminal event.
 - `workflow`: every event of every run of one workflow emitted while the stream is open,
