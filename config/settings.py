@@ -7,9 +7,11 @@ so a mistyped setting stops the server at start instead of being ignored.
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -62,6 +64,7 @@ def _check(raw: Mapping[str, Any], source: str) -> None:
         raise SettingsError(f"{source}: {exc}") from None
 
 
+@functools.cache
 def _field_types() -> dict[str, msgspec.inspect.Type]:
     info = msgspec.inspect.type_info(Settings)
     assert isinstance(info, msgspec.inspect.StructType)
@@ -91,6 +94,13 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+@functools.cache
+def _defaults() -> Mapping[str, Any]:
+    """defaults.toml, read once per process (test suites build settings once per test)."""
+    with DEFAULTS_FILE.open("rb") as f:
+        return MappingProxyType(tomllib.load(f))
+
+
 def load_settings(
     config_file: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -98,9 +108,7 @@ def load_settings(
 ) -> Settings:
     """Defaults, then `config_file`, then the environment, then `overrides` (CLI flags)."""
     merged: dict[str, Any] = {}
-    layers: list[tuple[str, Mapping[str, Any]]] = []
-    with DEFAULTS_FILE.open("rb") as f:
-        layers.append((str(DEFAULTS_FILE), tomllib.load(f)))
+    layers: list[tuple[str, Mapping[str, Any]]] = [(str(DEFAULTS_FILE), _defaults())]
     if config_file is not None:
         try:
             with Path(config_file).open("rb") as f:
