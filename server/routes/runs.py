@@ -22,13 +22,16 @@ from msgspec import Meta
 __all__ = ["ROUTES", "ExecuteRequest", "IdleStatus", "ProcessFilesRequest"]
 
 _encoder = msgspec.json.Encoder()
+# A floor, not just > 0: at speed 5e-324 a node's duration overflows to infinity and its
+# progress after a pause becomes NaN (sent as null). 1e-6 stretches a 1 s node to 11 days.
+Speed = Annotated[float, Meta(ge=1e-6, le=1e6)]
 
 
 class ExecuteRequest(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
     """`POST .../execute` body; every field is optional."""
 
     seed: Annotated[int, Meta(ge=0, le=2**53)] | None = None
-    speed: Annotated[float, Meta(gt=0, le=1e6)] | None = None
+    speed: Speed | None = None
     failure_rate: Annotated[float, Meta(ge=0, le=1)] = 0.0
     inputs: dict[str, Any] = {}
 
@@ -36,7 +39,7 @@ class ExecuteRequest(msgspec.Struct, frozen=True, rename="camel", forbid_unknown
 class ProcessFilesRequest(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
     file_ids: Annotated[list[Annotated[str, Meta(min_length=1, max_length=128)]], Meta(min_length=1, max_length=1000)]
     seed: Annotated[int, Meta(ge=0, le=2**53)] | None = None
-    speed: Annotated[float, Meta(gt=0, le=1e6)] | None = None
+    speed: Speed | None = None
 
 
 class IdleStatus(msgspec.Struct, frozen=True):
@@ -130,33 +133,46 @@ _STATUS_SCHEMA = {"application/json": {"anyOf": [
     {"type": "object", "properties": {"state": {"const": "idle"}}, "required": ["state"]},
 ]}}
 _CONTROL_ERRORS = (404, 409, 503)
-_ACTIONS: tuple[Action, ...] = ("pause", "resume", "stop")
 
 ROUTES = (
     Route("POST", "/api/workflows/{id}/execute", execute,
-          "Start a new run of the workflow's current version", "runs", body=ExecuteRequest,
-          response=Run, status=202, errors=(400, 404, 413, 415, 422, 503),
+          "Start a new run of the workflow's current version", "runs",
+          operation_id="executeWorkflow", creates="/api/runs/{runId}",
+          body=ExecuteRequest, body_required=False, response=Run, status=202,
+          errors=(400, 404, 413, 415, 422, 503),
           response_headers={"Location": "The run's URL", "ETag": "The run's current tag"}),
-    *(Route("POST", f"/api/workflows/{{id}}/{action}", _workflow_control(action),
-            f"{action.capitalize()} the workflow's latest run", "runs", response=Run,
-            errors=_CONTROL_ERRORS) for action in _ACTIONS),
+    Route("POST", "/api/workflows/{id}/pause", _workflow_control("pause"),
+          "Pause the workflow's latest run", "runs", operation_id="pauseWorkflow",
+          response=Run, errors=_CONTROL_ERRORS),
+    Route("POST", "/api/workflows/{id}/resume", _workflow_control("resume"),
+          "Resume the workflow's latest run", "runs", operation_id="resumeWorkflow",
+          response=Run, errors=_CONTROL_ERRORS),
+    Route("POST", "/api/workflows/{id}/stop", _workflow_control("stop"),
+          "Stop the workflow's latest run", "runs", operation_id="stopWorkflow",
+          response=Run, errors=_CONTROL_ERRORS),
     Route("POST", "/api/workflows/{id}/nodes/{nodeId}/process-files", process_files,
           "Run one node over uploaded files: image nodes really transform them (results are "
           "new files listed in the node's output); other types simulate per file", "runs",
+          operation_id="processFiles", creates="/api/runs/{runId}",
           body=ProcessFilesRequest, response=Run, status=202,
           errors=(400, 404, 413, 415, 422, 503),
           response_headers={"Location": "The run's URL", "ETag": "The run's current tag"}),
     Route("GET", "/api/workflows/{id}/status", workflow_status,
           'The latest run, or {"state": "idle"} if the workflow never ran', "runs",
-          response_content=_STATUS_SCHEMA, headers=IF_NONE_MATCH, errors=(304, 404)),
-    Route("GET", "/api/workflows/{id}/dataflow", workflow_dataflow,
-          "What crossed each connection in the latest run", "runs", response=Dataflow,
-          errors=(404,)),
-    Route("GET", "/api/workflows/{id}/runs", workflow_runs, "The workflow's runs, newest first",
-          "runs", response=Page[Run], query=LIST_PARAMS[:2], errors=(404, 422)),
-    Route("GET", "/api/runs/{runId}", get_run, "A run's snapshot", "runs", response=Run,
+          operation_id="getWorkflowStatus", response_content=_STATUS_SCHEMA,
           headers=IF_NONE_MATCH, errors=(304, 404)),
-    *(Route("POST", f"/api/runs/{{runId}}/{action}", _run_control(action),
-            f"{action.capitalize()} this run", "runs", response=Run, errors=_CONTROL_ERRORS)
-      for action in _ACTIONS),
+    Route("GET", "/api/workflows/{id}/dataflow", workflow_dataflow,
+          "What crossed each connection in the latest run", "runs",
+          operation_id="getWorkflowDataflow", response=Dataflow, errors=(404,)),
+    Route("GET", "/api/workflows/{id}/runs", workflow_runs, "The workflow's runs, newest first",
+          "runs", operation_id="listWorkflowRuns", response=Page[Run], query=LIST_PARAMS[:2],
+          errors=(404, 422)),
+    Route("GET", "/api/runs/{runId}", get_run, "A run's snapshot", "runs", operation_id="getRun",
+          response=Run, headers=IF_NONE_MATCH, errors=(304, 404)),
+    Route("POST", "/api/runs/{runId}/pause", _run_control("pause"), "Pause this run", "runs",
+          operation_id="pauseRun", response=Run, errors=_CONTROL_ERRORS),
+    Route("POST", "/api/runs/{runId}/resume", _run_control("resume"), "Resume this run", "runs",
+          operation_id="resumeRun", response=Run, errors=_CONTROL_ERRORS),
+    Route("POST", "/api/runs/{runId}/stop", _run_control("stop"), "Stop this run", "runs",
+          operation_id="stopRun", response=Run, errors=_CONTROL_ERRORS),
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from aiohttp import web
 from flowstage.server.http import decode_body, etag_response, json_response, page_params
 from flowstage.server.keys import STORE
@@ -10,11 +12,12 @@ from flowstage.server.store import Page, new_id
 from flowstage.server.store.common import etag_for
 from flowstage.simulation.graph import DocumentIn, DocumentPatch, apply_document_patch, build_graph, unique_tags
 from flowstage.simulation.models import Workflow
+from msgspec import Meta
 
 __all__ = ["IF_MATCH", "IF_NONE_MATCH", "LIST_PARAMS", "ROUTES"]
 
 LIST_PARAMS = (
-    Param("limit", "Page size (1–500, default 50)", {"type": "integer", "minimum": 1, "maximum": 500}),
+    Param("limit", "Page size (1–500, default 50)", Annotated[int, Meta(ge=1, le=500)]),
     Param("cursor", "The nextCursor of the previous page"),
     Param("tag", "Only items carrying this tag"),
 )
@@ -64,17 +67,18 @@ async def delete_workflow(request: web.Request) -> web.Response:
 
 ROUTES = (
     Route("GET", "/api/workflows", list_workflows, "List workflows, newest first", "workflows",
-          response=Page[Workflow], query=LIST_PARAMS),
+          operation_id="listWorkflows", response=Page[Workflow], query=LIST_PARAMS),
     Route("POST", "/api/workflows", create_workflow, "Create a workflow", "workflows",
+          operation_id="createWorkflow", creates="/api/workflows/{id}",
           body=DocumentIn, response=Workflow, status=201, errors=(400, 413, 415, 422),
           response_headers={"ETag": "Version tag", "Location": "The new workflow's URL"}),
     Route("GET", "/api/workflows/{id}", get_workflow, "Read a workflow", "workflows",
-          response=Workflow, headers=IF_NONE_MATCH, errors=(304, 404),
+          operation_id="getWorkflow", response=Workflow, headers=IF_NONE_MATCH, errors=(304, 404),
           response_headers={"ETag": "Version tag"}),
     Route("PUT", "/api/workflows/{id}", update_workflow,
           "Change a workflow: the fields sent replace the stored ones", "workflows",
-          body=DocumentPatch, response=Workflow, headers=IF_MATCH,
+          operation_id="updateWorkflow", body=DocumentPatch, response=Workflow, headers=IF_MATCH,
           errors=(400, 404, 412, 413, 415, 422), response_headers={"ETag": "Version tag"}),
     Route("DELETE", "/api/workflows/{id}", delete_workflow, "Delete a workflow", "workflows",
-          status=204, headers=IF_MATCH, errors=(404, 412)),
+          operation_id="deleteWorkflow", status=204, headers=IF_MATCH, errors=(404, 412)),
 )
