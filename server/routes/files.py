@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 from pathlib import Path
-from typing import Literal
 from urllib.parse import quote
 
 import msgspec
@@ -24,7 +23,7 @@ from flowstage.server.routes.workflows import IF_MATCH, LIST_PARAMS
 from flowstage.server.store import Page, new_id
 from flowstage.server.store.files import StagedFile
 from flowstage.simulation.errors import NotFound, PayloadTooLarge
-from flowstage.simulation.files import Inspection, inspect_file, sanitise_name, sha256_file
+from flowstage.simulation.files import Inspection, Kind, inspect_file, sanitise_name, sha256_file
 from flowstage.simulation.models import FileInfo
 from flowstage.simulation.timefmt import iso_ms
 
@@ -168,7 +167,7 @@ ROUTES = (
           operation_id="listFiles", response=Page[FileInfo],
           query=(*LIST_PARAMS[:2],
                  Param("kind", "image, csv, json, text or binary",
-                       Literal["image", "csv", "json", "text", "binary"]),
+                       Kind),
                  Param("mimeType", "Only files of this detected MIME type"))),
     Route("GET", "/api/files/{id}", get_file, "A file's metadata", "files", operation_id="getFile",
           response=FileInfo, errors=(304, 404)),
