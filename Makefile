@@ -29,7 +29,13 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	$(VENV)/bin/flowstage serve --host 127.0.0.1 --port 8080 --data-dir ./data
 
-test: install-test
+# The TypeScript contract test's generator and compiler, pinned by tests/typescript/package-lock.json.
+# Without npm they are not installed, and that one test skips.
+TS_DEPS := tests/typescript/node_modules/.package-lock.json
+$(TS_DEPS): tests/typescript/package-lock.json
+	if command -v npm >/dev/null 2>&1; then npm ci --prefix tests/typescript --no-audit --no-fund; fi
+
+test: install-test $(TS_DEPS)
 	$(PY) -m pytest -q
 
 # ruff and mypy settings are in pyproject.toml. mypy cannot follow setuptools' editable-install

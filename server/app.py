@@ -94,9 +94,9 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
         resource = resources.get(route.path)
         if resource is None:
             resource = resources[route.path] = app.router.add_resource(route.path)
-        cors.add(resource.add_route(route.method, route.handler))
+        cors.add(resource.add_route(route.method, route.endpoint))
         if route.method == "GET":  # HEAD answers like GET without a body (curl -I, caches)
-            cors.add(resource.add_route("HEAD", route.handler))
+            cors.add(resource.add_route("HEAD", route.endpoint))
     # aiohttp-cors inspects every response, which alone cost ~30% of the throughput of
     # GET /api/workflows/{id}. A request without an Origin header gets no CORS headers from it
     # anyway, so it is only consulted when there is one; the answers are unchanged.

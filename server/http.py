@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -21,6 +20,7 @@ __all__ = [
     "MalformedBody",
     "content_etag",
     "convert_body",
+    "convert_param",
     "decode_body",
     "etag_response",
     "hashed_response",
@@ -28,7 +28,6 @@ __all__ = [
     "loc_from_msgspec",
     "not_modified",
     "page_params",
-    "query_choice",
     "query_int",
 ]
 
@@ -74,6 +73,11 @@ def convert_body(obj: Any, type_: type[T], prefix: tuple[str | int, ...] = ("bod
     try:
         return msgspec.convert(obj, type_)
     except msgspec.ValidationError as exc:
+        if _FLOAT_REFUSED in str(exc):
+            try:
+                return msgspec.convert(_whole_numbers(obj), type_)
+            except msgspec.ValidationError:
+                pass
         raise _invalid(exc, prefix) from None
 
 
@@ -89,6 +93,35 @@ def _check_utf8(raw: bytes) -> None:
         raise MalformedBody(f"The body is not valid UTF-8 (byte {exc.start}).") from None
 
 
+# JSON has one kind of number: `2.0` is the integer 2 (JSON Schema agrees, so clients and
+# schema-driven tools send it), but msgspec reads an int field strictly. A body refused for a
+# float is read again with every whole number as an int; bodies that decode never pay for it.
+_FLOAT_REFUSED = "got `float`"
+_EXACT = 2**53
+
+
+def _whole_numbers(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return int(obj) if obj.is_integer() and -_EXACT <= obj <= _EXACT else obj
+    if isinstance(obj, list):
+        return [_whole_numbers(item) for item in obj]
+    if isinstance(obj, dict):
+        return {key: _whole_numbers(value) for key, value in obj.items()}
+    return obj
+
+
+def convert_param(value: Any, type_: Any, loc: tuple[str | int, ...]) -> Any:
+    """A query parameter's text (a list of texts, if repeatable) read as `type_`, e.g. "20" as
+    `Annotated[int, Meta(ge=1)]`; 422 at `loc` if it does not fit, or is None (missing)."""
+    if value is None:
+        raise Invalid(f"{loc[-1]} is required", [FieldError(loc, "required")])
+    try:
+        return msgspec.convert(value, type_, strict=False)
+    except msgspec.ValidationError as exc:
+        message = _message_without_path(str(exc))
+        raise Invalid(f"{loc[-1]}: {message}", [FieldError(loc, message)]) from None
+
+
 def decode_json(raw: bytes, type_: type[T], prefix: tuple[str | int, ...] = ("body",)) -> T:
     """Every JSON body goes through here: UTF-8 first, then JSON, then `type_`."""
     _check_utf8(raw)
@@ -98,11 +131,14 @@ def decode_json(raw: bytes, type_: type[T], prefix: tuple[str | int, ...] = ("bo
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise _invalid(exc, prefix) from None
+        if _FLOAT_REFUSED not in str(exc):
+            raise _invalid(exc, prefix) from None
     except msgspec.DecodeError as exc:
         raise MalformedBody(f"The body is not valid JSON: {exc}") from None
     except RecursionError:
         raise MalformedBody("The body is nested too deeply to read.") from None
+    # Refused for a float; read as plain JSON first, so a syntax error further on is still a 400.
+    return convert_body(decode_json(raw, object, prefix), type_, prefix)
 
 
 async def decode_body(request: web.Request, type_: type[T], *, optional: bool = False) -> T:
@@ -162,8 +198,8 @@ def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -
     if raw is None:
         return default
     try:
-        value = int(raw)
-    except ValueError:
+        value = msgspec.convert(raw, int, strict=False)  # "20", and "20.0" or "2e1" as Route.endpoint reads them
+    except msgspec.ValidationError:
         raise Invalid(f"{name} must be an integer", [FieldError(("query", name), "must be an integer")]) from None
     if not lo <= value <= hi:
         raise Invalid(
@@ -173,19 +209,6 @@ def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -
     return value
 
 
-S = TypeVar("S", bound=str)
-
-
-def query_choice(request: web.Request, name: str, choices: Sequence[S]) -> S | None:
-    """An optional enumerated query parameter; any other value (empty too) is a 422."""
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    for choice in choices:
-        if raw == choice:
-            return choice
-    msg = f"must be one of {', '.join(choices)}"
-    raise Invalid(f"{name} {msg}", [FieldError(("query", name), msg)])
 
 
 def page_params(request: web.Request) -> tuple[int, str | None]:

@@ -3,6 +3,7 @@ health reports version and uptime, and the node-type catalogue is complete."""
 
 from __future__ import annotations
 
+import json
 import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -175,3 +176,230 @@ async def test_node_type_defaults_are_valid_configs(client: Client) -> None:
              for t in items]
     resp = await client.post("/api/workflows", json={"name": "all types", "nodes": nodes})
     assert resp.status == 201, await resp.text()
+
+
+# --- a document a client generator can trust ------------------------------------------------
+
+VERBS = {"list", "get", "create", "update", "delete", "add", "execute", "pause", "resume", "stop",
+         "process", "apply", "export", "import", "upload", "stream"}
+
+
+def _operations(spec: dict[str, Any]) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    return {op["operationId"]: (method, path, op)
+            for path, ops in spec["paths"].items() for method, op in ops.items()}
+
+
+def _schema(spec: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = spec["components"]["schemas"][node["$ref"].rpartition("/")[2]]
+    return node
+
+
+def test_operation_ids_are_unique_camel_case_verbs(spec: dict[str, Any]) -> None:
+    ids = [op["operationId"] for ops in spec["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids))
+    for operation_id in ids:
+        assert re.fullmatch(r"[a-z]+(?:[A-Z][a-z0-9]*)+", operation_id), operation_id
+        assert re.match(r"[a-z]+", operation_id)[0] in VERBS, operation_id  # type: ignore[index]
+    operations = _operations(spec)
+    assert {k: v[:2] for k, v in operations.items() if k in {
+        "listWorkflows", "getWorkflow", "createWorkflow", "updateWorkflow", "deleteWorkflow",
+        "executeWorkflow", "pauseWorkflow", "pauseRun", "getRun", "uploadFiles", "listFiles",
+        "createTemplate"}} == {
+        "listWorkflows": ("get", "/api/workflows"), "createWorkflow": ("post", "/api/workflows"),
+        "getWorkflow": ("get", "/api/workflows/{id}"), "updateWorkflow": ("put", "/api/workflows/{id}"),
+        "deleteWorkflow": ("delete", "/api/workflows/{id}"),
+        "executeWorkflow": ("post", "/api/workflows/{id}/execute"),
+        "pauseWorkflow": ("post", "/api/workflows/{id}/pause"), "pauseRun": ("post", "/api/runs/{runId}/pause"),
+        "getRun": ("get", "/api/runs/{runId}"), "uploadFiles": ("post", "/api/files/upload"),
+        "listFiles": ("get", "/api/files"), "createTemplate": ("post", "/api/templates"),
+    }
+
+
+def test_bodies_are_required_only_where_the_server_requires_one(spec: dict[str, Any]) -> None:
+    optional = {op_id for op_id, (_, _, op) in _operations(spec).items()
+                if "requestBody" in op and not op["requestBody"]["required"]}
+    assert optional == {"executeWorkflow", "applyTemplate"}
+
+
+async def test_execute_and_apply_accept_an_empty_post(client: Client, wf: str) -> None:
+    assert (await client.post(f"/api/workflows/{wf}/execute")).status == 202
+    template = await (await client.post("/api/templates", json={"name": "t"})).json()
+    assert (await client.post(f"/api/templates/{template['id']}/apply")).status == 201
+
+
+def test_request_fields_with_defaults_are_optional_and_say_their_default(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    execute = schemas["ExecuteRequest"]
+    assert execute["required"] == []
+    assert execute["properties"]["failureRate"]["description"] == "Default: `0.0`."
+    assert schemas["DocumentIn"]["required"] == ["name"]
+    node_in = schemas["NodeIn"]
+    assert node_in["required"] == ["type", "position"]
+    assert node_in["properties"]["data"]["$ref"] == "#/components/schemas/NodeDataInput"
+    assert schemas["NodeDataInput"]["required"] == []
+    # openapi-typescript makes a property with a `default` required; no request schema has one.
+    request_schemas = {"ExecuteRequest", "DocumentIn", "DocumentPatch", "NodeIn", "NodePatch",
+                       "NodeDataInput", "NodeDataPatch", "ConnectionIn", "ApplyTemplate",
+                       "ProcessFilesRequest", "TemplateFromWorkflow", "ExportIn", "ReactFlowDocument"}
+    assert request_schemas <= set(schemas)
+    for name in request_schemas:
+        assert all("default" not in p for p in schemas[name]["properties"].values()), name
+
+
+def test_answers_require_every_field_the_server_always_sends(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    for name in ("Workflow", "Node", "NodeData", "Run", "NodeRun", "FileInfo", "NodeType", "NodeCompleted"):
+        assert set(schemas[name]["required"]) == set(schemas[name]["properties"]), name
+    # A problem leaves out `detail` and `errors` when it has none.
+    assert schemas["Problem"]["required"] == ["type", "title", "status"]
+
+
+def test_free_form_objects_allow_any_keys(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    free = [schemas["NodeType"]["properties"]["configSchema"], schemas["NodeType"]["properties"]["defaults"],
+            schemas["NodeData"]["properties"]["config"], schemas["NodeDataInput"]["properties"]["config"],
+            schemas["ExecuteRequest"]["properties"]["inputs"], schemas["FileInfo"]["properties"]["metadata"]]
+    assert all(s["additionalProperties"] is True for s in free)
+
+    def objects(node: Any) -> list[dict[str, Any]]:
+        if isinstance(node, list):
+            return [o for item in node for o in objects(item)]
+        if not isinstance(node, dict):
+            return []
+        found = [node] if node.get("type") == "object" else []
+        return found + [o for k, v in node.items() if k not in ("enum", "const", "default") for o in objects(v)]
+
+    for schema in objects(spec):
+        assert {"properties", "additionalProperties"} & set(schema), schema
+
+
+async def test_every_typed_query_parameter_is_enforced_as_documented(client: Client, spec: dict[str, Any]) -> None:
+    checked = []
+    for path, ops in spec["paths"].items():
+        url = re.sub(r"\{\w+\}", "x", path)
+        for method, op in ops.items():
+            for param in op.get("parameters", []):
+                schema, name = param["schema"], param["name"]
+                if param["in"] != "query":
+                    continue
+                bad: list[str] = []
+                if "enum" in schema:
+                    bad = ["pdf"]
+                elif schema.get("type") == "integer":
+                    bad = ["abc", str(schema["minimum"] - 1), str(schema["maximum"] + 1)]
+                elif schema.get("type") == "array":
+                    bad = ["a"] * (schema["maxItems"] + 1)
+                    resp = await client.request(method, url, params=[(name, v) for v in bad])
+                    await _query_problem(resp, name)
+                    checked.append((op["operationId"], name))
+                    continue
+                for value in bad:
+                    await _query_problem(await client.request(method, url, params={name: value}), name)
+                if bad:
+                    checked.append((op["operationId"], name))
+    assert ("listFiles", "kind") in checked
+    assert ("listWorkflows", "limit") in checked
+    assert ("streamEvents", "workflowId") in checked
+
+
+async def _query_problem(resp: Any, name: str) -> None:
+    assert resp.status == 422, (name, await resp.text())
+    assert resp.content_type == "application/problem+json"
+    assert [e["loc"] for e in (await resp.json())["errors"]] == [["query", name]]
+
+
+async def test_a_kind_that_is_not_one_of_the_documented_kinds_is_422(client: Client) -> None:
+    resp = await client.get("/api/files", params={"kind": "pdf"})
+    assert resp.status == 422
+    body = await resp.json()
+    assert body["errors"] == [{"loc": ["query", "kind"], "msg": "Invalid enum value 'pdf'"}]
+    assert (await client.get("/api/files", params={"kind": "image"})).status == 200
+
+
+def test_the_upload_requires_its_file_part_and_binary_answers_are_any_bytes(spec: dict[str, Any]) -> None:
+    upload = spec["paths"]["/api/files/upload"]["post"]["requestBody"]
+    assert upload["required"] is True
+    form = upload["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["file"]
+    assert form["properties"]["file"]["format"] == "binary"
+    content = spec["paths"]["/api/files/{id}/content"]["get"]["responses"]["200"]["content"]
+    assert content == {"*/*": {}}  # no schema: the bytes as uploaded, never read as JSON
+    thumbnail = spec["paths"]["/api/files/{id}/thumbnail"]["get"]["responses"]["200"]["content"]
+    assert thumbnail == {"image/webp": {}}
+
+
+def test_every_event_is_a_schema_in_a_union_discriminated_by_event(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    run_events = {"run.started": "RunStarted", "run.paused": "RunPaused", "run.resumed": "RunResumed",
+                  "run.completed": "RunCompleted", "run.failed": "RunFailed", "run.stopped": "RunStopped",
+                  "node.queued": "NodeQueued", "node.started": "NodeStarted", "node.progress": "NodeProgress",
+                  "node.completed": "NodeCompleted", "node.failed": "NodeFailed", "node.skipped": "NodeSkipped",
+                  "node.stopped": "NodeStopped", "edge.data": "EdgeData"}
+    for union, events in (("RunEvent", run_events), ("StreamEvent", {**run_events, "stream.gap": "StreamGap"})):
+        refs = {event: f"#/components/schemas/{name}" for event, name in events.items()}
+        assert schemas[union]["discriminator"] == {"propertyName": "event", "mapping": refs}
+        assert [s["$ref"] for s in schemas[union]["oneOf"]] == list(refs.values())
+        for event, name in events.items():
+            assert schemas[name]["properties"]["event"] == {"enum": [event]}
+            assert set(schemas[name]["required"]) == set(schemas[name]["properties"])
+    assert set(schemas["EdgeData"]["properties"]) == {
+        "event", "runId", "workflowId", "seq", "ts", "connectionId", "source", "target", "items", "bytes"}
+    assert set(schemas["StreamGap"]["properties"]) == {"event", "reason", "lastEventId", "resumedAt"}
+    for path, union in (("/api/runs/{runId}/events", "RunEvent"), ("/api/workflows/{id}/events", "StreamEvent"),
+                        ("/api/events", "StreamEvent")):
+        stream = spec["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"]
+        assert stream["x-itemSchema"] == {"$ref": f"#/components/schemas/{union}"}
+        assert f"#/components/schemas/{union}" in stream["schema"]["description"]
+
+
+async def test_the_event_schemas_match_what_a_run_sends(
+    client: Client, spec: dict[str, Any], wf: str
+) -> None:
+    from openapi_schema_validator import OAS31Validator  # openapi-spec-validator's own dependency
+
+    run = await (await client.post(f"/api/workflows/{wf}/execute", json={"speed": 1e6})).json()
+    resp = await client.get(f"/api/runs/{run['id']}/events")
+    datas = [json.loads(line[len("data: "):]) for line in (await resp.text()).splitlines()
+             if line.startswith("data: ")]
+    assert datas[-1]["event"] == "run.completed"
+    union = {"$ref": "#/components/schemas/RunEvent", "components": spec["components"]}
+    validator = OAS31Validator(union)
+    for data in datas:
+        validator.validate(data)
+    names = {d["event"] for d in datas}
+    assert {"run.started", "node.queued", "node.started", "node.completed", "edge.data", "run.completed"} <= names
+
+
+def test_creates_link_to_the_operations_that_use_the_new_id(spec: dict[str, Any]) -> None:
+    operations = _operations(spec)
+
+    def links(operation_id: str, status: str) -> dict[str, dict[str, str]]:
+        response = operations[operation_id][2]["responses"][status]
+        return {name: link["parameters"] for name, link in response["links"].items()}
+
+    new_run = {"runId": "$response.body#/id"}
+    assert links("executeWorkflow", "202") == {
+        "getRun": new_run, "pauseRun": new_run, "resumeRun": new_run, "stopRun": new_run,
+        "streamRunEvents": new_run}
+    assert links("processFiles", "202") == links("executeWorkflow", "202")
+    new_workflow = {"id": "$response.body#/id"}
+    created = links("createWorkflow", "201")
+    assert created["getWorkflow"] == created["executeWorkflow"] == created["addNode"] == new_workflow
+    assert "updateNode" not in created  # it needs a node id the answer does not name
+    assert links("applyTemplate", "201") == links("applyTemplate", "200") == created
+    assert links("addNode", "201") == {
+        name: {"id": "$request.path.id", "nodeId": "$response.body#/id"}
+        for name in ("updateNode", "deleteNode", "processFiles")}
+    assert links("addConnection", "201") == {
+        "deleteConnection": {"id": "$request.path.id", "connectionId": "$response.body#/id"}}
+    new_file = {"id": "$response.body#/items/0/id"}
+    assert links("uploadFiles", "201") == dict.fromkeys(
+        ("getFile", "deleteFile", "getFileContent", "getFileThumbnail"), new_file)
+    new_template = {"id": "$response.body#/id"}
+    assert links("createTemplate", "201") == links("importTemplate", "201") == dict.fromkeys(
+        ("getTemplate", "updateTemplate", "deleteTemplate", "applyTemplate", "exportTemplate"), new_template)
+    for operation_id, (_, _, op) in operations.items():
+        for response in op["responses"].values():
+            for link in response.get("links", {}).values():
+                assert link["operationId"] in operations, operation_id

@@ -3,11 +3,17 @@ many runs. Handlers read the request; the hub (`server.sse`) does the streaming.
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import msgspec
 from aiohttp import web
+from msgspec import Meta
 
 from flowstage.server.keys import SSE
-from flowstage.server.openapi import Param, Route
+from flowstage.server.openapi import EventStream, Param, Route
+from flowstage.server.sse import StreamGap
 from flowstage.simulation.errors import FieldError, Invalid
+from flowstage.simulation.models import EVENT_TYPES
 
 __all__ = ["MAX_FILTERS", "ROUTES"]
 
@@ -35,13 +41,11 @@ async def events(request: web.Request) -> web.StreamResponse:
     return await request.app[SSE].all_stream(request, run_ids, workflow_ids)
 
 
-def _stream(description: str) -> dict[str, object]:
-    return {"text/event-stream": {"type": "string", "description": description}}
-
-
 _FRAME = ("Each message is `id: <n>`, `event: <name>`, `data: <one line of JSON>` (the data "
           "carries event, runId, workflowId, seq, ts and, for node events, nodeId); a `: ping` "
           "comment comes every `sse_ping_seconds`.")
+# A run's stream never has a gap; the other two may send stream.gap.
+_STREAM_EVENTS: tuple[type[msgspec.Struct], ...] = (*EVENT_TYPES, StreamGap)
 _LAST_EVENT_ID = Param(
     "Last-Event-ID", "Resume after this id (what EventSource sends when it reconnects); "
     "wins over ?lastEventId. A value that is not a non-negative integer is ignored.",
@@ -53,16 +57,18 @@ _LAST_EVENT_ID_QUERY = Param(
 ROUTES = (
     Route("GET", "/api/runs/{runId}/events", run_events,
           "A run's events, then live ones; ends after the terminal event", "events",
+          operation_id="streamRunEvents",
           headers=(_LAST_EVENT_ID,), query=(_LAST_EVENT_ID_QUERY,), errors=(404, 503),
-          response_content=_stream(
+          stream=EventStream("RunEvent", EVENT_TYPES,
               f"{_FRAME} `id` = the run's `seq` (1, 2, ...). Without an id the stream starts "
               "at the run's first event; with one, every event after it, then live ones, with "
               "no gap and no duplicate. An id beyond the run's last event continues from the "
               "end (a finished run's stream then closes at once). The stream closes after "
               "run.completed, run.failed or run.stopped.")),
     Route("GET", "/api/workflows/{id}/events", workflow_events,
-          "Live events of every run of the workflow", "events", errors=(404, 503),
-          response_content=_stream(
+          "Live events of every run of the workflow", "events",
+          operation_id="streamWorkflowEvents", errors=(404, 503),
+          stream=EventStream("StreamEvent", _STREAM_EVENTS,
               f"{_FRAME} Every event emitted while the stream is open by any run of the "
               "workflow, including later events of runs already active when it opened (earlier "
               "events are not replayed). `id` = that run's `seq`, so ids of different runs "
@@ -72,14 +78,14 @@ ROUTES = (
               "resumable. Never closes by itself.")),
     Route("GET", "/api/events", events,
           "Live events of many runs in one stream, resumable", "events",
-          headers=(_LAST_EVENT_ID,),
+          operation_id="streamEvents", headers=(_LAST_EVENT_ID,),
           query=(Param("workflowId", "Only runs of this workflow; repeat for several",
-                       {"type": "array", "items": {"type": "string"}, "maxItems": MAX_FILTERS}),
+                       Annotated[list[str], Meta(max_length=MAX_FILTERS)]),
                  Param("runId", "Only this run; repeat for several",
-                       {"type": "array", "items": {"type": "string"}, "maxItems": MAX_FILTERS}),
+                       Annotated[list[str], Meta(max_length=MAX_FILTERS)]),
                  _LAST_EVENT_ID_QUERY),
           errors=(422, 503),
-          response_content=_stream(
+          stream=EventStream("StreamEvent", _STREAM_EVENTS,
               f"{_FRAME} `id` = the server's global event position (1, 2, ... in the order "
               "events were emitted, across all runs; data still carries runId and seq). An "
               "event is sent if its run or its workflow is listed (no filter: every event). "

@@ -24,7 +24,7 @@ from flowstage.server.routes.workflows import IF_MATCH, LIST_PARAMS
 from flowstage.server.store import Page, new_id
 from flowstage.server.store.files import StagedFile
 from flowstage.simulation.errors import NotFound, PayloadTooLarge
-from flowstage.simulation.files import Inspection, inspect_file, sanitise_name, sha256_file
+from flowstage.simulation.files import Inspection, Kind, inspect_file, sanitise_name, sha256_file
 from flowstage.simulation.models import FileInfo
 from flowstage.simulation.timefmt import iso_ms
 
@@ -145,27 +145,39 @@ async def file_thumbnail(request: web.Request) -> web.StreamResponse:
 
 _MULTIPART = {"multipart/form-data": {
     "type": "object",
-    "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+    "properties": {"file": {
+        "type": "string", "format": "binary",
+        "description": "A file. Repeat the part to upload several in one request (all or none "
+        "are stored); parts with other names are ignored.",
+    }},
     "required": ["file"],
+    # A part's name sits in a header, where control characters make the body unreadable (400);
+    # tab, CR and LF are the ones clients escape.
+    "propertyNames": {"pattern": "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]*$"},
 }}
-_BINARY = {"*/*": {"type": "string", "format": "binary"}}
+# OpenAPI 3.1 spells "any bytes" as a media type without a schema: the content is the file as
+# uploaded, whatever it is (its Content-Type is the file's mimeType), never read as JSON.
+_BINARY = {"*/*": None}
 
 ROUTES = (
     Route("POST", "/api/files/upload", upload_files, "Upload one or more files (parts named 'file')",
-          "files", response=FileList, status=201, body_content=_MULTIPART, errors=(400, 413, 415, 422)),
+          "files", operation_id="uploadFiles", creates="/api/files/{id}",
+          created_id="$response.body#/items/0/id", response=FileList, status=201,
+          body_content=_MULTIPART, errors=(400, 413, 415, 422)),
     Route("GET", "/api/files", list_files, "List files, newest first", "files",
-          response=Page[FileInfo],
+          operation_id="listFiles", response=Page[FileInfo],
           query=(*LIST_PARAMS[:2],
                  Param("kind", "image, csv, json, text or binary",
-                       {"type": "string", "enum": ["image", "csv", "json", "text", "binary"]}),
+                       Kind),
                  Param("mimeType", "Only files of this detected MIME type"))),
-    Route("GET", "/api/files/{id}", get_file, "A file's metadata", "files", response=FileInfo,
-          errors=(304, 404)),
+    Route("GET", "/api/files/{id}", get_file, "A file's metadata", "files", operation_id="getFile",
+          response=FileInfo, errors=(304, 404)),
     Route("DELETE", "/api/files/{id}", delete_file, "Delete a file (its bytes go with the last "
-          "file that shares them)", "files", status=204, headers=IF_MATCH, errors=(404, 412)),
+          "file that shares them)", "files", operation_id="deleteFile", status=204,
+          headers=IF_MATCH, errors=(404, 412)),
     Route("GET", "/api/files/{id}/content", file_content, "The file's bytes, as uploaded", "files",
-          response_content=_BINARY, errors=(404,)),
+          operation_id="getFileContent", response_content=_BINARY, errors=(404,)),
     Route("GET", "/api/files/{id}/thumbnail", file_thumbnail,
           "A WebP thumbnail (longest side at most 256 px); images only", "files",
-          response_content={"image/webp": {"type": "string", "format": "binary"}}, errors=(404,)),
+          operation_id="getFileThumbnail", response_content={"image/webp": None}, errors=(404,)),
 )

@@ -48,11 +48,11 @@ async def node_types(request: web.Request) -> web.Response:
 
 ROUTES = (
     Route("GET", "/api/health", health, "Liveness, version and uptime", "meta",
-          response=Health, errors=()),
+          operation_id="getHealth", response=Health, errors=()),
     Route("GET", "/api/openapi.json", openapi, "This document", "meta",
-          response_content={"application/json": {"type": "object"}}, errors=()),
+          operation_id="getOpenApi", response_content={"application/json": {"type": "object"}}, errors=()),
     Route("GET", "/metrics", metrics_handler, "Prometheus metrics (text exposition format)", "meta",
-          response_content={"text/plain": {"type": "string"}}, errors=()),
+          operation_id="getMetrics", response_content={"text/plain": {"type": "string"}}, errors=()),
     Route("GET", "/api/node-types", node_types, "Every node type an editor can place", "meta",
-          response=Page[NodeType], errors=()),
+          operation_id="listNodeTypes", response=Page[NodeType], errors=()),
 )

@@ -3,7 +3,7 @@ dataflow. Handlers translate HTTP into engine calls; `RunService` knows live fro
 
 from __future__ import annotations
 
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, cast
 
 import msgspec
 from aiohttp import web
@@ -16,7 +16,6 @@ from flowstage.server.http import (
     hashed_response,
     json_response,
     page_params,
-    query_choice,
 )
 from flowstage.server.keys import ENGINE, RUNS, STORE
 from flowstage.server.openapi import Handler, Param, Route
@@ -31,14 +30,16 @@ from flowstage.simulation.script import ScriptedOutcome
 __all__ = ["ROUTES", "ExecuteRequest", "IdleStatus", "ProcessFilesRequest"]
 
 _encoder = msgspec.json.Encoder()
-_RUN_STATES: tuple[RunState, ...] = get_args(RunState)
+# A floor, not just > 0: at speed 5e-324 a node's duration overflows to infinity and its
+# progress after a pause becomes NaN (sent as null). 1e-6 stretches a 1 s node to 11 days.
+Speed = Annotated[float, Meta(ge=1e-6, le=1e6)]
 
 
 class ExecuteRequest(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
     """`POST .../execute` body; every field is optional."""
 
     seed: Annotated[int, Meta(ge=0, le=2**53)] | None = None
-    speed: Annotated[float, Meta(gt=0, le=1e6)] | None = None
+    speed: Speed | None = None
     failure_rate: Annotated[float, Meta(ge=0, le=1)] = 0.0
     inputs: dict[str, Any] = {}
     # node id -> how that node ends (simulation.script); for tests.
@@ -48,7 +49,7 @@ class ExecuteRequest(msgspec.Struct, frozen=True, rename="camel", forbid_unknown
 class ProcessFilesRequest(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
     file_ids: Annotated[list[Annotated[str, Meta(min_length=1, max_length=128)]], Meta(min_length=1, max_length=1000)]
     seed: Annotated[int, Meta(ge=0, le=2**53)] | None = None
-    speed: Annotated[float, Meta(gt=0, le=1e6)] | None = None
+    speed: Speed | None = None
 
 
 class IdleStatus(msgspec.Struct, frozen=True):
@@ -131,7 +132,7 @@ async def workflow_runs(request: web.Request) -> web.Response:
 
 async def list_runs(request: web.Request) -> web.Response:
     limit, cursor = page_params(request)
-    state = query_choice(request, "state", _RUN_STATES)
+    state = cast(RunState | None, request.query.get("state"))  # checked against RunState by its Param
     workflow_id = request.query.get("workflowId") or None
     return json_response(await request.app[RUNS].page(limit, cursor, workflow_id=workflow_id, state=state))
 
@@ -146,38 +147,52 @@ _STATUS_SCHEMA = {"application/json": {"anyOf": [
 ]}}
 _RUN_FILTERS = (
     Param("workflowId", "Only runs of this workflow (none if it has no runs, or does not exist)"),
-    Param("state", "Only runs in this state", {"type": "string", "enum": list(_RUN_STATES)}),
+    Param("state", "Only runs in this state", RunState),
 )
 _CONTROL_ERRORS = (404, 409, 503)
-_ACTIONS: tuple[Action, ...] = ("pause", "resume", "stop")
 
 ROUTES = (
     Route("POST", "/api/workflows/{id}/execute", execute,
-          "Start a new run of the workflow's current version", "runs", body=ExecuteRequest,
-          response=Run, status=202, errors=(400, 404, 413, 415, 422, 503),
+          "Start a new run of the workflow's current version", "runs",
+          operation_id="executeWorkflow", creates="/api/runs/{runId}",
+          body=ExecuteRequest, body_required=False, response=Run, status=202,
+          errors=(400, 404, 413, 415, 422, 503),
           response_headers={"Location": "The run's URL", "ETag": "The run's current tag"}),
-    *(Route("POST", f"/api/workflows/{{id}}/{action}", _workflow_control(action),
-            f"{action.capitalize()} the workflow's latest run", "runs", response=Run,
-            errors=_CONTROL_ERRORS) for action in _ACTIONS),
+    Route("POST", "/api/workflows/{id}/pause", _workflow_control("pause"),
+          "Pause the workflow's latest run", "runs", operation_id="pauseWorkflow",
+          response=Run, errors=_CONTROL_ERRORS),
+    Route("POST", "/api/workflows/{id}/resume", _workflow_control("resume"),
+          "Resume the workflow's latest run", "runs", operation_id="resumeWorkflow",
+          response=Run, errors=_CONTROL_ERRORS),
+    Route("POST", "/api/workflows/{id}/stop", _workflow_control("stop"),
+          "Stop the workflow's latest run", "runs", operation_id="stopWorkflow",
+          response=Run, errors=_CONTROL_ERRORS),
     Route("POST", "/api/workflows/{id}/nodes/{nodeId}/process-files", process_files,
           "Run one node over uploaded files: image nodes really transform them (results are "
           "new files listed in the node's output); other types simulate per file", "runs",
+          operation_id="processFiles", creates="/api/runs/{runId}",
           body=ProcessFilesRequest, response=Run, status=202,
           errors=(400, 404, 413, 415, 422, 503),
           response_headers={"Location": "The run's URL", "ETag": "The run's current tag"}),
     Route("GET", "/api/workflows/{id}/status", workflow_status,
           'The latest run, or {"state": "idle"} if the workflow never ran', "runs",
-          response_content=_STATUS_SCHEMA, headers=IF_NONE_MATCH, errors=(304, 404)),
-    Route("GET", "/api/workflows/{id}/dataflow", workflow_dataflow,
-          "What crossed each connection in the latest run", "runs", response=Dataflow,
-          errors=(404,)),
-    Route("GET", "/api/workflows/{id}/runs", workflow_runs, "The workflow's runs, newest first",
-          "runs", response=Page[Run], query=LIST_PARAMS[:2], errors=(404, 422)),
-    Route("GET", "/api/runs", list_runs, "Runs of every workflow, newest first", "runs",
-          response=Page[Run], query=(*LIST_PARAMS[:2], *_RUN_FILTERS), errors=(422,)),
-    Route("GET", "/api/runs/{runId}", get_run, "A run's snapshot", "runs", response=Run,
+          operation_id="getWorkflowStatus", response_content=_STATUS_SCHEMA,
           headers=IF_NONE_MATCH, errors=(304, 404)),
-    *(Route("POST", f"/api/runs/{{runId}}/{action}", _run_control(action),
-            f"{action.capitalize()} this run", "runs", response=Run, errors=_CONTROL_ERRORS)
-      for action in _ACTIONS),
+    Route("GET", "/api/workflows/{id}/dataflow", workflow_dataflow,
+          "What crossed each connection in the latest run", "runs",
+          operation_id="getWorkflowDataflow", response=Dataflow, errors=(404,)),
+    Route("GET", "/api/workflows/{id}/runs", workflow_runs, "The workflow's runs, newest first",
+          "runs", operation_id="listWorkflowRuns", response=Page[Run], query=LIST_PARAMS[:2],
+          errors=(404, 422)),
+    Route("GET", "/api/runs", list_runs, "Runs of every workflow, newest first", "runs",
+          operation_id="listRuns", response=Page[Run], query=(*LIST_PARAMS[:2], *_RUN_FILTERS),
+          errors=(422,)),
+    Route("GET", "/api/runs/{runId}", get_run, "A run's snapshot", "runs", operation_id="getRun",
+          response=Run, headers=IF_NONE_MATCH, errors=(304, 404)),
+    Route("POST", "/api/runs/{runId}/pause", _run_control("pause"), "Pause this run", "runs",
+          operation_id="pauseRun", response=Run, errors=_CONTROL_ERRORS),
+    Route("POST", "/api/runs/{runId}/resume", _run_control("resume"), "Resume this run", "runs",
+          operation_id="resumeRun", response=Run, errors=_CONTROL_ERRORS),
+    Route("POST", "/api/runs/{runId}/stop", _run_control("stop"), "Stop this run", "runs",
+          operation_id="stopRun", response=Run, errors=_CONTROL_ERRORS),
 )

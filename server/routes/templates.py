@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from flowstage.server.http import convert_body, decode_body, etag_response, hashed_response, json_response, page_params
@@ -126,65 +125,44 @@ async def import_template(request: web.Request) -> web.Response:
     return await _create(request.app[STORE], templates.draft_from_import(document))
 
 
-def _any_of(*types: Any, description: str) -> dict[str, Any]:
-    """One self-contained JSON Schema accepting any of `types`. msgspec will not put two
-    untagged Structs in one union, and a Route's `body` is one type, so these bodies are
-    described here, with every `$ref` written out in place."""
-    schemas, components = msgspec.json.schema_components(types, ref_template="{name}")
-
-    def inline(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return inline(components[node["$ref"]])
-            return {key: inline(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [inline(item) for item in node]
-        return node
-
-    return {"description": description, "anyOf": [inline(s) for s in schemas]}
-
-
-_CREATE_BODY = _any_of(
-    DocumentIn, TemplateFromWorkflow,
-    description="A whole template, or (with fromWorkflowId) a copy of a workflow's graph.",
-)
-_IMPORT_BODY = _any_of(
-    ExportIn, ReactFlowDocument,
-    description="A document of GET /api/templates/{id}/export, or a React Flow toObject() "
-    "document (nodes, edges, viewport, and optionally name).",
-)
 _CREATED = {"ETag": "Version tag", "Location": "The new template's URL"}
 _WRITE_ERRORS = (400, 413, 415, 422)
 
 ROUTES = (
     Route("GET", "/api/templates", list_templates, "List templates, newest first", "templates",
-          response=Page[Template], query=LIST_PARAMS),
+          operation_id="listTemplates", response=Page[Template], query=LIST_PARAMS),
     Route("POST", "/api/templates", create_template,
           "Save a template: a whole graph, or a copy of a workflow (fromWorkflowId)", "templates",
-          body_content={"application/json": _CREATE_BODY}, response=Template, status=201,
-          errors=_WRITE_ERRORS, response_headers=_CREATED),
+          operation_id="createTemplate", creates="/api/templates/{id}",
+          body=(DocumentIn, TemplateFromWorkflow),
+          body_description="A whole template, or (with fromWorkflowId) a copy of a workflow's graph.",
+          response=Template, status=201, errors=_WRITE_ERRORS, response_headers=_CREATED),
     Route("GET", "/api/templates/{id}", get_template, "Read a template", "templates",
-          response=Template, headers=IF_NONE_MATCH, errors=(304, 404),
+          operation_id="getTemplate", response=Template, headers=IF_NONE_MATCH, errors=(304, 404),
           response_headers={"ETag": "Version tag"}),
     Route("PUT", "/api/templates/{id}", update_template,
           "Change a template: the fields sent replace the stored ones", "templates",
-          body=DocumentPatch, response=Template, headers=IF_MATCH,
+          operation_id="updateTemplate", body=DocumentPatch, response=Template, headers=IF_MATCH,
           errors=(400, 404, 412, 413, 415, 422), response_headers={"ETag": "Version tag"}),
     Route("DELETE", "/api/templates/{id}", delete_template, "Delete a template", "templates",
-          status=204, headers=IF_MATCH, errors=(404, 412)),
+          operation_id="deleteTemplate", status=204, headers=IF_MATCH, errors=(404, 412)),
     Route("POST", "/api/templates/{id}/apply", apply_template,
           "Apply a template: without workflowId into a new workflow (201 with Location), "
           "else into that workflow (200), replacing or merging its graph", "templates",
-          body=ApplyTemplate, response=Workflow, headers=IF_MATCH, also=(201,),
+          operation_id="applyTemplate", creates="/api/workflows/{id}",
+          body=ApplyTemplate, body_required=False, response=Workflow, headers=IF_MATCH, also=(201,),
           errors=(400, 404, 412, 413, 415, 422),
           response_headers={"ETag": "The workflow's version tag",
                             "Location": "The new workflow's URL (201 only)"}),
     Route("GET", "/api/templates/{id}/export", export_template,
           "Export a template as a file, with the node types it uses", "templates",
-          response=ExportDocument, errors=(404,),
+          operation_id="exportTemplate", response=ExportDocument, errors=(404,),
           response_headers={"Content-Disposition": 'attachment; filename="<name>.flowstage.json"'}),
     Route("POST", "/api/templates/import", import_template,
           "Import a template from an export or a React Flow document (fresh ids)", "templates",
-          body_content={"application/json": _IMPORT_BODY}, response=Template, status=201,
-          errors=_WRITE_ERRORS, response_headers=_CREATED),
+          operation_id="importTemplate", creates="/api/templates/{id}",
+          body=(ExportIn, ReactFlowDocument),
+          body_description="A document of GET /api/templates/{id}/export, or a React Flow "
+          "toObject() document (nodes, edges, viewport, and optionally name).",
+          response=Template, status=201, errors=_WRITE_ERRORS, response_headers=_CREATED),
 )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from aiohttp import web
+from msgspec import Meta
 
 from flowstage.server.http import decode_body, etag_response, json_response, page_params
 from flowstage.server.keys import STORE
@@ -15,7 +18,7 @@ from flowstage.simulation.models import Workflow
 __all__ = ["IF_MATCH", "IF_NONE_MATCH", "LIST_PARAMS", "ROUTES"]
 
 LIST_PARAMS = (
-    Param("limit", "Page size (1–500, default 50)", {"type": "integer", "minimum": 1, "maximum": 500}),
+    Param("limit", "Page size (1–500, default 50)", Annotated[int, Meta(ge=1, le=500)]),
     Param("cursor", "The nextCursor of the previous page"),
     Param("tag", "Only items carrying this tag"),
 )
@@ -65,17 +68,18 @@ async def delete_workflow(request: web.Request) -> web.Response:
 
 ROUTES = (
     Route("GET", "/api/workflows", list_workflows, "List workflows, newest first", "workflows",
-          response=Page[Workflow], query=LIST_PARAMS),
+          operation_id="listWorkflows", response=Page[Workflow], query=LIST_PARAMS),
     Route("POST", "/api/workflows", create_workflow, "Create a workflow", "workflows",
+          operation_id="createWorkflow", creates="/api/workflows/{id}",
           body=WorkflowIn, response=Workflow, status=201, errors=(400, 413, 415, 422),
           response_headers={"ETag": "Version tag", "Location": "The new workflow's URL"}),
     Route("GET", "/api/workflows/{id}", get_workflow, "Read a workflow", "workflows",
-          response=Workflow, headers=IF_NONE_MATCH, errors=(304, 404),
+          operation_id="getWorkflow", response=Workflow, headers=IF_NONE_MATCH, errors=(304, 404),
           response_headers={"ETag": "Version tag"}),
     Route("PUT", "/api/workflows/{id}", update_workflow,
           "Change a workflow: the fields sent replace the stored ones", "workflows",
-          body=WorkflowPatch, response=Workflow, headers=IF_MATCH,
+          operation_id="updateWorkflow", body=WorkflowPatch, response=Workflow, headers=IF_MATCH,
           errors=(400, 404, 412, 413, 415, 422), response_headers={"ETag": "Version tag"}),
     Route("DELETE", "/api/workflows/{id}", delete_workflow, "Delete a workflow", "workflows",
-          status=204, headers=IF_MATCH, errors=(404, 412)),
+          operation_id="deleteWorkflow", status=204, headers=IF_MATCH, errors=(404, 412)),
 )
