@@ -32,13 +32,14 @@ log = logging.getLogger("flowstage")
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     """Build the app: routes, middlewares, CORS, and the start-up and shut-down of the store
-    and the engine. Tests pass a `ManualClock` to control time."""
+    and the engine. Tests pass a `ManualClock` to control time: runs, and the rate limiter's
+    token refill."""
     clock = clock or SystemClock()
     now = clock.now
     metrics = Metrics()
     middlewares: list[Middleware] = [metrics_middleware(metrics), problem_middleware]
     if settings.rate_limit_per_second > 0:
-        buckets = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
+        buckets = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst, now)
         middlewares.append(rate_limit_middleware(buckets))
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_request_bytes)
     app[SETTINGS] = settings
