@@ -35,8 +35,9 @@ log = logging.getLogger("flowstage")
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     """Build the app: routes, middlewares, CORS, and the start-up and shut-down of the store
-    and the engine. Tests pass a `ManualClock` to control time. In test mode server.testmode
-    adds its parts, and the clock is a new ManualClock unless one is given."""
+    and the engine. Tests pass a `ManualClock` to control time: runs, and the rate limiter's
+    token refill. In test mode server.testmode adds its parts, and the clock is a new
+    ManualClock unless one is given."""
     if settings.test_mode and clock is None:
         clock = ManualClock()
     clock = clock or SystemClock()
@@ -44,7 +45,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     metrics = Metrics()
     middlewares: list[Middleware] = [metrics_middleware(metrics), problem_middleware]
     if settings.rate_limit_per_second > 0:
-        buckets = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
+        buckets = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst, now)
         middlewares.append(rate_limit_middleware(buckets))
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_request_bytes)
     app[SETTINGS] = settings

@@ -35,6 +35,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from flowstage.actors.clock import Clock, SystemClock
+
 __all__ = [
     "MAX_DURATION_S",
     "MAX_RUNS",
@@ -775,9 +777,17 @@ def render_summary(summary: Summary) -> Group:
 # --- entry points --------------------------------------------------------------------------
 
 
-async def run_loadtest(opts: Options, console: Console | None = None) -> Summary:
+def _expire(deadline: asyncio.Timeout) -> None:
+    deadline.reschedule(asyncio.get_running_loop().time())  # expires on the loop's next turn
+
+
+async def run_loadtest(opts: Options, console: Console | None = None, *,
+                       clock: Clock | None = None) -> Summary:
     """Run the test; print the summary (and write --json). Raises LoadtestError if it cannot
-    start. Cancelling it (Ctrl-C) stops the runs in flight and returns the partial summary."""
+    start. Cancelling it (Ctrl-C) stops the runs in flight and returns the partial summary.
+
+    `clock` times `--duration` only (wall time by default; every figure is wall time): a test
+    passes a ManualClock to make the duration run out at the moment it chooses."""
     check_options(opts)
     console = console or Console()
     tally = _Tally(opts.runs)
@@ -790,13 +800,17 @@ async def run_loadtest(opts: Options, console: Console | None = None) -> Summary
     timeout = aiohttp.ClientTimeout(total=opts.request_timeout)
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            deadline = asyncio.timeout(opts.duration)
+            deadline = asyncio.timeout(None)
             try:
                 async with deadline:
-                    target, nodes = await _prepare(session, opts)
-                    tally.t0 = time.perf_counter()
-                    async with _progress(console, tally, opts.progress_interval):
-                        await _drive(session, target, tally)
+                    expiry = (clock or SystemClock()).call_later(opts.duration, _expire, deadline)
+                    try:
+                        target, nodes = await _prepare(session, opts)
+                        tally.t0 = time.perf_counter()
+                        async with _progress(console, tally, opts.progress_interval):
+                            await _drive(session, target, tally)
+                    finally:
+                        expiry.cancel()
             except TimeoutError:
                 if not deadline.expired():
                     raise

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import make_settings
 
+from flowstage.actors.clock import ManualClock
 from flowstage.server.app import create_app
 
 Client = TestClient[Any, web.Application]
@@ -256,8 +257,9 @@ async def test_hostile_query_strings_never_give_a_500(client: Client, query: str
 
 
 async def test_a_client_over_its_rate_gets_429_with_retry_after(aiohttp_client: Any, tmp_path: Path) -> None:
+    # On a clock that does not move no token is refilled, however slow the machine is.
     client = await aiohttp_client(create_app(
-        make_settings(tmp_path, rate_limit_per_second=1, rate_limit_burst=2)))
+        make_settings(tmp_path, rate_limit_per_second=1, rate_limit_burst=2), clock=ManualClock()))
     assert (await client.get("/api/workflows")).status == 200
     assert (await client.get("/api/node-types")).status == 200
     resp = await client.get("/api/workflows")

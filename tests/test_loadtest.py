@@ -22,8 +22,10 @@ from aiohttp.test_utils import TestServer
 from conftest import make_settings
 from rich.console import Console
 
+from flowstage.actors.clock import ManualClock
 from flowstage.server import cli
 from flowstage.server.app import create_app
+from flowstage.server.keys import ENGINE
 from flowstage.server.loadtest import (
     LoadtestError,
     Options,
@@ -71,6 +73,37 @@ def makespans(records: list[dict[str, Any]]) -> list[float]:
 
     return [(datetime.fromisoformat(r["finishedAt"]) - datetime.fromisoformat(r["createdAt"]))
             .total_seconds() * 1000 for r in records]
+
+
+# How long a wait for a state may last before the test fails as hung; never what a test asserts.
+WAIT = 10.0
+
+
+def counted(server: TestServer, name: str, count: int) -> asyncio.Event:
+    """Set once the server's engine has emitted `count` events called `name` (of any runs)."""
+    reached = asyncio.Event()
+    seen = 0
+
+    def listener(run_id: str, workflow_id: str, seq: int, event: str, data: bytes) -> None:
+        nonlocal seen
+        if event == name:
+            seen += 1
+            if seen >= count:
+                reached.set()
+
+    server.app[ENGINE].add_listener(listener)
+    return reached
+
+
+async def before(reached: asyncio.Event, test: asyncio.Task[Summary]) -> None:
+    """Wait for `reached`; fail if the load test ended first, or after WAIT s."""
+    waiter = asyncio.create_task(reached.wait())
+    try:
+        done, _ = await asyncio.wait({waiter, test}, timeout=WAIT,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    assert waiter in done, "the load test ended first" if test in done else "timed out"
 
 
 def closed_port() -> int:
@@ -122,11 +155,20 @@ async def test_failed_runs_are_counted_as_runs_not_errors(server: TestServer) ->
     assert summary.error_total == 0
 
 
-async def test_pause_and_resume_samples_are_timed(server: TestServer) -> None:
+async def test_pause_and_resume_samples_are_timed(aiohttp_server: ServerFactory,
+                                                  tmp_path: Path) -> None:
+    # The server's clock stands still until the three runs were paused and resumed: the
+    # controls arrive while the runs run, however slow the machine (none comes too late).
+    clock = ManualClock()
+    server: TestServer = await aiohttp_server(create_app(make_settings(tmp_path), clock=clock))
+    resumed = counted(server, "run.resumed", 3)
     console, out = captured()
-    # Slow runs (an ideal of ~0.4 s at speed 1), so the controls arrive while they run.
     opts = Options(url=url_of(server), runs=3, concurrency=3, speed=1, nodes=4, control_sample=3)
-    summary = await run_loadtest(opts, console)
+    test = asyncio.create_task(run_loadtest(opts, console))
+    await before(resumed, test)
+    await clock.run_until_idle()
+    async with asyncio.timeout(WAIT):
+        summary = await test
     assert summary.control_latency_ms["pause"].count == 3
     assert summary.control_latency_ms["resume"].count == 3
     assert summary.runs.completed == 3
@@ -190,13 +232,14 @@ async def test_a_cancelled_test_still_prints_and_writes_a_partial_summary(
     json_path = tmp_path / "partial.json"
     opts = Options(url=url_of(server), runs=10_000, concurrency=5, speed=20, nodes=4,
                    json_path=str(json_path))
+    # Cancel (as Ctrl-C does through asyncio.run) once some runs have finished: when the server
+    # has started more runs than there are workers, a worker has finished one and counted it.
+    some_finished = counted(server, "run.started", opts.concurrency + 1)
     task = asyncio.create_task(run_loadtest(opts, console))
-    # Cancel (as Ctrl-C does through asyncio.run) once some runs have finished.
-    async with asyncio.timeout(10):
-        while not await some_run_completed(opts.url):  # the state is remote: poll it
-            await asyncio.sleep(0.02)
+    await before(some_finished, task)
     task.cancel()
-    summary: Summary = await task
+    async with asyncio.timeout(WAIT):
+        summary: Summary = await task
     assert summary.stopped_by == "interrupted"
     assert 0 < summary.runs.started < 10_000
     assert summary.runs.not_started == 10_000 - summary.runs.started
@@ -208,20 +251,19 @@ async def test_a_cancelled_test_still_prints_and_writes_a_partial_summary(
     assert not [t for t in asyncio.all_tasks() if "loadtest" in t.get_name()]
 
 
-async def some_run_completed(url: str) -> bool:
-    async with aiohttp.ClientSession() as session, session.get(f"{url}/api/workflows") as resp:
-        workflows = (await resp.json())["items"]
-    for workflow in workflows:
-        if any(r["state"] == "completed" for r in await runs_on_server(url, workflow["id"])):
-            return True
-    return False
-
-
 async def test_duration_bounds_the_whole_test(server: TestServer) -> None:
     console, out = captured()
     opts = Options(url=url_of(server), runs=10_000, concurrency=5, speed=20, nodes=4,
                    duration=0.5)
-    summary = await run_loadtest(opts, console)
+    # The duration runs out (on a manual clock) once a worker has finished a run (more runs
+    # started than there are workers), not at an instant a slow machine may not have reached.
+    clock = ManualClock()
+    some_finished = counted(server, "run.started", opts.concurrency + 1)
+    test = asyncio.create_task(run_loadtest(opts, console, clock=clock))
+    await before(some_finished, test)
+    await clock.advance(opts.duration)
+    async with asyncio.timeout(WAIT):
+        summary = await test
     assert summary.stopped_by == "duration"
     assert 0 < summary.runs.completed < 10_000
     assert summary.wall_seconds < 2
@@ -235,8 +277,6 @@ async def test_subscribe_counts_every_event_of_every_run(server: TestServer) -> 
     summary = await run_loadtest(opts, console)
     assert summary.runs.completed == 10
     assert summary.error_total == 0
-    from flowstage.server.keys import ENGINE
-
     engine = server.app[ENGINE]
     records = await runs_on_server(opts.url, summary.workflow_ids[0])
     emitted = 0
