@@ -3,6 +3,7 @@ aiohttp test client talking to it over real HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +63,19 @@ async def wf(client: TestClient[Any, web.Application], simple_workflow: dict[str
     resp = await client.post("/api/workflows", json=simple_workflow)
     assert resp.status == 201
     return str((await resp.json())["id"])
+
+
+async def run_command(*command: str | Path, cwd: Path, budget: float = 120.0) -> str:
+    """Run a program to its end; its output. It must exit 0 within `budget` seconds: a hung
+    program fails the test instead of hanging the suite."""
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), budget)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, text
+    return text

@@ -9,12 +9,11 @@ document is in tests/contract/schemathesis.toml."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import sys
 from pathlib import Path
 
-from conftest import make_settings
+from conftest import make_settings, run_command
 from pytest_aiohttp import AiohttpServer
 
 from flowstage.server.app import create_app
@@ -37,16 +36,7 @@ async def test_schemathesis_finds_no_disagreement_between_document_and_server(
         "--generation-deterministic", "--workers", "1",
         *(arg for operation_id in STREAMS for arg in ("--exclude-operation-id", operation_id)),
     ]
-    process = await asyncio.create_subprocess_exec(
-        *command, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), BUDGET_SECONDS)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    report = output.decode(errors="replace")
-    assert process.returncode == 0, report
+    report = await run_command(*command, cwd=tmp_path, budget=BUDGET_SECONDS)
     # Every operation but the streams was selected, and each was tested.
     selected = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", report)
     assert selected is not None, report

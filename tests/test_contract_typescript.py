@@ -9,7 +9,6 @@ them (or without node) the test skips and says why."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -18,24 +17,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from conftest import run_command
 
 HERE = Path(__file__).parent / "typescript"
 BIN = HERE / "node_modules" / ".bin"
-BUDGET_SECONDS = 120
-
-
-async def run(*command: str | Path, cwd: Path) -> str:
-    process = await asyncio.create_subprocess_exec(
-        *command, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), BUDGET_SECONDS)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    text = output.decode(errors="replace")
-    assert process.returncode == 0, text
-    return text
 
 
 async def test_a_generated_typescript_client_compiles(
@@ -47,7 +32,7 @@ async def test_a_generated_typescript_client_compiles(
         pytest.skip("openapi-typescript and typescript are not installed: "
                     "run `npm ci --prefix tests/typescript` (make test does)")
     (tmp_path / "openapi.json").write_bytes(await (await client.get("/api/openapi.json")).read())
-    await run(BIN / "openapi-typescript", "openapi.json", "--output", "flowstage-api.d.ts", cwd=tmp_path)
+    await run_command(BIN / "openapi-typescript", "openapi.json", "--output", "flowstage-api.d.ts", cwd=tmp_path)
     (tmp_path / "tsconfig.json").write_text(json.dumps({
         "compilerOptions": {
             "strict": True, "noEmit": True, "target": "ES2022", "module": "ES2022",
@@ -56,4 +41,4 @@ async def test_a_generated_typescript_client_compiles(
         },
         "files": [str(HERE / "client.ts"), "flowstage-api.d.ts"],
     }))
-    await run(BIN / "tsc", "--project", "tsconfig.json", cwd=tmp_path)
+    await run_command(BIN / "tsc", "--project", "tsconfig.json", cwd=tmp_path)
