@@ -50,4 +50,4 @@ lint: install-dev
 	$(VENV)/bin/mypy $(TYPECHECK)/flowstage tests bench .ci/wheel_check.py
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) data .pytest_cache .ruff_cache .mypy_cache tests/typescript/node_modules
