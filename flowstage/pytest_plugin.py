@@ -22,15 +22,16 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from flowstage.actors.clock import SystemClock
-from flowstage.config import Settings, load_settings
-from flowstage.server.app import create_app
-from flowstage.server.testmode import TEST_MODE
-from flowstage.testing import LiveServer, Stage, TimeMode, VirtualClock
+# Flowstage itself is imported when a fixture is first used, not when pytest loads the plugin:
+# the plugin is loaded in every pytest session of an environment that has Flowstage, and the
+# server's modules take 0.65 s to import.
+if TYPE_CHECKING:
+    from flowstage.config import Settings
+    from flowstage.testing import LiveServer, Stage, TimeMode, VirtualClock
 
 __all__ = ["StageOptions"]
 
@@ -79,6 +80,8 @@ def stage_options(request: pytest.FixtureRequest) -> StageOptions:
 
 
 def stage_settings(options: StageOptions, data_dir: Path) -> Settings:
+    from flowstage.config import load_settings
+
     base: dict[str, Any] = {
         "test_mode": True, "storage": "memory", "data_dir": str(data_dir), "seed_demo_data": False,
         "rate_limit_per_second": 0, "speed": options.speed, "log_level": "warning",
@@ -115,6 +118,11 @@ async def flowstage(request: pytest.FixtureRequest, aiohttp_client: Any, _flowst
         -> AsyncIterator[Stage]:
     """A Stage for this test (see flowstage.testing). `aiohttp_client` is pytest-aiohttp's
     (`pip install 'flowstage[testing]'`): the stage is served on the test's own loop."""
+    from flowstage.actors.clock import SystemClock
+    from flowstage.server.app import create_app
+    from flowstage.server.testmode import TEST_MODE
+    from flowstage.testing import Stage
+
     options = stage_options(request)
     settings = stage_settings(options, _flowstage_files)
     app = create_app(settings, clock=SystemClock() if options.time == "realtime" else None)
@@ -144,6 +152,8 @@ def flowstage_clock(flowstage: Stage) -> VirtualClock:
 @pytest.fixture(scope="session")
 def flowstage_live_server() -> Iterator[LiveServer]:
     """One real server for the session (test mode, in-memory store, manual time)."""
+    from flowstage.testing import LiveServer
+
     with tempfile.TemporaryDirectory(prefix="flowstage-live-") as data_dir:
         server = LiveServer(stage_settings(StageOptions(), Path(data_dir)))
         server.start()
