@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from aiohttp import web
+from msgspec import Meta
 
 from flowstage.simulation.errors import FieldError, Invalid
 
 __all__ = [
+    "DEFAULT_PAGE_SIZE",
     "MalformedBody",
+    "PageSize",
     "content_etag",
     "convert_body",
     "convert_param",
@@ -28,7 +31,6 @@ __all__ = [
     "loc_from_msgspec",
     "not_modified",
     "page_params",
-    "query_int",
 ]
 
 T = TypeVar("T")
@@ -193,24 +195,14 @@ def hashed_response(request: web.Request, obj: Any, headers: dict[str, str] | No
     return etag_response(request, body, content_etag(body), headers)
 
 
-def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = msgspec.convert(raw, int, strict=False)  # "20", and "20.0" or "2e1" as Route.endpoint reads them
-    except msgspec.ValidationError:
-        raise Invalid(f"{name} must be an integer", [FieldError(("query", name), "must be an integer")]) from None
-    if not lo <= value <= hi:
-        raise Invalid(
-            f"{name} must be between {lo} and {hi}",
-            [FieldError(("query", name), f"must be between {lo} and {hi}")],
-        )
-    return value
-
-
+# `?limit=`: the one statement of the page-size rule, for the route table's Param (documented
+# and checked before the handler runs) and for page_params.
+PageSize = Annotated[int, Meta(ge=1, le=500)]
+DEFAULT_PAGE_SIZE = 50
 
 
 def page_params(request: web.Request) -> tuple[int, str | None]:
-    """`?limit=` (default 50, max 500) and `?cursor=`."""
-    return query_int(request, "limit", 50, 1, 500), request.query.get("cursor") or None
+    """`?limit=` (default 50, 1–500) and `?cursor=`."""
+    raw = request.query.get("limit")
+    limit = DEFAULT_PAGE_SIZE if raw is None else convert_param(raw, PageSize, ("query", "limit"))
+    return limit, request.query.get("cursor") or None

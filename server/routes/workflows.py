@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from aiohttp import web
-from msgspec import Meta
 
-from flowstage.server.http import decode_body, etag_response, json_response, page_params
+from flowstage.server.http import PageSize, decode_body, etag_response, json_response, page_params
 from flowstage.server.keys import STORE
 from flowstage.server.openapi import Param, Route
 from flowstage.server.store import Page, new_id
@@ -18,7 +15,7 @@ from flowstage.simulation.models import Workflow
 __all__ = ["IF_MATCH", "IF_NONE_MATCH", "LIST_PARAMS", "ROUTES"]
 
 LIST_PARAMS = (
-    Param("limit", "Page size (1–500, default 50)", Annotated[int, Meta(ge=1, le=500)]),
+    Param("limit", "Page size (1–500, default 50)", PageSize),
     Param("cursor", "The nextCursor of the previous page"),
     Param("tag", "Only items carrying this tag"),
 )
