@@ -45,7 +45,7 @@ TYPECHECK := $(VENV)/typecheck
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/flowstage
-	ln -s $(CURDIR)/flowstage/*.py $(TYPECHECK)/flowstage/
+	ln -s $(CURDIR)/flowstage/*.py $(CURDIR)/flowstage/loadtest $(TYPECHECK)/flowstage/
 	for package in server actors simulation config; do ln -s $(CURDIR)/$$package $(TYPECHECK)/flowstage/; done
 	$(VENV)/bin/mypy $(TYPECHECK)/flowstage tests bench .ci/wheel_check.py
 

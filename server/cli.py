@@ -1,26 +1,50 @@
 """`flowstage serve [--host] [--port] [--data-dir] [--config FILE] [--loop uvloop]` and
-`flowstage loadtest --url URL --runs N --concurrency C ...` (and `python -m flowstage`)."""
+`flowstage loadtest --url URL --runs N --concurrency C ...` (and `python -m flowstage`): the
+command line, and the choice of event loop (`--loop`) both commands share.
+
+The load tester (flowstage.loadtest, and rich with it) is imported only when `loadtest` is the
+command: its flags are added to the parser once the command is known."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import logging
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
 from flowstage.actors.tuning import tune_gc
 from flowstage.config import SettingsError, load_settings
-from flowstage.server.loadtest import LoadtestError, loop_factory
-from flowstage.server.loadtest import add_arguments as add_loadtest_arguments
-from flowstage.server.loadtest import command as loadtest_command
 from flowstage.server.store.db import SchemaTooNew
 
 __all__ = ["main"]
+
+_LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+class _LoopUnavailable(Exception):
+    """`--loop` names an event loop that is not installed; the message says how to get it."""
+
+
+def _add_loop_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help=help_text)
+
+
+def _loop_factory(name: str) -> _LoopFactory | None:
+    """The event-loop factory `--loop` names (None: asyncio's own loop)."""
+    if name != "uvloop":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        raise _LoopUnavailable("--loop uvloop needs uvloop: pip install -e '.[uvloop]'") from None
+    factory: _LoopFactory = uvloop.new_event_loop
+    return factory
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,11 +59,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--storage", choices=("sqlite", "memory"), help="storage backend")
     serve.add_argument("--test-mode", action="store_const", const=True,
                        help="virtual time, scripts, a journal and /__flowstage/* (docs/testing.md)")
-    serve.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
-                       help="event loop (uvloop needs: pip install -e '.[uvloop]')")
-    loadtest = commands.add_parser(
-        "loadtest", help="drive a server with concurrent runs and report latency and errors")
-    add_loadtest_arguments(loadtest)
+    _add_loop_argument(serve, "event loop (uvloop needs: pip install -e '.[uvloop]')")
+    # Its flags come from _loadtest_parser, once `loadtest` is known to be the command.
+    commands.add_parser("loadtest", add_help=False,
+                        help="drive a server with concurrent runs and report latency and errors")
+    return parser
+
+
+def _loadtest_parser() -> argparse.ArgumentParser:
+    from flowstage import loadtest
+
+    parser = argparse.ArgumentParser(prog="flowstage loadtest")
+    loadtest.add_arguments(parser)
+    _add_loop_argument(parser, "the load generator's event loop (uvloop needs the uvloop extra)")
     return parser
 
 
@@ -78,12 +110,33 @@ async def _tune_gc(app: web.Application) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
     if args.command == "loadtest":
-        return loadtest_command(args)
+        args, unknown = _loadtest_parser().parse_known_args(unknown, args)
+    if unknown:  # worded and reported as parse_args would
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command == "loadtest":
+        return _loadtest(args)
+    return _serve(args)
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    """`flowstage loadtest`: 0, 1 or 130 as loadtest.command says; 2 when it cannot start."""
+    from flowstage import loadtest
+
     try:
-        factory = loop_factory(args.loop)
-    except LoadtestError as exc:
+        opts = loadtest.options_from_args(args)
+        return loadtest.command(opts, _loop_factory(args.loop))
+    except (loadtest.LoadtestError, _LoopUnavailable) as exc:
+        print(f"flowstage loadtest: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        factory = _loop_factory(args.loop)
+    except _LoopUnavailable as exc:
         print(f"flowstage: {exc}", file=sys.stderr)
         return 2
     try:

@@ -1,11 +1,15 @@
-"""`flowstage serve`: flags and configuration reach the server, and a bad configuration or a busy
-port stops it with exit status 2 and one line on stderr. No server is started: `web.run_app` is
-replaced (it receives the sockets `serve` bound)."""
+"""`flowstage serve`: flags and configuration reach the server, and a bad configuration, a busy
+port or a missing event loop stops it with exit status 2 and one line on stderr; serving loads
+neither the load tester nor rich. No server is started: `web.run_app` is replaced (it receives
+the sockets `serve` bound and the loop `--loop` chose)."""
 
 from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +31,8 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     def fake_run_app(app: web.Application, **kwargs: Any) -> None:
         # `serve` closes its sockets when run_app returns: note where they were bound.
-        calls.append({"app": app, "bound": [sock.getsockname()[:2] for sock in kwargs["sock"]]})
+        calls.append({"app": app, "bound": [sock.getsockname()[:2] for sock in kwargs["sock"]],
+                      "loop": kwargs["loop"]})
 
     monkeypatch.setattr(web, "run_app", fake_run_app)  # what server.cli calls
     return calls
@@ -157,6 +162,8 @@ def test_an_out_of_range_port_flag_exits_2(
         (["serve", "--port", "abc"], "--port"),
         (["serve", "--storage", "postgres"], "--storage"),
         (["serve", "--bogus"], "--bogus"),
+        (["loadtest", "--bogus"], "--bogus"),
+        (["loadtest", "--runs", "abc"], "--runs"),
         ([], "serve"),
     ],
 )
@@ -170,3 +177,80 @@ def test_bad_arguments_exit_2_with_usage(
     assert "usage: flowstage" in err
     assert says in err
     assert served == []
+
+
+def test_loadtest_help_lists_its_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["loadtest", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: flowstage loadtest [-h] [--url URL] [--runs N]")
+    assert "--loop {asyncio,uvloop}" in out
+
+
+def test_serve_loads_neither_the_load_tester_nor_rich(tmp_path: Path) -> None:
+    # A fresh interpreter: this one has imported both for the other tests.
+    script = textwrap.dedent("""
+        import sys
+        from aiohttp import web
+        web.run_app = lambda app, **kwargs: None
+        from flowstage.server import cli
+        code = cli.main(["serve", "--port", "0", "--storage", "memory", "--data-dir", sys.argv[1]])
+        print(code, sorted(m for m in sys.modules if m.split(".")[0] == "rich"
+                           or m.startswith("flowstage.loadtest")))
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWSTAGE_")}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env,
+                          capture_output=True, text=True, check=True)
+    assert done.stdout == "0 []\n"
+
+
+# --- `--loop`: the event loop of `serve` (and of `loadtest`, the other half of the comparison) ---
+
+
+def test_serve_runs_on_aiohttps_default_loop_unless_told(
+    served: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    assert cli.main(["serve", "--port", "0", "--storage", "memory", "--data-dir", str(tmp_path)]) == 0
+    assert served[0]["loop"] is None
+
+
+def test_serve_loop_uvloop_hands_a_uvloop_loop_to_the_server(
+    served: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    assert cli.main(["serve", "--port", "0", "--storage", "memory", "--data-dir", str(tmp_path),
+                     "--loop", "uvloop"]) == 0
+    loop = served[0]["loop"]
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+
+
+@pytest.fixture
+def without_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`import uvloop` fails, as where it is not installed (it is in the dev extra)."""
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+
+
+@pytest.mark.usefixtures("without_uvloop")
+def test_serve_loop_uvloop_without_uvloop_exits_2_with_one_line(
+    served: list[dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["serve", "--port", "0", "--storage", "memory", "--data-dir", str(tmp_path),
+                     "--loop", "uvloop"]) == 2
+    assert capsys.readouterr().err == "flowstage: --loop uvloop needs uvloop: pip install -e '.[uvloop]'\n"
+    assert served == []
+
+
+@pytest.mark.usefixtures("without_uvloop")
+def test_loadtest_loop_uvloop_without_uvloop_exits_2_after_checking_its_options(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused before anything is sent: the URL is never reached.
+    assert cli.main(["loadtest", "--url", "http://127.0.0.1:9", "--loop", "uvloop"]) == 2
+    assert capsys.readouterr().err == (
+        "flowstage loadtest: --loop uvloop needs uvloop: pip install -e '.[uvloop]'\n")
+    assert cli.main(["loadtest", "--runs", "0", "--loop", "uvloop"]) == 2
+    assert capsys.readouterr().err == "flowstage loadtest: --runs must be at least 1\n"

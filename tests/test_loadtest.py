@@ -1,13 +1,13 @@
 """`flowstage loadtest` against an app started in the test, through its async entry point with
 the output captured: its counts agree with the server's own run records and with its --json
 file, failed runs are counted, an unreachable server is a clear error, and a cancelled (or
-time-bounded) test still prints a partial summary."""
+time-bounded) test still prints a partial summary. (`--loop` is tested with `serve` in
+test_cli.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import io
-import os
 import socket
 from collections import Counter
 from collections.abc import Callable
@@ -17,16 +17,12 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import make_settings
 from rich.console import Console
 
 from flowstage.actors.clock import ManualClock
-from flowstage.server import cli
-from flowstage.server.app import create_app
-from flowstage.server.keys import ENGINE
-from flowstage.server.loadtest import (
+from flowstage.loadtest import (
     LoadtestError,
     Options,
     Shape,
@@ -38,6 +34,9 @@ from flowstage.server.loadtest import (
     percentiles,
     run_loadtest,
 )
+from flowstage.server import cli
+from flowstage.server.app import create_app
+from flowstage.server.keys import ENGINE
 from flowstage.simulation.catalogue import CATALOGUE
 
 ServerFactory = Callable[..., Any]
@@ -84,7 +83,7 @@ def counted(server: TestServer, name: str, count: int) -> asyncio.Event:
     reached = asyncio.Event()
     seen = 0
 
-    def listener(run_id: str, workflow_id: str, seq: int, event: str, data: bytes) -> None:
+    def listener(run_id: str, workflow_id: str, _seq: int, event: str, data: bytes) -> None:
         nonlocal seen
         if event == name:
             seen += 1
@@ -332,35 +331,3 @@ def test_percentiles_are_nearest_rank() -> None:
     assert (p.count, p.p50, p.p95, p.p99, p.max, p.mean) == (100, 50.0, 95.0, 99.0, 100.0, 50.5)
     assert percentiles([]).p50 is None
 
-
-# --- `flowstage serve --loop`, the other half of the uvloop comparison ------------------------
-
-
-@pytest.fixture
-def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Every call that would have started a server (none is started)."""
-    for name in [n for n in os.environ if n.startswith("FLOWSTAGE_")]:
-        monkeypatch.delenv(name)
-    calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(web, "run_app", lambda app, **kwargs: calls.append(kwargs))  # what server.cli calls
-    return calls
-
-
-def test_serve_runs_on_aiohttps_default_loop_unless_told(
-    served: list[dict[str, Any]], tmp_path: Path
-) -> None:
-    assert cli.main(["serve", "--port", "0", "--storage", "memory", "--data-dir", str(tmp_path)]) == 0
-    assert served[0]["loop"] is None
-
-
-def test_serve_loop_uvloop_hands_a_uvloop_loop_to_the_server(
-    served: list[dict[str, Any]], tmp_path: Path
-) -> None:
-    uvloop = pytest.importorskip("uvloop")
-    assert cli.main(["serve", "--port", "0", "--storage", "memory", "--data-dir", str(tmp_path),
-                     "--loop", "uvloop"]) == 0
-    loop = served[0]["loop"]
-    try:
-        assert isinstance(loop, uvloop.Loop)
-    finally:
-        loop.close()

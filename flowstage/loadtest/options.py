@@ -1,0 +1,134 @@
+"""What a load test is asked to do: its `Options`, their bounds (`check_options`), the
+`flowstage loadtest` flags that fill them, and `LoadtestError`, raised when a test cannot start."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "MAX_DURATION_S",
+    "MAX_RUNS",
+    "MIN_NODES",
+    "LoadtestError",
+    "Options",
+    "Shape",
+    "add_arguments",
+    "check_options",
+    "options_from_args",
+]
+
+# Without --allow-large a test is refused beyond these: a typo must not start a day-long flood.
+MAX_RUNS = 100_000
+MAX_DURATION_S = 3600.0
+
+Shape = Literal["chain", "diamond", "fanout"]
+# The fewest nodes each shape can be built with (workload.build_workflow draws them).
+MIN_NODES: dict[str, int] = {"chain": 2, "diamond": 4, "fanout": 3}
+
+
+class LoadtestError(Exception):
+    """The test cannot start (bad options, server unreachable or not Flowstage); the message
+    says why. Problems during the test are counted in the summary, not raised."""
+
+
+class Options(msgspec.Struct, frozen=True, kw_only=True):
+    url: str = "http://127.0.0.1:8080"
+    runs: int = 100
+    concurrency: int = 10
+    workflow: str | None = None
+    nodes: int = 10
+    shape: Shape = "chain"
+    speed: float = 100.0
+    failure_rate: float = 0.0
+    subscribe: bool = False
+    duration: float = 600.0
+    json_path: str | None = None
+    # The first N runs are paused and resumed once, right after they start, to time controls.
+    control_sample: int = 0
+    allow_large: bool = False
+    # Seconds between two plain progress lines when the output is not a terminal.
+    progress_interval: float = 2.0
+    request_timeout: float = 30.0
+
+
+def check_options(opts: Options) -> None:
+    problems = []
+    if not opts.url.startswith(("http://", "https://")):
+        problems.append(f"--url must be an http:// or https:// URL, not {opts.url!r}")
+    if opts.runs < 1:
+        problems.append("--runs must be at least 1")
+    elif opts.runs > MAX_RUNS and not opts.allow_large:
+        problems.append(f"--runs {opts.runs} is above {MAX_RUNS:,}; "
+                        "add --allow-large if you mean it")
+    if opts.concurrency < 1:
+        problems.append("--concurrency must be at least 1")
+    if not (math.isfinite(opts.duration) and opts.duration > 0):
+        problems.append("--duration must be a positive number of seconds")
+    elif opts.duration > MAX_DURATION_S and not opts.allow_large:
+        problems.append(f"--duration {opts.duration:g} is above {MAX_DURATION_S:g} s; "
+                        "add --allow-large if you mean it")
+    if not (math.isfinite(opts.speed) and 0 < opts.speed <= 1e6):
+        problems.append("--speed must be greater than 0 and at most 1e6")
+    if not 0.0 <= opts.failure_rate <= 1.0:
+        problems.append("--failure-rate must be between 0 and 1")
+    if opts.control_sample < 0:
+        problems.append("--control-sample must be 0 or more")
+    if opts.workflow is None:
+        least = MIN_NODES[opts.shape]
+        if not least <= opts.nodes <= 1000:
+            problems.append(f"--nodes for a {opts.shape} must be between {least} and 1000")
+    if problems:
+        raise LoadtestError("; ".join(problems))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The load tester's own flags (`--loop` is the CLI's: `serve` has it too)."""
+    d = Options()
+    parser.add_argument("--url", default=d.url, help=f"the server (default {d.url})")
+    parser.add_argument("--runs", type=int, default=d.runs, metavar="N",
+                        help=f"runs to start (default {d.runs}; at most {MAX_RUNS:,} "
+                             "without --allow-large)")
+    parser.add_argument("--concurrency", type=int, default=d.concurrency, metavar="C",
+                        help=f"runs in flight at once (default {d.concurrency})")
+    parser.add_argument("--workflow", metavar="ID", help="run this existing workflow "
+                        "instead of creating one")
+    parser.add_argument("--nodes", type=int, default=d.nodes, metavar="K",
+                        help=f"nodes in the created workflow (default {d.nodes})")
+    parser.add_argument("--shape", choices=("chain", "diamond", "fanout"), default=d.shape,
+                        help="shape of the created workflow (default chain)")
+    parser.add_argument("--speed", type=float, default=d.speed, metavar="S",
+                        help=f"execute speed: simulated time runs S times faster "
+                             f"(default {d.speed:g})")
+    parser.add_argument("--failure-rate", type=float, default=d.failure_rate, metavar="P",
+                        help="execute failureRate: chance that each node fails (default 0)")
+    parser.add_argument("--subscribe", action="store_true",
+                        help="follow runs over SSE (/api/runs/{id}/events) instead of polling")
+    parser.add_argument("--duration", type=float, default=d.duration, metavar="T",
+                        help=f"stop after T seconds whatever is left (default {d.duration:g}; "
+                             f"at most {MAX_DURATION_S:g} without --allow-large)")
+    parser.add_argument("--json", dest="json_path", metavar="FILE",
+                        help="also write the summary as JSON to FILE")
+    parser.add_argument("--control-sample", type=int, default=0, metavar="N",
+                        help="pause and resume the first N runs once, timing the controls")
+    parser.add_argument("--allow-large", action="store_true",
+                        help=f"allow --runs above {MAX_RUNS:,} and --duration above "
+                             f"{MAX_DURATION_S:g} s")
+    parser.add_argument("--progress-interval", type=float, default=d.progress_interval,
+                        metavar="SECONDS", help="seconds between plain progress lines when "
+                        "the output is not a terminal")
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    """The checked Options the flags of `add_arguments` ask for; LoadtestError if out of bounds."""
+    opts = Options(url=args.url, runs=args.runs, concurrency=args.concurrency,
+                   workflow=args.workflow, nodes=args.nodes, shape=args.shape,
+                   speed=args.speed, failure_rate=args.failure_rate,
+                   subscribe=args.subscribe, duration=args.duration,
+                   json_path=args.json_path, control_sample=args.control_sample,
+                   allow_large=args.allow_large, progress_interval=args.progress_interval)
+    check_options(opts)
+    return opts
