@@ -254,10 +254,6 @@ class RunMachine:
     def _dead(self, index: int, slot: int, kind: str) -> None:
         target = self.nodes[index] or self._node(index)
         target.pending -= 1
-        if kind == "fail":
-            target.dead_fail += 1
-        else:
-            target.dead_route += 1
         if target.state != "idle":
             return
         if kind == "fail":

@@ -118,8 +118,6 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
     # One payload per incoming edge (by the edge's slot), until the node starts.
     inputs: list[Any] | None = None
     delivered: int = 0  # incoming edges that carried data
-    dead_route: int = 0  # ... that will never carry data: branch not taken
-    dead_fail: int = 0  # ... that will never carry data: something upstream failed
     waiting: bool = False  # time is up, but an async handler is still working
     not_taken: bool = False  # skipped because its branch was not taken: it owed no work
     work: asyncio.Task[Any] | None = None  # the task of an async handler
