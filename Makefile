@@ -48,6 +48,7 @@ lint: install-dev
 	ln -s $(CURDIR)/flowstage/*.py $(CURDIR)/flowstage/loadtest $(TYPECHECK)/flowstage/
 	for package in server actors simulation config; do ln -s $(CURDIR)/$$package $(TYPECHECK)/flowstage/; done
 	$(VENV)/bin/mypy $(TYPECHECK)/flowstage tests bench .ci/wheel_check.py
+	$(VENV)/bin/vulture server actors simulation config flowstage --min-confidence 80
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache .mypy_cache tests/typescript/node_modules

@@ -115,6 +115,26 @@ class Actor(Generic[M]):
         """Send without waiting for a reply; raises MailboxFull or ActorStopped."""
         self._enqueue(Envelope(message, None))
 
+    def deliver(self, message: M) -> Any:
+        """Handle a message from the runtime itself now, in line, and return the reply: for
+        messages that arise on the loop in an order already decided (a timer falling due, a
+        handler finishing), where a mailbox hop would only add a turn of latency. The same
+        failure boundary as the mailbox: a crash goes to the supervisor (and returns None)."""
+        if self._status == "new":
+            self.start()
+        elif self._status == "stopped":
+            return None
+        try:
+            return self.receive(message)
+        except Exception as error:
+            self._crashed(error)
+            return None
+
+    @property
+    def pending(self) -> int:
+        """Messages waiting in the mailbox."""
+        return len(self._mailbox) if self._mailbox else 0
+
     def ask(self, message: M) -> asyncio.Future[Any]:
         """Send and get a future of the reply; raises MailboxFull or ActorStopped at once
         if the message cannot even be queued."""

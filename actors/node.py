@@ -1,11 +1,18 @@
-"""A node actor: one node of one run, as a plain object with its own state, its own
-messages and its own failure boundary.
+"""A node actor: one node of one run, with its own state, its own messages and its own
+failure boundary.
 
-It is not a Task. Its run actor delivers its messages: `Tick` when the node's timer (an
-entry in the run's timer heap) falls due, `Freeze`/`Thaw`/`Halt` when the run pauses,
-resumes or stops, `WorkDone` when an async handler finished. Anything that goes wrong
-while computing the node's duration or output fails this node (recorded in its error and
-a node.failed event) and nothing else.
+It is not a Task and has no mailbox: its only sender is its run, which delivers each
+message in line to `receive(message, run)` (a mailbox would only reorder what the run
+already ordered). `Start` when all its inputs are in, `Tick` when its timer (an entry in
+the run's timer heap) falls due, `Freeze`/`Thaw`/`Halt` when the run pauses, resumes or
+stops, `Skip` when an incoming connection went dead, `WorkDone` when its async handler
+finished. The node changes its own state (by `simulation.states`' node table) and writes
+its own events; what that means for the rest of the graph is the run's business (the
+`NodeHost` calls). Anything that goes wrong while computing the node's duration or output
+fails this node (recorded in its error and a node.failed event) and nothing else.
+
+The node keeps no reference to its run: the run passes itself with every message, so a
+run and its nodes form no reference cycle.
 
 Time along a node: it would reach progress `f` at `t0 + f * total`; `end` is 1.0, or the
 fraction at which a simulated failure strikes. Pausing keeps the progress reached
@@ -14,76 +21,83 @@ fraction at which a simulated failure strikes. Pausing keeps the progress reache
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from heapq import heappush
-from typing import Any
+import asyncio
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, Protocol
 
 import msgspec
 
-from flowstage.actors.eventlog import EVENT_CODES
-from flowstage.simulation.models import ErrorInfo, NodeStopped
+from flowstage.actors.eventlog import EVENT_CODES, EventLog
+from flowstage.actors.handlers import Handler, HandlerRegistry
+from flowstage.actors.messages import Freeze, Halt, NodeMessage, Skip, Start, Thaw, Tick, WorkDone
+from flowstage.actors.runtime import EngineConfig
+from flowstage.simulation.models import ErrorInfo, NodeFailed, NodeSkipped, NodeStopped
 from flowstage.simulation.outputs import NodeContext, failure_message
 from flowstage.simulation.plan import PlanNode
-from flowstage.simulation.rng import STREAM_FAILURE, Rng
+from flowstage.simulation.progress import BRANCH_NOT_TAKEN
+from flowstage.simulation.rng import STREAM_FAILURE, Rng, mix64
 from flowstage.simulation.script import ScriptedOutcome
 from flowstage.simulation.states import NODE_TABLE, IllegalTransition, node_transition
 from flowstage.simulation.timing import draw_ms, progress_step
 
-__all__ = ["FREEZE", "NOTHING", "THAW", "TICK", "WORK_DONE", "Freeze", "Halt", "NodeActor", "NodeCommand", "Thaw",
-           "Tick", "WorkDone"]
+__all__ = ["NOTHING", "NodeActor", "NodeHost"]
 
-_STOPPED = EVENT_CODES["node.stopped"]
 _MASK = (1 << 64) - 1
+_STOPPED = EVENT_CODES["node.stopped"]
+_FAILED = EVENT_CODES["node.failed"]
+_SKIPPED = EVENT_CODES["node.skipped"]
 
-# The transition table's rows that every node goes through, looked up inline.
+# The transition table's rows, looked up inline on the paths every node takes.
 _QUEUE = NODE_TABLE["queue"]
 _START = NODE_TABLE["start"]
+_COMPLETE = NODE_TABLE["complete"]
+_STOP = NODE_TABLE["stop"]
+_SKIP = NODE_TABLE["skip"]
 
 # A few failure draws are reserved so the message does not change what decides failing.
 _MESSAGE_DRAW = 2
+_encode = msgspec.json.Encoder().encode
 
 
-class Tick(msgspec.Struct, frozen=True, tag="tick"):
-    """The node's next timer fell due: a progress step, its failure point or its end."""
+class NodeHost(Protocol):
+    """What a node may see and ask of its run (the run's state machine)."""
 
+    run_id: str
+    workflow_id: str
+    t: float  # the simulated instant being handled
+    key: int  # the run's seed, mixed
+    speed: float
+    failure_rate: float
+    inputs: Mapping[str, Any]
+    script: Mapping[str, ScriptedOutcome]
+    config: EngineConfig
+    handlers: HandlerRegistry
+    log: EventLog
 
-class Freeze(msgspec.Struct, frozen=True, tag="freeze"):
-    """The run paused: keep the progress reached."""
+    def schedule(self, when: float, index: int) -> None:
+        """Wake node `index` at `when`."""
+        ...
 
+    def spawn_work(self, index: int, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run node `index`'s async handler as a task the engine owns."""
+        ...
 
-class Thaw(msgspec.Struct, frozen=True, tag="thaw"):
-    """The run resumed: continue from the progress kept."""
+    def node_completed(self, node: NodeActor, output: Any, size: int) -> None: ...
 
+    def node_failed(self, node: NodeActor) -> None: ...
 
-class Halt(msgspec.Struct, frozen=True, tag="halt"):
-    """The run stopped (or was interrupted): settle as stopped or skipped."""
-
-    reason: str
-
-
-class WorkDone(msgspec.Struct, frozen=True, tag="work-done"):
-    """The node's async handler finished (check its task for the result)."""
-
-
-NodeCommand = Tick | Freeze | Thaw | Halt | WorkDone
-TICK = Tick()
-FREEZE = Freeze()
-THAW = Thaw()
-WORK_DONE = WorkDone()
-
-_LIVE = frozenset({"running", "paused"})
+    def node_skipped(self, node: NodeActor, reason: str) -> None: ...
 
 
 class NodeActor(msgspec.Struct, gc=False, eq=False):
     """Mutable per-node state. A Struct with gc=False: the garbage collector neither
     tracks nor scans it (ten thousand runs make a hundred thousand of them, and full
-    collections over them stalled the loop for 100 ms and more). The one reference
-    cycle, node -> run -> nodes -> node, is broken by `RunActor.on_stop`.
+    collections over them stalled the loop for 100 ms and more); it holds no reference
+    to its run, so it is in no cycle the collector would have to find.
 
     A run creates a node when it first hears of it (it becomes ready, or an incoming
     connection settles): until then the node is idle and costs nothing."""
 
-    run: Any  # its RunActor (None once the run stopped)
     p: PlanNode
     pending: int  # incoming edges not settled yet
     state: str = "idle"
@@ -104,14 +118,12 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
     # One payload per incoming edge (by the edge's slot), until the node starts.
     inputs: list[Any] | None = None
     delivered: int = 0  # incoming edges that carried data
-    dead_route: int = 0  # ... that will never carry data: branch not taken
-    dead_fail: int = 0  # ... that will never carry data: something upstream failed
     waiting: bool = False  # time is up, but an async handler is still working
     not_taken: bool = False  # skipped because its branch was not taken: it owed no work
-    work: Any = None  # the asyncio.Task of an async handler
-    # While it runs: its seed and the (handler, is_async) entry it started with.
+    work: asyncio.Task[Any] | None = None  # the task of an async handler
+    # While it runs: its seed and the handler it started with (None: passes its input on).
     seed: int = 0
-    handler: Any = None
+    handler: Handler | None = None
     # A scripted node's output (simulation.script); None when its output is simulated.
     scripted_output: Any = None
     hangs: bool = False  # scripted to hang: running, with no timer, until the run stops
@@ -119,21 +131,23 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
     def __repr__(self) -> str:
         return f"<NodeActor {self.p.id} {self.state}>"
 
-    # --- protocol ----------------------------------------------------------------------
-
-    def receive(self, message: NodeCommand) -> None:
+    def receive(self, message: NodeMessage, run: NodeHost) -> None:
         match message:
             case Tick():
-                self._tick()
-            case Freeze():
-                self._freeze()
-            case Thaw():
-                self._thaw()
-            case Halt(reason=reason):
-                self._halt(reason)
+                self._tick(run)
+            case Start():
+                self._start(run)
             case WorkDone():
                 if self.waiting and self.state == "running":
-                    self._finish()
+                    self._finish(run)
+            case Freeze():
+                self._freeze(run)
+            case Thaw():
+                self._thaw(run)
+            case Skip(reason=reason):
+                self._skip(run, reason)
+            case Halt(reason=reason):
+                self._halt(run, reason)
 
     def progress_at(self, now: float) -> float:
         state = self.state
@@ -149,9 +163,8 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
 
     # --- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> None:
+    def _start(self, run: NodeHost) -> None:
         """All inputs are here: queue, start, and plan this node's time."""
-        run = self.run
         p = self.p
         # queued, then running: the table decides both; nothing can look in between.
         queued = _QUEUE.get(self.state)
@@ -161,34 +174,35 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
         if state is None:
             raise IllegalTransition("start", queued)
         self.state = state
-        run.node_started(p.id_json)
-        self.started_at = run._ts
         t = run.t
+        self.started_at = run.log.node_started(t, p.id_json)
         end = 1.0
-        engine = run._engine
-        config = engine.config
+        config = run.config
         try:
-            # mix64(run.key ^ p.key), inlined (the node's seed; see simulation.rng.node_seed)
+            # mix64(run.key ^ p.key), inlined (the node's seed): every node comes this way.
             z = run.key ^ p.key
             z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
             z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
             self.seed = seed = z ^ (z >> 31)
             ms = draw_ms(p.type, p.timing, p.config, seed, config.max_duration_ms)
             p_fail = run.failure_rate
-            if config.failure_rates:
-                p_fail = run.failure_probability(p.type)
+            by_type = config.failure_rates.get(p.type, 0.0) if config.failure_rates else 0.0
+            if by_type:
+                p_fail = 1.0 - (1.0 - p_fail) * (1.0 - by_type)
             if p_fail > 0.0:
                 draws = Rng(seed, STREAM_FAILURE)
                 if draws.random() < p_fail:
                     end = draws.uniform(0.3, 1.0)  # fails part-way, not always at the end
             # The handler is chosen when the node starts: registering another one later
             # changes the nodes that start later, not this one.
-            self.handler = entry = engine.handlers._entries.get(p.type)
+            entry = run.handlers.get(p.type)
             scripted = run.script.get(p.id) if run.script else None
             if scripted is not None:
                 ms, end = self._apply_script(scripted, ms)
-            elif entry is not None and entry[1]:
-                self.work = run.spawn_work(self, entry[0](self._context(seed)))
+            elif entry is not None:
+                self.handler, is_async = entry
+                if is_async:
+                    self.work = run.spawn_work(p.index, entry[0](self._context(run, seed)))
         except Exception as error:
             # Even planning the node failed: it fails at once, through its timer like
             # any other end, so the failure is reported in order.
@@ -203,7 +217,7 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
         self.step = step
         self.mark = mark = step if step else 1.0
         if not self.hangs:
-            heappush(run._timers, (t + (mark if mark < end else end) * total, p.index))
+            run.schedule(t + (mark if mark < end else end) * total, p.index)
 
     def _apply_script(self, scripted: ScriptedOutcome, ms: float) -> tuple[float, float]:
         """A scripted node's duration and end point; its output or error is kept for its end.
@@ -219,32 +233,30 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
                 self.scripted_output = scripted.output
         return ms, 1.0
 
-    def next_due(self) -> float:
-        """When this node's next timer falls due."""
+    def _next_due(self) -> float:
         frac = self.mark if self.mark < self.end else self.end
         return self.t0 + frac * self.total
 
-    def _tick(self) -> None:
+    def _tick(self, run: NodeHost) -> None:
         if self.state != "running":
             return
         if self.mark < self.end - 1e-9:
-            self.run.progress_event(self.p.id_json, self.mark)
+            run.log.progress(run.t, self.p.id_json, self.mark)
             self.mark = round(self.mark + self.step, 9)
-            self.run.schedule(self)
+            run.schedule(self._next_due(), self.p.index)
         elif self.error is not None or self.end < 1.0:
             self.frozen = self.end
-            self._fail(self.error or self._simulated_error())
+            self._fail(run, self.error or self._simulated_error(run))
         else:
-            self._finish()
+            self._finish(run)
 
-    def _simulated_error(self) -> ErrorInfo:
-        draws = Rng(self.run.node_seed(self.p), STREAM_FAILURE)
+    def _simulated_error(self, run: NodeHost) -> ErrorInfo:
+        draws = Rng(mix64(run.key ^ self.p.key), STREAM_FAILURE)
         for _ in range(_MESSAGE_DRAW):
             draws.next64()
         return ErrorInfo("simulated_failure", failure_message(self.p.type, draws), self.p.id)
 
-    def _context(self, seed: int) -> NodeContext:
-        run = self.run
+    def _context(self, run: NodeHost, seed: int) -> NodeContext:
         p = self.p
         inputs = self.inputs
         sources: Sequence[str] = p.in_sources
@@ -254,10 +266,10 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
             pairs = [(x, s) for x, s in zip(inputs, p.in_sources, strict=True) if x is not NOTHING]
             inputs = [x for x, _ in pairs]
             sources = [s for _, s in pairs]
-        return NodeContext(run.id, run.workflow_id, p.id, p.type, p.config, inputs, sources,
+        return NodeContext(run.run_id, run.workflow_id, p.id, p.type, p.config, inputs, sources,
                            run.inputs, seed, run.t)
 
-    def _finish(self) -> None:
+    def _finish(self, run: NodeHost) -> None:
         """Time is up: produce the output (or wait for async work) and complete."""
         work = self.work
         if work is not None:
@@ -270,65 +282,85 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
             if work.cancelled() or error is not None:
                 text = "cancelled" if error is None else f"{type(error).__name__}: {error}"
                 self.frozen = self.end
-                self._fail(ErrorInfo("node_error", text, self.p.id))
+                self._fail(run, ErrorInfo("node_error", text, self.p.id))
                 return
             output = work.result()
         elif self.scripted_output is not None:
             output = self.scripted_output
         else:
-            entry = self.handler
             try:
-                ctx = self._context(self.seed)
-                output = ctx.input if entry is None else entry[0](ctx)
+                ctx = self._context(run, self.seed)
+                output = ctx.input if self.handler is None else self.handler(ctx)
             except Exception as error:
                 self.frozen = self.end
-                self._fail(ErrorInfo("node_error", f"{type(error).__name__}: {error}", self.p.id))
+                self._fail(run, ErrorInfo("node_error", f"{type(error).__name__}: {error}", self.p.id))
                 return
-        self.run.complete_node(self, output)
-
-    def _fail(self, error: ErrorInfo) -> None:
-        self.state = node_transition(self.state, "fail")
-        self.error = error
-        self.finished_at = self.run.stamp()
+        try:
+            raw = _encode(output)
+        except Exception as error:  # a handler returned something JSON cannot carry
+            self.frozen = self.end
+            self._fail(run, ErrorInfo("node_error", f"output is not JSON: {error}", self.p.id))
+            return
+        state = _COMPLETE.get(self.state)
+        if state is None:
+            raise IllegalTransition("complete", self.state)
+        self.state = state
+        self.finished_at, self.output_seq, self.output_at = run.log.node_completed(run.t, self.p.id_json, raw)
         self.inputs = None
         self.seed = 0
         self.handler = None
-        self.run.fail_node(self)
+        run.node_completed(self, output, len(raw))
 
-    def _freeze(self) -> None:
+    def _fail(self, run: NodeHost, error: ErrorInfo) -> None:
+        self.state = node_transition(self.state, "fail")
+        self.error = error
+        self.finished_at = run.log.stamp(run.t)
+        self.inputs = None
+        self.seed = 0
+        self.handler = None
+        run.log.event(run.t, _FAILED, NodeFailed, self.p.id, error)
+        run.node_failed(self)
+
+    def _freeze(self, run: NodeHost) -> None:
         if self.state != "running":
             return
-        self.frozen = self.end if self.waiting else self.progress_at(self.run.t)
+        self.frozen = self.end if self.waiting else self.progress_at(run.t)
         self.state = node_transition(self.state, "pause")
 
-    def _thaw(self) -> None:
+    def _thaw(self, run: NodeHost) -> None:
         if self.state != "paused":
             return
         self.state = node_transition(self.state, "resume")
         if self.hangs:
             return
-        t = self.run.t
-        self.t0 = t - self.frozen * self.total
+        self.t0 = run.t - self.frozen * self.total
         while self.mark < self.frozen - 1e-9:  # steps already passed before the pause
             self.mark = round(self.mark + self.step, 9)
-        self.run.schedule(self)
+        run.schedule(self._next_due(), self.p.index)
 
-    def _halt(self, reason: str) -> None:
-        run = self.run
-        if self.state in _LIVE:
+    def _skip(self, run: NodeHost, reason: str) -> None:
+        self.state = node_transition(self.state, "skip")
+        self.not_taken = reason == BRANCH_NOT_TAKEN
+        self.finished_at = run.log.stamp(run.t)
+        self.inputs = None
+        run.log.event(run.t, _SKIPPED, NodeSkipped, self.p.id, reason)
+        run.node_skipped(self, reason)
+
+    def _halt(self, run: NodeHost, reason: str) -> None:
+        if self.state in _STOP:
             if self.state == "running":
                 self.frozen = self.end if self.waiting else self.progress_at(run.t)
             self.state = node_transition(self.state, "stop")
-            self.finished_at = run.stamp()
+            self.finished_at = run.log.stamp(run.t)
             self.inputs = None
             self.seed = 0
             self.handler = None
             if self.work is not None:
                 self.work.cancel()
                 self.work = None
-            run.event(_STOPPED, NodeStopped, self.p.id, round(self.frozen, 4))
-        elif self.state in ("idle", "queued"):
-            run.skip_node(self, reason)
+            run.log.event(run.t, _STOPPED, NodeStopped, self.p.id, round(self.frozen, 4))
+        elif self.state in _SKIP:
+            self._skip(run, reason)
 
 
 class _Nothing:

@@ -3,6 +3,7 @@ asyncio skeleton of the same shape, in one invocation.
 
     .venv/bin/python bench/engine.py                 # N = 1000 5000 10000, 5 trials each
     .venv/bin/python bench/engine.py -n 10000 -r 7 --gc default
+    .venv/bin/python bench/engine.py -n 10000 --baseline c53cba7   # this tree against that commit
 
 Every run is a chain of ten nodes (trigger, http, transform, db, transform, llm, transform,
 email, transform, output) whose durations are drawn uniform 50-200 ms from the run's seed;
@@ -15,6 +16,11 @@ same durations as `asyncio.sleep`s, and the very same events - one tuple per tra
 an `asyncio.Queue` that a consumer drains every 50 ms (Flowstage's flush interval). Both
 sides are submitted the same way: one `gather` over N submit coroutines (`engine.execute`,
 or one that creates the run's task), and both are timed to their last run.completed.
+
+With `--baseline REF`, Flowstage as of git commit REF runs as a third side, interleaved with
+the other two, so a change to the engine is judged against the code before it in the same
+invocation (the same harness, machine and noise). Its tree is exported with `git archive` and
+imported from a temporary directory laid out as the wheel installs it.
 
 Each trial runs in a fresh subprocess, so RSS and the heap start clean; both sides get the
 same GC setting (by default the one the server applies at start-up, `actors.tuning.tune_gc`).
@@ -36,12 +42,15 @@ import os
 import statistics
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("server", "actors", "simulation", "config")
 
 CHAIN = ("manual_trigger", "http_request", "transform", "database_query", "transform", "llm_prompt",
          "transform", "send_email", "transform", "output")
@@ -230,10 +239,34 @@ async def _skeleton(n: int, zero: bool) -> dict[str, Any]:
     return result
 
 
-def _trial(kind: str, n: int, zero: bool, gc_setting: str) -> dict[str, Any]:
-    """Run one trial in a fresh interpreter; return its metrics."""
-    out = subprocess.run([sys.executable, __file__, "--trial", kind, str(n), "1" if zero else "0", gc_setting],
-                         check=True, capture_output=True, text=True)
+def _export(ref: str, into: Path) -> Path:
+    """Flowstage as of commit `ref`, laid out as the wheel installs it; the directory to
+    put on the path in place of the installed package."""
+    tree = into / "tree"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "flowstage", *PACKAGES],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    package = into / "layout" / "flowstage"
+    package.mkdir(parents=True)
+    for item in [*(tree / "flowstage").glob("*.py"), *(tree / name for name in PACKAGES)]:
+        (package / item.name).symlink_to(item)
+    return package.parent
+
+
+def _trial(kind: str, n: int, zero: bool, gc_setting: str, baseline: Path | None = None) -> dict[str, Any]:
+    """Run one trial in a fresh interpreter; return its metrics. The baseline side runs
+    without `site` (so the editable install's import hook is not there), with the exported
+    tree and this environment's packages on its path."""
+    command = [sys.executable, __file__, "--trial", kind, str(n), "1" if zero else "0", gc_setting]
+    env = None
+    if kind == "baseline":
+        assert baseline is not None
+        command[1:1] = ["-S"]
+        command[command.index("baseline")] = "flowstage"
+        paths = sysconfig.get_paths()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(baseline), paths["purelib"], paths["platlib"]])}
+    out = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     return dict(json.loads(out.stdout))
 
 
@@ -269,33 +302,42 @@ def main() -> None:
                         help='GC setting of both sides: "tuned" (actors.tuning.tune_gc, as the server does), '
                              '"default" (Python\'s) or thresholds like "50000,20,100"')
     parser.add_argument("--no-ceiling", action="store_true", help="skip the zero-duration ceiling")
+    parser.add_argument("--baseline", metavar="REF", help="also run Flowstage as of this git commit")
     parser.add_argument("--trial", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.trial:
         _child(args.trial[0], int(args.trial[1]), args.trial[2] == "1", args.trial[3])
         return
+    with tempfile.TemporaryDirectory(prefix="flowstage-baseline-") as tmp:
+        _compare(args, _export(args.baseline, Path(tmp)) if args.baseline else None)
+
+
+def _compare(args: argparse.Namespace, baseline: Path | None) -> None:
+    kinds = ["skeleton", "flowstage", *(["baseline"] if baseline else [])]
 
     started = time.monotonic()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; medians of {args.repeats} trials "
-          f"(sides interleaved); sink: MemorySink(keep=False); gc: {args.gc}")
+          f"(sides interleaved); sink: MemorySink(keep=False); gc: {args.gc}"
+          + (f"; baseline = Flowstage at {args.baseline}" if baseline else ""))
     header = (f"{'N':>6} {'impl':<10} {'ideal s':>8} {'wall s':>7} {'wall/ideal':>10} {'submit s':>8} "
               f"{'events/s':>10} {'lag p50 ms':>10} {'lag p99 ms':>10} {'KiB/run':>8}")
     print(header)
     for n in args.runs:
         durations = _durations(n, zero=False)
         ideal = max(sum(d) for d in durations)
-        trials: dict[str, list[dict[str, Any]]] = {"skeleton": [], "flowstage": []}
-        for _ in range(args.repeats):  # interleaved, so a noisy spell hits both sides
+        trials: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+        for _ in range(args.repeats):  # interleaved, so a noisy spell hits every side
             for kind in trials:
-                trials[kind].append(_trial(kind, n, False, args.gc))
+                trials[kind].append(_trial(kind, n, False, args.gc, baseline))
         med = {kind: _medians(t) for kind, t in trials.items()}
         for kind, m in med.items():
             print(f"{n:>6} {kind:<10} {ideal:>8.3f} {m['wall']:>7.3f} {m['wall'] / ideal:>10.3f} "
                   f"{m['submit']:>8.3f} {m['events'] / m['wall']:>10.0f} {m['lag50'] * 1000:>10.1f} "
                   f"{m['lag99'] * 1000:>10.1f} {m['rss'] / n / 1024:>8.1f}")
-        f, s = med["flowstage"], med["skeleton"]
-        print(f"{'':>6} {'ratio':<10} {'':>8} {f['wall'] / s['wall']:>7.2f} {'':>10} {'':>8} {'':>10} "
-              f"{'':>10} {f['lag99'] / max(s['lag99'], 1e-9):>10.2f} {f['rss'] / max(s['rss'], 1):>8.2f}")
+        for label, other in [("ratio", "skeleton"), *([("/baseline", "baseline")] if baseline else [])]:
+            f, s = med["flowstage"], med[other]
+            print(f"{'':>6} {label:<10} {'':>8} {f['wall'] / s['wall']:>7.2f} {'':>10} {'':>8} {'':>10} "
+                  f"{'':>10} {f['lag99'] / max(s['lag99'], 1e-9):>10.2f} {f['rss'] / max(s['rss'], 1):>8.2f}")
 
     if args.no_ceiling:
         print(f"\nbench took {time.monotonic() - started:.0f} s")
@@ -303,10 +345,10 @@ def main() -> None:
     print("\nzero-duration ceiling (node completions per second, simulated time = 0; timed until every "
           "event was persisted or consumed)")
     n = max(args.runs)
-    zero: dict[str, list[dict[str, Any]]] = {"skeleton": [], "flowstage": []}
+    zero: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     for _ in range(args.repeats):
         for kind in zero:
-            zero[kind].append(_trial(kind, n, True, args.gc))
+            zero[kind].append(_trial(kind, n, True, args.gc, baseline))
     ceil: dict[str, float] = {}
     for kind, t in zero.items():
         wall = statistics.median(x["drained"] for x in t)
@@ -314,6 +356,9 @@ def main() -> None:
         ceil[kind] = n * len(CHAIN) / wall
         print(f"{n:>6} {kind:<10} wall {wall:.3f} s  {ceil[kind]:>10.0f} nodes/s  {events / wall:>10.0f} events/s")
     print(f"{'':>6} {'ratio':<10} flowstage/skeleton = {ceil['flowstage'] / ceil['skeleton']:.2f}")
+    if baseline:
+        print(f"{'':>6} {'ratio':<10} baseline/skeleton = {ceil['baseline'] / ceil['skeleton']:.2f}, "
+              f"flowstage/baseline = {ceil['flowstage'] / ceil['baseline']:.2f}")
     print(f"\nbench took {time.monotonic() - started:.0f} s")
 
 

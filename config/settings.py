@@ -95,8 +95,9 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 @functools.cache
-def _defaults() -> Mapping[str, Any]:
-    """defaults.toml, read once per process (test suites build settings once per test)."""
+def defaults() -> Mapping[str, Any]:
+    """defaults.toml, read once per process (test suites build settings once per test); the
+    engine's own defaults for the settings it takes come from here too."""
     with DEFAULTS_FILE.open("rb") as f:
         return MappingProxyType(tomllib.load(f))
 
@@ -108,7 +109,7 @@ def load_settings(
 ) -> Settings:
     """Defaults, then `config_file`, then the environment, then `overrides` (CLI flags)."""
     merged: dict[str, Any] = {}
-    layers: list[tuple[str, Mapping[str, Any]]] = [(str(DEFAULTS_FILE), _defaults())]
+    layers: list[tuple[str, Mapping[str, Any]]] = [(str(DEFAULTS_FILE), defaults())]
     if config_file is not None:
         try:
             with Path(config_file).open("rb") as f:

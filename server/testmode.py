@@ -222,13 +222,14 @@ class TestMode:
         self._engine = engine
         self._store = store
         self._hub = hub
-        engine.script_source = lambda workflow: self.script.outcomes_for((n.id, n.type) for n in workflow.nodes)
+        engine.admission.script_source = lambda workflow: self.script.outcomes_for(
+            (n.id, n.type) for n in workflow.nodes)
         engine.add_listener(self.journal.on_event)
         self.seed(0)
 
     def seed(self, seed: int) -> None:
         """Runs whose execute names no seed draw theirs from this one, so a stage repeats."""
-        self._engine.seeds = random.Random(seed)
+        self._engine.admission.seeds = random.Random(seed)
         self._seed = seed
 
     def busy(self) -> bool:

@@ -862,7 +862,7 @@ def test_an_error_flowstage_logged_fails_the_test_at_teardown(pytester: pytest.P
     """)
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*Flowstage logged errors nobody handled:*",
-                                 "*flowstage.actors.run: event listener * failed*"])
+                                 "*flowstage.actors.eventlog: event listener * failed*"])
 
 
 def test_an_unknown_marker_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
