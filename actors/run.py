@@ -51,9 +51,16 @@ from flowstage.simulation.models import (
 )
 from flowstage.simulation.outputs import count_items
 from flowstage.simulation.plan import Plan, PlanNode
-from flowstage.simulation.progress import BRANCH_NOT_TAKEN, node_work, run_progress
+from flowstage.simulation.progress import node_work, run_progress
 from flowstage.simulation.rng import mix64, run_key
-from flowstage.simulation.states import NODE_SETTLED, NODE_TABLE, IllegalTransition, node_transition, run_transition
+from flowstage.simulation.states import (
+    BRANCH_NOT_TAKEN,
+    NODE_SETTLED,
+    NODE_TABLE,
+    IllegalTransition,
+    node_transition,
+    run_transition,
+)
 
 if TYPE_CHECKING:
     import asyncio
