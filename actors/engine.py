@@ -32,9 +32,9 @@ from flowstage.actors.runtime import EngineConfig, Runtime, WorkSet
 from flowstage.actors.scheduler import Scheduler
 from flowstage.actors.sink import RunSink
 from flowstage.simulation.errors import FieldError, Invalid, Unavailable
+from flowstage.simulation.messages import INTERRUPTED_ERROR
 from flowstage.simulation.models import EdgeFlow, ErrorInfo, Run, Workflow
 from flowstage.simulation.plan import edge_flows
-from flowstage.simulation.recovery import INTERRUPTED_MESSAGE
 from flowstage.simulation.script import ScriptedOutcome
 
 __all__ = ["Action", "Engine", "EngineConfig", "EventListener", "ScriptSource"]
@@ -80,7 +80,7 @@ class Engine:
         was_open = self._status == "open"
         self._status = "closing"
         self.admission.refuse_waiting(Unavailable("The engine is shutting down"))
-        interrupt = Interrupt(ErrorInfo("interrupted", INTERRUPTED_MESSAGE))
+        interrupt = Interrupt(INTERRUPTED_ERROR)
         for run in self._registry.runs():
             run.deliver(interrupt)
         await self._work.cancel_all()

@@ -34,10 +34,17 @@ from flowstage.actors.runtime import Runtime
 from flowstage.simulation.models import ErrorInfo, RunFailed, RunPaused, RunResumed, RunStarted
 from flowstage.simulation.outputs import count_items
 from flowstage.simulation.plan import Plan
-from flowstage.simulation.progress import BRANCH_NOT_TAKEN
 from flowstage.simulation.rng import run_key
 from flowstage.simulation.script import ScriptedOutcome
-from flowstage.simulation.states import NODE_SETTLED, RUN_TABLE, run_transition
+from flowstage.simulation.states import (
+    BRANCH_NOT_TAKEN,
+    NODE_SETTLED,
+    RUN_INTERRUPTED,
+    RUN_STOPPED,
+    RUN_TABLE,
+    UPSTREAM_FAILED,
+    run_transition,
+)
 
 __all__ = ["RunMachine"]
 
@@ -48,8 +55,8 @@ _RUN_RESUMED = EVENT_CODES["run.resumed"]
 _RUN_COMPLETED = EVENT_CODES["run.completed"]
 _RUN_FAILED = EVENT_CODES["run.failed"]
 _RUN_STOPPED = EVENT_CODES["run.stopped"]
-_HALTS = {"stop": Halt("run_stopped"), "fail": Halt("run_interrupted")}
-_SKIPS = {reason: Skip(reason) for reason in ("upstream_failed", BRANCH_NOT_TAKEN)}
+_HALTS = {"stop": Halt(RUN_STOPPED), "fail": Halt(RUN_INTERRUPTED)}
+_SKIPS = {reason: Skip(reason) for reason in (UPSTREAM_FAILED, BRANCH_NOT_TAKEN)}
 # States a run can be halted from (stopped by a client, or failed by an interruption).
 _HALTABLE = RUN_TABLE["fail"].keys() & RUN_TABLE["stop"].keys()
 
@@ -222,7 +229,7 @@ class RunMachine:
 
     def node_skipped(self, node: NodeActor, reason: str) -> None:
         if self.state == "running":
-            self._kill_downstream(node, "fail" if reason == "upstream_failed" else "route")
+            self._kill_downstream(node, "fail" if reason == UPSTREAM_FAILED else "route")
         self._node_settled()
 
     # --- dataflow --------------------------------------------------------------------------
@@ -257,7 +264,7 @@ class RunMachine:
         if target.state != "idle":
             return
         if kind == "fail":
-            target.receive(_SKIPS["upstream_failed"], self)
+            target.receive(_SKIPS[UPSTREAM_FAILED], self)
         elif not target.p.merge:
             target.receive(_SKIPS[BRANCH_NOT_TAKEN], self)
         elif target.pending == 0:

@@ -31,13 +31,13 @@ from flowstage.actors.eventlog import EVENT_CODES, EventLog
 from flowstage.actors.handlers import Handler, HandlerRegistry
 from flowstage.actors.messages import Freeze, Halt, NodeMessage, Skip, Start, Thaw, Tick, WorkDone
 from flowstage.actors.runtime import EngineConfig
+from flowstage.simulation.messages import SCRIPTED_FAILURE
 from flowstage.simulation.models import ErrorInfo, NodeFailed, NodeSkipped, NodeStopped
 from flowstage.simulation.outputs import NodeContext, failure_message
 from flowstage.simulation.plan import PlanNode
-from flowstage.simulation.progress import BRANCH_NOT_TAKEN
 from flowstage.simulation.rng import STREAM_FAILURE, Rng, mix64
 from flowstage.simulation.script import ScriptedOutcome
-from flowstage.simulation.states import NODE_TABLE, IllegalTransition, node_transition
+from flowstage.simulation.states import BRANCH_NOT_TAKEN, NODE_TABLE, IllegalTransition, node_transition
 from flowstage.simulation.timing import draw_ms, progress_step
 
 __all__ = ["NOTHING", "NodeActor", "NodeHost"]
@@ -226,7 +226,7 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
             ms = scripted.duration_ms
         match scripted.outcome:
             case "fail":
-                self.error = ErrorInfo("scripted_failure", scripted.error or "Scripted failure", self.p.id)
+                self.error = ErrorInfo("scripted_failure", scripted.error or SCRIPTED_FAILURE, self.p.id)
             case "hang":
                 self.hangs = True
             case "complete":

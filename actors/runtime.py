@@ -22,6 +22,7 @@ from flowstage.actors.scheduler import Scheduler
 from flowstage.config.settings import defaults
 from flowstage.simulation.catalogue import Timing
 from flowstage.simulation.models import Run
+from flowstage.simulation.timing import DEFAULT_CAP_MS
 
 __all__ = ["EngineConfig", "Flushable", "Runtime", "SpawnWork", "WorkSet"]
 
@@ -44,7 +45,7 @@ class EngineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     flush_interval: float = 0.05
     # finished runs kept in memory (for snapshots, dataflow, SSE replay) once persisted.
     retain_finished: int = 1000
-    max_duration_ms: float = 3_600_000.0
+    max_duration_ms: float = DEFAULT_CAP_MS
     plan_cache_size: int = 256
     # Node timers handled, and executes started, per turn of the event loop before others
     # get a turn (about 10 µs each).

@@ -28,7 +28,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flowstage.simulation.files import inspect_file  # noqa: E402
+from flowstage.simulation.inspection import inspect_file  # noqa: E402
 
 MiB = 1024 * 1024
 

@@ -30,17 +30,11 @@ from flowstage.actors.engine import Engine
 from flowstage.server.store import Store, new_id
 from flowstage.simulation.catalogue import CATALOGUE
 from flowstage.simulation.errors import FieldError, Invalid, NotFound
-from flowstage.simulation.files import (
-    MAX_PARSED_BYTES,
-    convert_image,
-    inspect_file,
-    parse_csv,
-    parse_json,
-    resize_image,
-    thumbnail_image,
-)
+from flowstage.simulation.images import convert_image, resize_image, thumbnail_image
+from flowstage.simulation.inspection import inspect_file
 from flowstage.simulation.models import FileInfo
 from flowstage.simulation.outputs import GENERATORS, NodeContext
+from flowstage.simulation.parsing import MAX_PARSED_BYTES, parse_csv, parse_json
 from flowstage.simulation.timefmt import iso_ms
 
 __all__ = ["IMAGE_TYPES", "PARSE_TYPES", "files_for_run", "register_file_handlers"]

@@ -19,7 +19,6 @@ __all__ = [
     "NodeType",
     "Timing",
     "Uniform",
-    "get_node_type",
 ]
 
 
@@ -328,6 +327,3 @@ _TYPES: tuple[NodeType, ...] = (
 
 CATALOGUE: dict[str, NodeType] = {t.type: t for t in _TYPES}
 
-
-def get_node_type(type_name: str) -> NodeType | None:
-    return CATALOGUE.get(type_name)

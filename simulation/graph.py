@@ -1,33 +1,28 @@
-"""Workflow graphs as an editor changes them: the shapes clients send, the rules a stored graph
-obeys, and the pure edits (add, update, delete a node or a connection).
+"""Workflow graphs as an editor changes them: the shapes clients send and the pure edits of a
+stored graph (create, patch, add, update, delete a node or a connection).
 
-Rules: every node type exists; node ids and connection ids are unique; a connection joins an
-existing output handle of `source` to an existing input handle of `target`; the same pair of
-handles is joined at most once; config values fit the node type's schema. Cycles are allowed
-while editing (the engine refuses them at execute time). Every broken rule is reported with the
-`loc` of the field, so an editor can point at it.
+Every edit returns a new graph checked by simulation.validity, the one place that says what a
+valid graph is; this module only decides where an error points (the `loc` of the field sent).
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from flowstage.simulation.catalogue import CATALOGUE
-from flowstage.simulation.errors import FieldError, Invalid, NotFound
+from flowstage.simulation.errors import FieldError, Invalid, Loc, NotFound
+from flowstage.simulation.messages import node_not_in_workflow
 from flowstage.simulation.models import Connection, Id, Node, NodeData, Position, Viewport, Workflow
+from flowstage.simulation.validity import build_graph
 
 __all__ = [
-    "COORDINATE_LIMIT",
     "ConnectionIn",
     "DocumentIn",
     "DocumentPatch",
     "Links",
-    "Loc",
     "NodeDataPatch",
     "NodeIn",
     "NodePatch",
@@ -37,20 +32,13 @@ __all__ = [
     "add_node",
     "apply_document_patch",
     "apply_workflow_patch",
-    "build_graph",
-    "check_config",
     "delete_connection",
     "delete_node",
     "document_graph",
-    "links_of",
-    "new_connection_id",
-    "new_node_id",
     "unique_tags",
     "update_node",
 ]
 
-Loc = tuple[str | int, ...]
-COORDINATE_LIMIT = 1e9  # as simulation.models.Coordinate
 TypeName = Annotated[str, Meta(min_length=1, max_length=64)]
 HandleId = Annotated[str, Meta(min_length=1, max_length=64)]
 
@@ -148,7 +136,7 @@ class WorkflowPatch(DocumentPatch, frozen=True):
     viewport: Viewport | UnsetType | None = UNSET
 
 
-def links_of(body: DocumentIn | DocumentPatch, prefix: Loc = ("body",)) -> tuple[Links | UnsetType, str]:
+def _links_of(body: DocumentIn | DocumentPatch, prefix: Loc = ("body",)) -> tuple[Links | UnsetType, str]:
     """The links a body sent and the field it sent them in (`connections` or `edges`, for
     error locations); UNSET and `connections` when it sent neither."""
     if isinstance(body.edges, UnsetType):
@@ -160,7 +148,7 @@ def links_of(body: DocumentIn | DocumentPatch, prefix: Loc = ("body",)) -> tuple
 
 def document_graph(doc: DocumentIn, prefix: Loc = ("body",)) -> tuple[list[Node], list[Connection]]:
     """The checked graph of a created document, every error located where it was sent."""
-    links, field = links_of(doc, prefix)
+    links, field = _links_of(doc, prefix)
     return build_graph(
         doc.nodes, [] if isinstance(links, UnsetType) else links,
         lambda i: (*prefix, "nodes", i), lambda i: (*prefix, field, i),
@@ -174,7 +162,7 @@ def unique_tags(tags: list[str]) -> list[str]:
 
 def apply_document_patch(doc: Any, patch: DocumentPatch) -> Any:
     """The patched copy of a workflow or template (version and timestamps are the store's)."""
-    links, field = links_of(patch)
+    links, field = _links_of(patch)
     nodes_in: Sequence[NodeIn | Node] = doc.nodes if isinstance(patch.nodes, UnsetType) else patch.nodes
     conns_in: Sequence[ConnectionIn | Connection] = doc.connections if isinstance(links, UnsetType) else links
     nodes, connections = build_graph(
@@ -197,149 +185,6 @@ def apply_workflow_patch(workflow: Workflow, patch: WorkflowPatch) -> Workflow:
     return msgspec.structs.replace(patched, viewport=patch.viewport)
 
 
-def new_node_id() -> str:
-    return f"node_{secrets.token_hex(4)}"
-
-
-def new_connection_id() -> str:
-    return f"conn_{secrets.token_hex(4)}"
-
-
-# --- config schemas -------------------------------------------------------------------------
-
-_JSON_TYPES: dict[str, Callable[[Any], bool]] = {
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "null": lambda v: v is None,
-}
-
-
-def _check_value(value: Any, schema: dict[str, Any], loc: Loc, errors: list[FieldError]) -> None:
-    """The subset of JSON Schema the catalogue uses. `required` is not enforced: a missing key
-    takes the node type's default when the node runs, so half-filled configs can be saved."""
-    expected = schema.get("type")
-    if expected is not None and not _JSON_TYPES[expected](value):
-        errors.append(FieldError(loc, f"must be of type {expected}"))
-        return
-    if "enum" in schema and value not in schema["enum"]:
-        errors.append(FieldError(loc, f"must be one of {schema['enum']}"))
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if "minimum" in schema and value < schema["minimum"]:
-            errors.append(FieldError(loc, f"must be >= {schema['minimum']}"))
-        if "maximum" in schema and value > schema["maximum"]:
-            errors.append(FieldError(loc, f"must be <= {schema['maximum']}"))
-    if isinstance(value, str):
-        if "minLength" in schema and len(value) < schema["minLength"]:
-            errors.append(FieldError(loc, f"must have at least {schema['minLength']} characters"))
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            errors.append(FieldError(loc, f"must have at most {schema['maxLength']} characters"))
-    if isinstance(value, list) and "items" in schema:
-        for i, item in enumerate(value):
-            _check_value(item, schema["items"], (*loc, i), errors)
-    if isinstance(value, dict):
-        properties: dict[str, Any] = schema.get("properties", {})
-        extra = schema.get("additionalProperties", True)
-        for key, item in value.items():
-            if key in properties:
-                _check_value(item, properties[key], (*loc, key), errors)
-            elif extra is False:
-                errors.append(FieldError((*loc, key), "unknown config key"))
-            elif isinstance(extra, dict):
-                _check_value(item, extra, (*loc, key), errors)
-
-
-def check_config(type_name: str, config: dict[str, Any], loc: Loc) -> list[FieldError]:
-    node_type = CATALOGUE.get(type_name)
-    if node_type is None:
-        return []
-    errors: list[FieldError] = []
-    _check_value(config, node_type.config_schema, loc, errors)
-    return errors
-
-
-# --- building and checking whole graphs -----------------------------------------------------
-
-
-def _resolve_handle(
-    given: str | None, handles: tuple[str, ...], side: str, loc: Loc, errors: list[FieldError]
-) -> str:
-    if given is None:
-        if len(handles) == 1:
-            return handles[0]
-        choices = ", ".join(handles) if handles else "none"
-        errors.append(FieldError(loc, f"required: the node has several or no {side} handles ({choices})"))
-        return ""
-    if given not in handles:
-        choices = ", ".join(handles) if handles else "none"
-        errors.append(FieldError(loc, f"no {side} handle {given!r} on this node (has: {choices})"))
-    return given
-
-
-def build_graph(
-    nodes_in: Sequence[NodeIn | Node],
-    connections_in: Sequence[ConnectionIn | Connection],
-    node_loc: Callable[[int], Loc] = lambda i: ("body", "nodes", i),
-    connection_loc: Callable[[int], Loc] = lambda i: ("body", "connections", i),
-) -> tuple[list[Node], list[Connection]]:
-    """Check a whole graph and give it ids; raise Invalid listing every broken rule."""
-    errors: list[FieldError] = []
-    nodes: list[Node] = []
-    by_id: dict[str, Node] = {}
-    for i, item in enumerate(nodes_in):
-        loc = node_loc(i)
-        node_id = item.id or new_node_id()
-        if node_id in by_id:
-            errors.append(FieldError((*loc, "id"), f"duplicate node id {node_id!r}"))
-        if item.type not in CATALOGUE:
-            errors.append(FieldError((*loc, "type"), f"unknown node type {item.type!r}"))
-        errors.extend(check_config(item.type, item.data.config, (*loc, "data", "config")))
-        for axis, value in (("x", item.position.x), ("y", item.position.y)):
-            # Shifts (template offsets) can push a decoded, valid position out of range.
-            if not -COORDINATE_LIMIT <= value <= COORDINATE_LIMIT:
-                errors.append(FieldError((*loc, "position", axis), f"must be within ±{COORDINATE_LIMIT:g}"))
-        node = Node(id=node_id, type=item.type, position=item.position, data=item.data)
-        nodes.append(node)
-        by_id.setdefault(node_id, node)
-
-    connections: list[Connection] = []
-    seen_ids: set[str] = set()
-    seen_pairs: set[tuple[str, str, str, str]] = set()
-    for i, link in enumerate(connections_in):
-        loc = connection_loc(i)
-        conn_id = link.id or new_connection_id()
-        if conn_id in seen_ids:
-            errors.append(FieldError((*loc, "id"), f"duplicate connection id {conn_id!r}"))
-        seen_ids.add(conn_id)
-        source, target = by_id.get(link.source), by_id.get(link.target)
-        if source is None:
-            errors.append(FieldError((*loc, "source"), f"no node {link.source!r} in this workflow"))
-        if target is None:
-            errors.append(FieldError((*loc, "target"), f"no node {link.target!r} in this workflow"))
-        source_handle = link.source_handle or ""
-        target_handle = link.target_handle or ""
-        if source is not None and source.type in CATALOGUE:
-            outputs = CATALOGUE[source.type].output_ids()
-            source_handle = _resolve_handle(link.source_handle, outputs, "output", (*loc, "sourceHandle"), errors)
-        if target is not None and target.type in CATALOGUE:
-            inputs = CATALOGUE[target.type].input_ids()
-            target_handle = _resolve_handle(link.target_handle, inputs, "input", (*loc, "targetHandle"), errors)
-        pair = (link.source, source_handle, link.target, target_handle)
-        if pair in seen_pairs:
-            errors.append(FieldError(loc, "these two handles are already connected"))
-        seen_pairs.add(pair)
-        connections.append(
-            Connection(id=conn_id, source=link.source, target=link.target,
-                       source_handle=source_handle, target_handle=target_handle)
-        )
-    if errors:
-        raise Invalid(errors[0].msg if len(errors) == 1 else f"{len(errors)} problems in the graph", errors)
-    return nodes, connections
-
-
 # --- edits of a stored workflow -------------------------------------------------------------
 
 
@@ -347,7 +192,7 @@ def _node_index(workflow: Workflow, node_id: str) -> int:
     for i, node in enumerate(workflow.nodes):
         if node.id == node_id:
             return i
-    raise NotFound(f"No node {node_id!r} in workflow {workflow.id!r}.")
+    raise NotFound(node_not_in_workflow(node_id, workflow.id))
 
 
 def _body_loc_for_last(count: int) -> Callable[[int], Loc]:

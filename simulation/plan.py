@@ -1,4 +1,4 @@
-"""A workflow graph compiled for execution: validated, checked for cycles, in topological
+"""A workflow graph compiled for execution: checked by simulation.validity, in topological
 order, with each node's merged config, timing and connections resolved to indexes.
 
 A plan is immutable and shared by every run of the same workflow version; per-run state
@@ -8,7 +8,6 @@ from its node states and outputs.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,8 +18,10 @@ from flowstage.simulation.errors import FieldError, Invalid
 from flowstage.simulation.models import EdgeFlow, NodeRun, Run, Workflow
 from flowstage.simulation.outputs import count_items
 from flowstage.simulation.rng import text_key
+from flowstage.simulation.states import NODE_SETTLED
+from flowstage.simulation.validity import build_graph, execution_order
 
-__all__ = ["Plan", "PlanEdge", "PlanNode", "compile_plan", "edge_flows", "find_cycle"]
+__all__ = ["Plan", "PlanEdge", "PlanNode", "compile_plan", "edge_flows"]
 
 _ENCODE = msgspec.json.Encoder().encode
 _DECODE = msgspec.json.Decoder().decode
@@ -85,109 +86,32 @@ class Plan:
         self.idle: dict[str, NodeRun] = {n.id: _IDLE for n in nodes}
 
 
-def find_cycle(node_ids: list[str], links: list[tuple[str, str]]) -> list[str] | None:
-    """One cycle as a closed path [a, b, ..., a], or None for a DAG."""
-    succ: dict[str, list[str]] = {n: [] for n in node_ids}
-    for s, t in links:
-        if s in succ and t in succ:
-            succ[s].append(t)
-    colour = dict.fromkeys(node_ids, 0)  # 0 new, 1 on the current path, 2 done
-    for root in node_ids:
-        if colour[root]:
-            continue
-        # Iterative DFS: a long chain must not hit the recursion limit.
-        path: list[str] = [root]
-        iters = [iter(succ[root])]
-        colour[root] = 1
-        while iters:
-            nxt = next(iters[-1], None)
-            if nxt is None:
-                colour[path.pop()] = 2
-                iters.pop()
-            elif colour[nxt] == 1:
-                return [*path[path.index(nxt):], nxt]
-            elif colour[nxt] == 0:
-                colour[nxt] = 1
-                path.append(nxt)
-                iters.append(iter(succ[nxt]))
-    return None
-
-
 def compile_plan(
     workflow: Workflow,
     *,
     only_node: str | None = None,
     timings: Mapping[str, Timing] | None = None,
-    catalogue: Mapping[str, NodeType] = CATALOGUE,
 ) -> Plan:
-    """Validate `workflow` and order it for execution; raise Invalid naming what is wrong.
+    """Check `workflow` (simulation.validity's rules: the editor's, and no cycle) and order it
+    for execution; raise Invalid naming what is wrong.
 
     `only_node` plans a run of that one node alone (its inputs come from the run's inputs).
     `timings` overrides the catalogue's timing profile per node type.
     """
-    errors: list[FieldError] = []
-    index_of: dict[str, int] = {}
-    for i, node in enumerate(workflow.nodes):
-        if node.id in index_of:
-            errors.append(FieldError(["body", "nodes", i, "id"], f"duplicate node id {node.id!r}"))
-        index_of[node.id] = i
-        if node.type not in catalogue:
-            errors.append(FieldError(["body", "nodes", i, "type"], f"unknown node type {node.type!r}"))
-    if only_node is not None and only_node not in index_of:
+    graph_nodes, graph_connections = build_graph(workflow.nodes, workflow.connections)
+    if only_node is not None and not any(n.id == only_node for n in graph_nodes):
         raise Invalid(f"Node {only_node!r} is not in workflow {workflow.id!r}",
                       [FieldError(["path", "nodeId"], "no such node in this workflow")])
-    conns = [] if only_node is not None else workflow.connections
-    seen_conn: set[str] = set()
-    for i, c in enumerate(conns):
-        if c.id in seen_conn:
-            errors.append(FieldError(["body", "connections", i, "id"], f"duplicate connection id {c.id!r}"))
-        seen_conn.add(c.id)
-        for end, handle, field in ((c.source, c.source_handle, "source"), (c.target, c.target_handle, "target")):
-            j = index_of.get(end)
-            if j is None:
-                errors.append(FieldError(["body", "connections", i, field], f"unknown node {end!r}"))
-                continue
-            kind = catalogue.get(workflow.nodes[j].type)
-            if kind is None:
-                continue
-            handles = kind.output_ids() if field == "source" else kind.input_ids()
-            if handle not in handles:
-                side = "output" if field == "source" else "input"
-                errors.append(FieldError(["body", "connections", i, f"{field}Handle"],
-                                         f"node {end!r} has no {side} {handle!r}"))
-    if errors:
-        raise Invalid("The workflow is not valid", errors)
-
-    chosen = [n for n in workflow.nodes if only_node is None or n.id == only_node]
-    # Kahn's algorithm; among ready nodes the one listed first goes first, so the order
-    # (and with it every tie between simultaneous events) is a function of the graph alone.
-    indeg = {n.id: 0 for n in chosen}
-    succ: dict[str, list[str]] = {n.id: [] for n in chosen}
-    for c in conns:
-        indeg[c.target] += 1
-        succ[c.source].append(c.target)
-    ready = [index_of[n] for n, d in indeg.items() if d == 0]
-    heapq.heapify(ready)
-    order: list[str] = []
-    while ready:
-        nid = workflow.nodes[heapq.heappop(ready)].id
-        order.append(nid)
-        for t in succ[nid]:
-            indeg[t] -= 1
-            if indeg[t] == 0:
-                heapq.heappush(ready, index_of[t])
-    if len(order) < len(chosen):
-        cycle = find_cycle([n.id for n in chosen], [(c.source, c.target) for c in conns]) or []
-        text = " → ".join(cycle)
-        raise Invalid(f"The workflow has a cycle: {text}",
-                      [FieldError(["body"], f"a workflow must be acyclic to run; cycle: {text}")])
+    chosen = {n.id: n for n in graph_nodes if only_node is None or n.id == only_node}
+    conns = [] if only_node is not None else graph_connections
+    order = execution_order(list(chosen), [(c.source, c.target) for c in conns])
 
     timings = timings or {}
     nodes: list[PlanNode] = []
     topo = {nid: k for k, nid in enumerate(order)}
     for k, nid in enumerate(order):
-        node = workflow.nodes[index_of[nid]]
-        kind = catalogue[node.type]
+        node = chosen[nid]
+        kind = CATALOGUE[node.type]
         config = {**kind.defaults, **node.data.config}
         nodes.append(PlanNode(k, nid, kind, config, timings.get(node.type, kind.timing)))
     edges = tuple(PlanEdge(i, c.id, topo[c.source], topo[c.target], c.source_handle, c.target_handle)
@@ -206,9 +130,6 @@ def compile_plan(
         e.data_json = (b'"connectionId":' + _ENCODE(e.id) + b',"source":' + nodes[e.source].id_json
                        + b',"target":' + nodes[e.target].id_json)
     return Plan(workflow.id, workflow.version, tuple(nodes), edges)
-
-
-_WAITING = frozenset({"idle", "queued", "running", "paused"})
 
 
 def edge_flows(plan: Plan, run: Run) -> list[EdgeFlow]:
@@ -237,12 +158,12 @@ def edge_flows(plan: Plan, run: Run) -> list[EdgeFlow]:
                 taken = isinstance(output, dict) and output.get("branch") == e.source_handle
                 payload = output.get("data") if isinstance(output, dict) else None
             if taken:
-                state = "active" if t is not None and t.state in _WAITING else "done"
+                state = "active" if t is not None and t.state not in NODE_SETTLED else "done"
                 items = count_items(payload)
                 size = len(_ENCODE(payload))
             else:
                 state, payload = "skipped", None
-        elif s is not None and s.state in ("failed", "skipped", "stopped"):
+        elif s is not None and s.state in NODE_SETTLED:  # settled, and not completed
             state = "skipped"
         flows.append(EdgeFlow(e.id, src.id, tgt.id, state, items, size, payload))  # type: ignore[arg-type]
     return flows

@@ -11,12 +11,7 @@ progress it had reached when it ended.
 
 from __future__ import annotations
 
-from typing import Final
-
-__all__ = ["BRANCH_NOT_TAKEN", "node_work", "run_progress"]
-
-BRANCH_NOT_TAKEN: Final = "branch_not_taken"
-"""The `reason` of a node.skipped event for a node whose branch a condition did not take."""
+__all__ = ["node_work", "run_progress"]
 
 
 def node_work(progress: float, not_taken: bool) -> float:

@@ -6,18 +6,18 @@ in between; so a stored "running" snapshot can be behind its events. `interrupt_
 first replays the stored node events onto the snapshot, then settles what was unfinished
 the way a stop does (running/paused nodes `stopped`, the others `skipped`), and returns
 the failed snapshot with the events that say so, numbered after the last stored one.
-Finished runs are returned untouched. Pure: the caller reads and writes the store.
+Finished runs are returned untouched. Every state change is one of simulation.states' tables.
+Pure: the caller reads and writes the store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import msgspec
 
+from flowstage.simulation.messages import INTERRUPTED_ERROR
 from flowstage.simulation.models import (
-    ErrorInfo,
     Event,
     NodeCompleted,
     NodeFailed,
@@ -31,13 +31,22 @@ from flowstage.simulation.models import (
     RunFailed,
     RunPaused,
     RunResumed,
+    event_name,
 )
-from flowstage.simulation.progress import BRANCH_NOT_TAKEN, node_work, run_progress
+from flowstage.simulation.progress import node_work, run_progress
+from flowstage.simulation.states import (
+    BRANCH_NOT_TAKEN,
+    NODE_TABLE,
+    NODE_TARGET,
+    RUN_FINISHED,
+    RUN_INTERRUPTED,
+    RUN_TARGET,
+    node_transition,
+    run_transition,
+)
 from flowstage.simulation.timefmt import iso_ms
 
-__all__ = ["INTERRUPTED_MESSAGE", "interrupt_stored"]
-
-INTERRUPTED_MESSAGE = "The server stopped while this run was active."
+__all__ = ["interrupt_stored"]
 
 _decode_event = msgspec.json.Decoder(Event).decode
 _encode = msgspec.json.Encoder().encode
@@ -53,33 +62,38 @@ def _replay(run: Run, events: Sequence[tuple[int, str, bytes]]) -> tuple[Run, in
     for seq, _name, data in sorted(events, key=lambda e: e[0]):
         last = max(last, seq)
         event = _decode_event(data)
+        # The snapshot may already show some of these events, so each one sets the state it
+        # leads to rather than checking that the state it finds allows it.
         match event:
             case NodeQueued(node_id=nid) if nid in nodes:
-                nodes[nid] = msgspec.structs.replace(nodes[nid], state="queued")
+                nodes[nid] = msgspec.structs.replace(nodes[nid], state=NODE_TARGET["queue"])
             case NodeStarted(node_id=nid, ts=ts) if nid in nodes:
-                nodes[nid] = msgspec.structs.replace(nodes[nid], state="running", started_at=ts)
+                nodes[nid] = msgspec.structs.replace(nodes[nid], state=NODE_TARGET["start"], started_at=ts)
             case NodeProgress(node_id=nid, progress=p) if nid in nodes:
                 nodes[nid] = msgspec.structs.replace(nodes[nid], progress=p)
             case NodeCompleted(node_id=nid, ts=ts, output=out) if nid in nodes:
-                nodes[nid] = msgspec.structs.replace(nodes[nid], state="completed", progress=1.0,
+                nodes[nid] = msgspec.structs.replace(nodes[nid], state=NODE_TARGET["complete"], progress=1.0,
                                                      finished_at=ts, output=out)
             case NodeFailed(node_id=nid, ts=ts, error=err) if nid in nodes:
-                nodes[nid] = msgspec.structs.replace(nodes[nid], state="failed", finished_at=ts, error=err)
+                nodes[nid] = msgspec.structs.replace(nodes[nid], state=NODE_TARGET["fail"], finished_at=ts,
+                                                     error=err)
             case NodeSkipped(node_id=nid, ts=ts, reason=reason) if nid in nodes:
-                nodes[nid] = msgspec.structs.replace(nodes[nid], state="skipped", finished_at=ts)
+                nodes[nid] = msgspec.structs.replace(nodes[nid], state=NODE_TARGET["skip"], finished_at=ts)
                 if reason == BRANCH_NOT_TAKEN:
                     not_taken.add(nid)
             case NodeStopped(node_id=nid, ts=ts, progress=p) if nid in nodes:
-                nodes[nid] = msgspec.structs.replace(nodes[nid], state="stopped", finished_at=ts, progress=p)
+                nodes[nid] = msgspec.structs.replace(nodes[nid], state=NODE_TARGET["stop"], finished_at=ts,
+                                                     progress=p)
             case RunPaused():
-                state = "paused"
+                state = RUN_TARGET["pause"]
             case RunResumed():
-                state = "running"
+                state = RUN_TARGET["resume"]
             case _:
                 pass
     if state == "paused":
         # A paused run's running nodes were paused with it.
-        nodes = {k: (msgspec.structs.replace(v, state="paused") if v.state == "running" else v)
+        nodes = {k: (msgspec.structs.replace(v, state=node_transition(v.state, "pause"))
+                     if v.state in NODE_TABLE["pause"] else v)
                  for k, v in nodes.items()}
     return msgspec.structs.replace(run, nodes=nodes, state=state), last, not_taken
 
@@ -88,38 +102,37 @@ def interrupt_stored(
     run: Run,
     events: Sequence[tuple[int, str, bytes]],
     now: float,
-    message: str = INTERRUPTED_MESSAGE,
 ) -> tuple[Run, list[tuple[int, str, bytes]]]:
     """The failed snapshot of an interrupted run and its new events (seq, name, data).
 
     `events` are the run's stored events (any order); `now` is epoch seconds.
     """
-    if run.state not in ("running", "paused"):
+    if run.state in RUN_FINISHED:
         return run, []
     run, last, not_taken = _replay(run, events)
     ts = iso_ms(now)
-    error = ErrorInfo("interrupted", message)
     out: list[tuple[int, str, bytes]] = []
     nodes: dict[str, NodeRun] = {}
     seq = last
 
-    def emit(name: str, event: Any) -> None:
-        out.append((event.seq, name, _encode(event)))
+    def emit(event: Event) -> None:
+        out.append((event.seq, event_name(event), _encode(event)))
 
+    # As a stop settles a run: what was under way is stopped, what was still to come skipped.
     for node_id, node in run.nodes.items():
-        if node.state in ("running", "paused"):
+        if node.state in NODE_TABLE["stop"]:
             seq += 1
-            nodes[node_id] = msgspec.structs.replace(node, state="stopped", finished_at=ts)
-            emit("node.stopped", NodeStopped(run.id, run.workflow_id, seq, ts, node_id, node.progress))
-        elif node.state in ("idle", "queued"):
+            nodes[node_id] = msgspec.structs.replace(node, state=node_transition(node.state, "stop"), finished_at=ts)
+            emit(NodeStopped(run.id, run.workflow_id, seq, ts, node_id, node.progress))
+        elif node.state in NODE_TABLE["skip"]:
             seq += 1
-            nodes[node_id] = msgspec.structs.replace(node, state="skipped", finished_at=ts)
-            emit("node.skipped", NodeSkipped(run.id, run.workflow_id, seq, ts, node_id, "run_interrupted"))
+            nodes[node_id] = msgspec.structs.replace(node, state=node_transition(node.state, "skip"), finished_at=ts)
+            emit(NodeSkipped(run.id, run.workflow_id, seq, ts, node_id, RUN_INTERRUPTED))
         else:
             nodes[node_id] = node
     seq += 1
-    emit("run.failed", RunFailed(run.id, run.workflow_id, seq, ts, error))
+    emit(RunFailed(run.id, run.workflow_id, seq, ts, INTERRUPTED_ERROR))
     done = sum(node_work(n.progress, node_id in not_taken) for node_id, n in nodes.items())
-    failed = msgspec.structs.replace(run, state="failed", finished_at=ts, nodes=nodes, error=error,
-                                     progress=run_progress(done, len(nodes)))
+    failed = msgspec.structs.replace(run, state=run_transition(run.state, "fail"), finished_at=ts, nodes=nodes,
+                                     error=INTERRUPTED_ERROR, progress=run_progress(done, len(nodes)))
     return failed, out

@@ -24,14 +24,12 @@ import msgspec
 from msgspec import Meta
 
 from flowstage.simulation.errors import FieldError
+from flowstage.simulation.messages import SCRIPTED_FAILURE, no_such_node
+from flowstage.simulation.timing import DEFAULT_CAP_MS
 
 __all__ = ["NodeScript", "Outcome", "Script", "ScriptedOutcome", "check_script"]
 
 Outcome = Literal["complete", "fail", "hang"]
-
-# The longest scripted duration: an hour of simulated time, like the catalogue's ceiling.
-_MAX_MS = 3_600_000.0
-
 
 class ScriptedOutcome(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True,
                       omit_defaults=True):
@@ -40,7 +38,8 @@ class ScriptedOutcome(msgspec.Struct, frozen=True, rename="camel", forbid_unknow
     outcome: Outcome
     output: Any = None
     error: Annotated[str, Meta(min_length=1, max_length=2000)] | None = None
-    duration_ms: Annotated[float, Meta(ge=0, le=_MAX_MS)] | None = None
+    # At most the cap on every simulated duration (an hour).
+    duration_ms: Annotated[float, Meta(ge=0, le=DEFAULT_CAP_MS)] | None = None
 
 
 def check_script(script: Mapping[str, ScriptedOutcome], node_ids: Iterable[str]) -> list[FieldError]:
@@ -52,7 +51,7 @@ def check_script(script: Mapping[str, ScriptedOutcome], node_ids: Iterable[str])
     for node_id, scripted in script.items():
         loc: list[str | int] = ["body", "script", node_id]
         if node_id not in known:
-            errors.append(FieldError(loc, f"no node {node_id!r} in this workflow"))
+            errors.append(FieldError(loc, no_such_node(node_id)))
         elif scripted.output is not None and scripted.outcome != "complete":
             errors.append(FieldError([*loc, "output"], "only a `complete` outcome has an output"))
         elif scripted.error is not None and scripted.outcome != "fail":
@@ -86,7 +85,7 @@ class NodeScript:
         before set, or the node's own time)."""
         return self._set(ScriptedOutcome("complete", output=output, duration_ms=self._duration(after)))
 
-    def fails(self, error: str = "Scripted failure", *, after: float | None = None) -> NodeScript:
+    def fails(self, error: str = SCRIPTED_FAILURE, *, after: float | None = None) -> NodeScript:
         """Fail with `error` after `after` simulated seconds (or as `returns`)."""
         return self._set(ScriptedOutcome("fail", error=error, duration_ms=self._duration(after)))
 
@@ -124,8 +123,9 @@ class NodeScript:
     def _ms(seconds: float | None) -> float | None:
         if seconds is None:
             return None
-        if not (isinstance(seconds, int | float) and math.isfinite(seconds) and 0 <= seconds <= _MAX_MS / 1000):
-            raise ValueError(f"a scripted duration must be between 0 and {_MAX_MS / 1000:g} seconds, not {seconds!r}")
+        longest = DEFAULT_CAP_MS / 1000
+        if not (isinstance(seconds, int | float) and math.isfinite(seconds) and 0 <= seconds <= longest):
+            raise ValueError(f"a scripted duration must be between 0 and {longest:g} seconds, not {seconds!r}")
         return float(seconds) * 1000.0
 
 

@@ -19,17 +19,8 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from flowstage.simulation.catalogue import CATALOGUE, NodeType
-from flowstage.simulation.errors import FieldError, Invalid
-from flowstage.simulation.graph import (
-    COORDINATE_LIMIT,
-    ConnectionIn,
-    DocumentIn,
-    Loc,
-    NodeIn,
-    build_graph,
-    document_graph,
-    unique_tags,
-)
+from flowstage.simulation.errors import FieldError, Invalid, Loc
+from flowstage.simulation.graph import ConnectionIn, DocumentIn, NodeIn, document_graph, unique_tags
 from flowstage.simulation.models import (
     Connection,
     Description,
@@ -44,6 +35,7 @@ from flowstage.simulation.models import (
     Viewport,
     Workflow,
 )
+from flowstage.simulation.validity import COORDINATE_LIMIT, build_graph
 
 __all__ = [
     "FORMAT_VERSION",
@@ -57,7 +49,6 @@ __all__ = [
     "FlowNode",
     "ImportIn",
     "ReactFlowDocument",
-    "TemplateCreate",
     "TemplateFromWorkflow",
     "Viewport",
     "apply_to_workflow",
@@ -92,9 +83,6 @@ class TemplateFromWorkflow(msgspec.Struct, frozen=True, rename="camel", forbid_u
     name: Name
     description: Description | UnsetType = UNSET
     tags: Tags | UnsetType = UNSET
-
-
-TemplateCreate = DocumentIn | TemplateFromWorkflow
 
 
 class ApplyTemplate(msgspec.Struct, frozen=True, rename="camel"):

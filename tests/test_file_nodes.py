@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import FormData
 
-from flowstage.simulation.files import MAX_PARSED_BYTES, FileTooLarge, MalformedFile, parse_csv, parse_json
+from flowstage.simulation.parsing import MAX_PARSED_BYTES, FileTooLarge, MalformedFile, parse_csv, parse_json
 from flowstage.testing import RunHandle, Stage
 
 PEOPLE_CSV = (

@@ -13,20 +13,10 @@ import pytest
 from PIL import Image
 
 from flowstage.simulation.errors import Invalid, PayloadTooLarge
-from flowstage.simulation.files import (
-    MAX_NAME_CHARS,
-    TEXT_SNIFF_BYTES,
-    THUMBNAIL_MAX_SIDE,
-    CorruptFile,
-    ImageTooLarge,
-    convert_image,
-    inspect_file,
-    make_thumbnail,
-    resize_image,
-    sanitise_name,
-    sha256_file,
-    thumbnail_image,
-)
+from flowstage.simulation.filenames import MAX_NAME_CHARS, sanitise_name
+from flowstage.simulation.image_decoding import CorruptFile, ImageTooLarge
+from flowstage.simulation.images import THUMBNAIL_MAX_SIDE, convert_image, resize_image, thumbnail_image
+from flowstage.simulation.inspection import TEXT_SNIFF_BYTES, inspect_file, sha256_file
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)
@@ -143,7 +133,6 @@ def test_large_image_thumbnail_fits_256_and_keeps_aspect(tmp_path: Path) -> None
     assert (result.metadata["width"], result.metadata["height"]) == (3000, 1000)
     assert result.thumbnail is not None
     assert decode(result.thumbnail).size == (THUMBNAIL_MAX_SIDE, 85)
-    assert decode(make_thumbnail(path)).size == (THUMBNAIL_MAX_SIDE, 85)
 
 
 def test_type_comes_from_bytes_not_the_name(tmp_path: Path) -> None:
@@ -200,7 +189,7 @@ def test_truncated_jpeg_is_corrupt(tmp_path: Path) -> None:
     assert caught.value.status == 422
     assert isinstance(caught.value, Invalid)
     with pytest.raises(CorruptFile):
-        make_thumbnail(path)
+        thumbnail_image(path, THUMBNAIL_MAX_SIDE)
 
 
 def test_png_magic_with_garbage_is_corrupt_not_binary(tmp_path: Path) -> None:
@@ -356,7 +345,7 @@ def test_formats_outside_the_allow_list_are_binary(tmp_path: Path, fmt: str) -> 
 
     assert result.mime_type == "application/octet-stream"
     with pytest.raises(CorruptFile, match="not an image"):
-        make_thumbnail(path)
+        thumbnail_image(path, THUMBNAIL_MAX_SIDE)
 
 
 def test_empty_file_is_empty_text(tmp_path: Path) -> None:

@@ -7,7 +7,9 @@ import pytest
 from flowstage.simulation.errors import Conflict
 from flowstage.simulation.states import (
     NODE_TABLE,
+    NODE_TARGET,
     RUN_TABLE,
+    RUN_TARGET,
     IllegalTransition,
     node_transition,
     run_transition,
@@ -86,3 +88,10 @@ def test_tables_only_name_declared_states() -> None:
         for moves in table.values():
             assert set(moves) <= states
             assert set(moves.values()) <= states
+
+
+def test_each_event_leads_to_one_state_whichever_state_it_leaves() -> None:
+    assert RUN_TARGET == {"pause": "paused", "resume": "running", "stop": "stopped", "complete": "completed",
+                          "fail": "failed"}
+    assert NODE_TARGET == {"queue": "queued", "start": "running", "pause": "paused", "resume": "running",
+                           "complete": "completed", "fail": "failed", "skip": "skipped", "stop": "stopped"}

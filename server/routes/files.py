@@ -24,7 +24,8 @@ from flowstage.server.routes.workflows import IF_MATCH, LIST_PARAMS
 from flowstage.server.store import Page, new_id
 from flowstage.server.store.files import StagedFile
 from flowstage.simulation.errors import NotFound, PayloadTooLarge
-from flowstage.simulation.files import Inspection, Kind, inspect_file, sanitise_name, sha256_file
+from flowstage.simulation.filenames import sanitise_name
+from flowstage.simulation.inspection import Inspection, Kind, inspect_file, sha256_file
 from flowstage.simulation.models import FileInfo
 from flowstage.simulation.timefmt import iso_ms
 

@@ -20,7 +20,7 @@ import msgspec
 from flowstage.server.store.common import Page, decode_cursor, etag_matches, newest_first, page_of
 from flowstage.server.store.db import Database
 from flowstage.simulation.errors import NotFound, PreconditionFailed
-from flowstage.simulation.files import Inspection
+from flowstage.simulation.inspection import Inspection
 from flowstage.simulation.models import FileInfo
 
 __all__ = ["FileRepo", "StagedFile"]
