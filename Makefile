@@ -27,7 +27,7 @@ install-test: $(VENV)/.installed-test
 install-dev: $(VENV)/.installed-dev
 
 run: install
-	$(VENV)/bin/flowstage serve --host 127.0.0.1 --port 8080 --data-dir ./data
+	$(VENV)/bin/flowstage serve
 
 # The TypeScript contract test's generator and compiler, pinned by tests/typescript/package-lock.json.
 # Without npm they are not installed, and that one test skips.

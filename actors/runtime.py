@@ -19,7 +19,7 @@ from flowstage.actors.eventlog import EventListener, EventRows
 from flowstage.actors.handlers import HandlerRegistry
 from flowstage.actors.messages import WorkDone
 from flowstage.actors.scheduler import Scheduler
-from flowstage.config.settings import defaults
+from flowstage.config import defaults
 from flowstage.simulation.catalogue import Timing
 from flowstage.simulation.models import Run
 from flowstage.simulation.timing import DEFAULT_CAP_MS

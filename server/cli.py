@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from flowstage.actors.tuning import tune_gc
-from flowstage.config import SettingsError, load_settings
+from flowstage.config import SettingsError, defaults, load_settings
 from flowstage.server.store.db import SchemaTooNew
 
 __all__ = ["main"]
@@ -51,9 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowstage", description="Flowstage workflow simulator")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the HTTP server")
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
-    serve.add_argument("--data-dir", help="where the database and files live (default ./data)")
+    # The flags default to None so that a config file and the environment still apply; the
+    # defaults shown are defaults.toml's.
+    default = defaults()
+    serve.add_argument("--host", help=f"address to listen on (default {default['host']})")
+    serve.add_argument("--port", type=int, help=f"port to listen on (default {default['port']})")
+    serve.add_argument("--data-dir", help=f"where the database and files live (default {default['data_dir']})")
     serve.add_argument("--config", help="a TOML file overriding the defaults")
     serve.add_argument("--speed", type=float, help="default simulated-time scale")
     serve.add_argument("--storage", choices=("sqlite", "memory"), help="storage backend")
