@@ -16,6 +16,7 @@ from urllib.parse import unquote
 import msgspec
 import pytest
 
+from flowstage.actors.runtime import EngineConfig
 from flowstage.config import DEFAULTS_FILE, Settings
 from flowstage.server.cli import main
 from flowstage.simulation.catalogue import CATALOGUE
@@ -237,3 +238,15 @@ def test_the_node_type_table_of_the_api_guide_is_the_catalogue() -> None:
         for name, kind in CATALOGUE.items()
     }
     assert {name: row[:4] for name, row in table.items()} == expected
+
+
+def test_the_engine_tuning_the_configuration_page_states_is_engine_configs() -> None:
+    paragraph = (ROOT / "docs" / "configuration.md").read_text().split("The engine's tuning is not a setting.")[1]
+    paragraph = " ".join(paragraph.split("\n\n")[0].split())
+    config = EngineConfig()
+    stated = (f"progress steps of {config.progress_step:.0%}".replace("%", " %"),
+              f"every {config.progress_min_interval * 1000:.0f} ms of simulated time",
+              f"persisted about every {config.flush_interval * 1000:.0f} ms",
+              f"{config.retain_finished:,} finished runs kept in memory",
+              "a one-hour cap" if config.max_duration_ms == 3_600_000 else "(the cap changed)")
+    assert [text for text in stated if text not in paragraph] == []
