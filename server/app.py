@@ -16,8 +16,8 @@ from flowstage.actors.clock import Clock, ManualClock, SystemClock
 from flowstage.actors.engine import Engine, EngineConfig
 from flowstage.config import Settings
 from flowstage.server.demo import seed_demo_data
-from flowstage.server.keys import CLOCK, ENGINE, LIFETIME, NOW, RUNS, SETTINGS, SSE, STORE, Lifetime
-from flowstage.server.metrics import METRICS, Metrics, lag_watcher, metrics_middleware
+from flowstage.server.keys import CLOCK, ENGINE, LIFETIME, METRICS, NOW, RUNS, SETTINGS, SSE, STORE, Lifetime
+from flowstage.server.metrics import Metrics, metrics_middleware
 from flowstage.server.middlewares import TokenBuckets, problem_middleware, rate_limit_middleware
 from flowstage.server.openapi import build_openapi
 from flowstage.server.processing import register_file_handlers
@@ -65,7 +65,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[OPENAPI] = _openapi_document()
     app.cleanup_ctx.append(_store_lifecycle)
     app.cleanup_ctx.append(_engine_lifecycle)
-    app.cleanup_ctx.append(lag_watcher)
+    app.cleanup_ctx.append(metrics.cleanup_ctx)
     # SSE: the hub listens to the engine; streams are stopped on shutdown, before aiohttp
     # waits for open requests to finish.
     app[SSE] = hub = EventHub(settings, engine, store, metrics)

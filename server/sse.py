@@ -32,21 +32,19 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp_sse import EventSourceResponse
 
+from flowstage.actors.engine import Engine
 from flowstage.actors.eventlog import EVENT_NAMES, EventLog
+from flowstage.config import Settings
+from flowstage.server.metrics import Metrics
+from flowstage.server.store import Store
 from flowstage.simulation.errors import NotFound, Unavailable
-
-if TYPE_CHECKING:  # server.metrics and server.keys import this module's neighbours
-    from flowstage.actors.engine import Engine
-    from flowstage.config import Settings
-    from flowstage.server.metrics import Metrics
-    from flowstage.server.store import Store
 
 __all__ = ["EventHub", "StreamGap", "StreamKind", "frame", "parse_event_id", "requested_event_id"]
 

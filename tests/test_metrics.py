@@ -18,7 +18,7 @@ from flowstage.actors.clock import ManualClock
 from flowstage.actors.run import GetSnapshot
 from flowstage.server.app import create_app
 from flowstage.server.keys import ENGINE
-from flowstage.server.metrics import metrics_handler
+from flowstage.server.routes.meta import metrics
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -134,7 +134,7 @@ async def test_mailbox_depth_is_read_from_the_engine_at_scrape_time(
     # Three asks queued and not yet drained (nothing has yielded to the loop since).
     replies = [engine._get(run_id).ask(GetSnapshot()) for _ in range(3)]
     assert engine.mailbox_depth() == 3
-    response = await metrics_handler(make_mocked_request("GET", "/metrics", app=app))
+    response = await metrics(make_mocked_request("GET", "/metrics", app=app))
     assert isinstance(response, web.Response) and isinstance(response.body, bytes)
     assert value(parse(response.body.decode()), "flowstage_mailbox_depth") == 3
     await asyncio.gather(*replies)

@@ -28,8 +28,7 @@ from conftest import ClientFactory, make_settings
 from flowstage.actors.clock import ManualClock
 from flowstage.actors.eventlog import EventLog
 from flowstage.server.app import create_app
-from flowstage.server.keys import ENGINE, SSE
-from flowstage.server.metrics import METRICS
+from flowstage.server.keys import ENGINE, METRICS, SSE
 from flowstage.server.sse import EventHub
 
 Client = TestClient[Any, web.Application]
