@@ -18,9 +18,10 @@ from flowstage.config import Settings
 from flowstage.server.demo import seed_demo_data
 from flowstage.server.keys import CLOCK, ENGINE, LIFETIME, METRICS, NOW, RUNS, SETTINGS, SSE, STORE, Lifetime
 from flowstage.server.metrics import Metrics, metrics_middleware
-from flowstage.server.middlewares import TokenBuckets, problem_middleware, rate_limit_middleware
 from flowstage.server.openapi import build_openapi
+from flowstage.server.problems import problem_middleware
 from flowstage.server.processing import register_file_handlers
+from flowstage.server.ratelimit import TokenBuckets, rate_limit_middleware
 from flowstage.server.routes import ALL_ROUTES
 from flowstage.server.routes.meta import OPENAPI, VERSION
 from flowstage.server.runs import RunService, recover_interrupted

@@ -77,25 +77,17 @@ __all__ = [
 class ImageTooLarge(PayloadTooLarge):
     """The image (or the work asked of it) exceeds the pixel limit: a decompression bomb."""
 
-    title, slug = "Image too large", "image-too-large"
-
 
 class CorruptFile(Invalid):
     """The bytes claim an image format, or were handed to an image node, but do not decode."""
-
-    title, slug = "Corrupt file", "corrupt-file"
 
 
 class MalformedFile(Invalid):
     """A file handed to a parsing node is not the UTF-8 CSV or JSON that node reads."""
 
-    title, slug = "Malformed file", "malformed-file"
-
 
 class FileTooLarge(PayloadTooLarge):
     """A file's parsed content cannot fit in one node output."""
-
-    title, slug = "File too large", "file-too-large"
 
 
 # --------------------------------------------------------------------------------------------
