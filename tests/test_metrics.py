@@ -15,7 +15,6 @@ from conftest import ClientFactory, make_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from flowstage.actors.clock import ManualClock
-from flowstage.actors.run import GetSnapshot
 from flowstage.server.app import create_app
 from flowstage.server.keys import ENGINE
 from flowstage.server.routes.meta import metrics
@@ -131,8 +130,10 @@ async def test_mailbox_depth_is_read_from_the_engine_at_scrape_time(
 
     app = client.app
     engine = app[ENGINE]
-    # Three asks queued and not yet drained (nothing has yielded to the loop since).
-    replies = [engine._get(run_id).ask(GetSnapshot()) for _ in range(3)]
+    # Three snapshot asks, each queued in the run's mailbox when its task first runs (the one
+    # turn of the loop below); the run drains its mailbox on a later turn.
+    replies = [asyncio.ensure_future(engine.ask_snapshot(run_id)) for _ in range(3)]
+    await asyncio.sleep(0)
     assert engine.mailbox_depth() == 3
     response = await metrics(make_mocked_request("GET", "/metrics", app=app))
     assert isinstance(response, web.Response) and isinstance(response.body, bytes)

@@ -58,7 +58,6 @@ class DocumentRepo(Generic[D]):
     ) -> None:
         self._db = db
         self._table = table
-        self._type: type[D] = doc_type
         self._kind = kind  # "workflow" / "template", for messages
         self._decoder: msgspec.json.Decoder[D] = msgspec.json.Decoder(doc_type)
         self._now = now
