@@ -34,7 +34,7 @@ class Subscriber:
     """One open stream: where it is, what it wants, and what its write is doing."""
 
     __slots__ = ("closed", "cursor", "feed", "future", "in_flight", "kind", "live", "pending", "request",
-                 "response", "run_id", "runs", "seq_ids", "workflows", "writing_since")
+                 "response", "run_id", "runs", "seq_ids", "unreported", "workflows", "writing_since")
 
     def __init__(self, kind: StreamKind, request: web.Request, cursor: int) -> None:
         self.kind = kind
@@ -48,6 +48,10 @@ class Subscriber:
         # Events in the write under way. The cursor moves past them when they are collected,
         # before the client has them: a write stuck with a thousand events is that far behind.
         self.in_flight = 0
+        # Events written and not yet added to the Prometheus counter: `Subscribers` adds them
+        # in its sweep and when the stream ends. The counter's lock, once per write per
+        # subscriber, showed in profiles of 1,000 subscribers.
+        self.unreported = 0
         self.pending = b""  # a frame to send before anything else (a gap notice)
         self.feed: RunFeed | None = None  # run streams of runs in memory
         self.run_id: str | None = None  # run streams
@@ -90,9 +94,6 @@ class Subscribers:
         self.cut_off = 0  # subscribers cut off so far (slow or stalled)
         self._gauges = {k: metrics.sse_subscribers.labels(k) for k in _KINDS}
         self._delivered = {k: metrics.events_delivered.labels(k) for k in _KINDS}
-        # Counted per write, added to the Prometheus counter by the sweep and when a stream
-        # ends: its lock, once per write per subscriber, showed in profiles of 1,000 subscribers.
-        self._unreported = dict.fromkeys(_KINDS, 0)
 
     def count(self) -> int:
         return len(self._subs)
@@ -153,13 +154,11 @@ class Subscribers:
                     del index[key]
         sub.feed = None
         sub.response = None
-        self._report()
+        if sub.unreported:
+            self._delivered[sub.kind].inc(sub.unreported)
+            sub.unreported = 0
         if not self._subs and self._idle is not None:
             self._idle.set()
-
-    def delivered(self, kind: StreamKind, count: int) -> None:
-        """`count` events were written to a stream of this kind."""
-        self._unreported[kind] += count
 
     def after_trim(self, floor: int, notified: int) -> None:
         """The ring dropped every event up to position `floor`. A waiting subscriber had
@@ -220,10 +219,15 @@ class Subscribers:
         return head - sub.cursor + sub.in_flight
 
     def _report(self) -> None:
-        for kind, count in self._unreported.items():
+        """Add what was written since the last report to the Prometheus counters."""
+        written = dict.fromkeys(_KINDS, 0)
+        for sub in self._subs:
+            if sub.unreported:
+                written[sub.kind] += sub.unreported
+                sub.unreported = 0
+        for kind, count in written.items():
             if count:
                 self._delivered[kind].inc(count)
-                self._unreported[kind] = 0
 
     def stop_all(self) -> None:
         """End every stream (test mode's reset)."""

@@ -112,5 +112,5 @@ class SseWriter:
         finally:
             sub.writing_since = 0.0
             sub.in_flight = 0
-        self._subscribers.delivered(sub.kind, count)
+        sub.unreported += count
         return not sub.closed
