@@ -67,7 +67,7 @@ class EventRing:
         self._size = size
         # Trim in steps of an eighth of the ring: `del list[:n]` moves the rest.
         self._trim_at = size + size // 8
-        self.entries: list[Entry] = []
+        self.entries: list[Entry] = []  # one list for the ring's life, changed in place
         self.first = 1  # the position of entries[0]; positions start at 1
         self.notified = 0  # subscribers were woken for every position up to this
         self._frames_pos: list[bytes] = []  # frames with position ids, built from the front

@@ -60,13 +60,16 @@ class SseWriter:
     async def _pump(self, sub: Subscriber) -> None:
         loop = asyncio.get_running_loop()
         ring = self._ring
+        collect = ring.collect
+        entries = ring.entries  # the ring's one list, for its head: first + len(entries) - 1
+        limit = _MAX_WRITE_EVENTS
         feed = sub.feed
         while not sub.closed:
             if feed is not None:
-                chunk, count = feed.collect(sub.cursor, _MAX_WRITE_EVENTS)
+                chunk, count = feed.collect(sub.cursor, limit)
                 sub.cursor += count
             else:
-                chunk, count, more = ring.collect(sub, _MAX_WRITE_EVENTS)
+                chunk, count, more = collect(sub, limit)
                 if sub.pending:
                     chunk, sub.pending = sub.pending + chunk, b""
                 if not chunk and more:
@@ -79,7 +82,7 @@ class SseWriter:
                     continue
                 if feed.log.finished:
                     return  # the terminal event is out
-            elif sub.cursor < ring.head:
+            elif sub.cursor < ring.first + len(entries) - 1:  # ring.head, once per write
                 continue
             sub.live = True
             future = sub.future = loop.create_future()
