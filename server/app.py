@@ -16,14 +16,14 @@ from flowstage.actors.clock import Clock, ManualClock, SystemClock
 from flowstage.actors.engine import Engine, EngineConfig
 from flowstage.config import Settings
 from flowstage.server.demo import seed_demo_data
-from flowstage.server.keys import CLOCK, ENGINE, LIFETIME, METRICS, NOW, RUNS, SETTINGS, SSE, STORE, Lifetime
+from flowstage.server.keys import CLOCK, ENGINE, LIFETIME, METRICS, NOW, OPENAPI, RUNS, SETTINGS, SSE, STORE, Lifetime
 from flowstage.server.metrics import Metrics, metrics_middleware
 from flowstage.server.openapi import build_openapi
 from flowstage.server.problems import problem_middleware
 from flowstage.server.processing import register_file_handlers
 from flowstage.server.ratelimit import TokenBuckets, rate_limit_middleware
 from flowstage.server.routes import ALL_ROUTES
-from flowstage.server.routes.meta import OPENAPI, VERSION
+from flowstage.server.routes.meta import VERSION
 from flowstage.server.runs import RunService, recover_interrupted
 from flowstage.server.sse import EventHub
 from flowstage.server.store import Store

@@ -14,7 +14,7 @@ from flowstage.server.runs import RunService
 from flowstage.server.sse import EventHub
 from flowstage.server.store import Store
 
-__all__ = ["CLOCK", "ENGINE", "LIFETIME", "METRICS", "NOW", "RUNS", "SETTINGS", "SSE", "STORE", "Lifetime"]
+__all__ = ["CLOCK", "ENGINE", "LIFETIME", "METRICS", "NOW", "OPENAPI", "RUNS", "SETTINGS", "SSE", "STORE", "Lifetime"]
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -41,3 +41,4 @@ ENGINE = web.AppKey("engine", Engine)
 RUNS = web.AppKey("runs", RunService)
 METRICS = web.AppKey("metrics", Metrics)
 SSE = web.AppKey("sse", EventHub)
+OPENAPI = web.AppKey("openapi_body", bytes)  # the document, encoded once per process

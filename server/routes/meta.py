@@ -9,21 +9,18 @@ import msgspec
 from aiohttp import web
 
 from flowstage.server.http import json_response
-from flowstage.server.keys import ENGINE, LIFETIME, METRICS, NOW
+from flowstage.server.keys import ENGINE, LIFETIME, METRICS, NOW, OPENAPI
 from flowstage.server.metrics import CONTENT_TYPE
 from flowstage.server.openapi import Route
 from flowstage.server.store import Page
 from flowstage.simulation.catalogue import CATALOGUE, NodeType
 
-__all__ = ["OPENAPI", "ROUTES", "VERSION", "Health"]
+__all__ = ["ROUTES", "VERSION", "Health"]
 
 try:
     VERSION = version("flowstage")
 except PackageNotFoundError:  # running from a source tree that was never installed
     VERSION = "0.0.0"
-
-OPENAPI = web.AppKey("openapi_body", bytes)
-
 
 class Health(msgspec.Struct, frozen=True, rename="camel"):
     status: str
