@@ -141,7 +141,7 @@ class Stage:
             document = chain(body)
         document.setdefault("name", "Stage workflow")
         document.update(fields)
-        return await self._request("POST", "/api/workflows", document, 201)
+        return await _call(self.client, "POST", "/api/workflows", document, 201)
 
     def run(self, run_id: str) -> RunHandle:
         """A handle on a run started some other way (by the code under test, say)."""
@@ -153,16 +153,19 @@ class Stage:
     async def execute(self, workflow_id: str, **body: Any) -> RunHandle:
         """Start a run (`body` is execute's JSON body: seed, speed, failureRate, inputs,
         script, ...); a RunHandle on it."""
-        run = await self._request("POST", f"/api/workflows/{workflow_id}/execute", body, 202)
+        run = await _call(self.client, "POST", f"/api/workflows/{workflow_id}/execute", body, 202)
         return RunHandle(self, run["id"], run["workflowId"])
 
-    async def _request(self, method: str, path: str, body: Any, expect: int) -> dict[str, Any]:
-        resp = await self.client.request(method, path, json=body)
-        payload = await resp.json(content_type=None)
-        if resp.status != expect:
-            raise StageError(f"{method} {path} answered {resp.status}: {json.dumps(payload)}")
-        result: dict[str, Any] = payload
-        return result
+
+async def _call(client: TestClient[Any, web.Application], method: str, path: str, body: Any,
+                expect: int) -> dict[str, Any]:
+    """One API call of a stage; StageError, with the problem+json, unless it answers `expect`."""
+    resp = await client.request(method, path, json=body)
+    payload = await resp.json(content_type=None)
+    if resp.status != expect:
+        raise StageError(f"{method} {path} answered {resp.status}: {json.dumps(payload)}")
+    result: dict[str, Any] = payload
+    return result
 
 
 def chain(nodes: Iterable[tuple[str, str]]) -> dict[str, Any]:
@@ -189,7 +192,7 @@ class RunHandle:
 
     async def snapshot(self) -> dict[str, Any]:
         """`GET /api/runs/{id}`."""
-        return await self.stage._request("GET", f"/api/runs/{self.id}", None, 200)
+        return await _call(self.stage.client, "GET", f"/api/runs/{self.id}", None, 200)
 
     @property
     def events(self) -> Events:

@@ -16,13 +16,14 @@ from flowstage.actors.clock import Clock, ManualClock, SystemClock
 from flowstage.actors.engine import Engine, EngineConfig
 from flowstage.config import Settings
 from flowstage.server.demo import seed_demo_data
-from flowstage.server.keys import CLOCK, ENGINE, LIFETIME, NOW, RUNS, SETTINGS, SSE, STORE, Lifetime
-from flowstage.server.metrics import METRICS, Metrics, lag_watcher, metrics_middleware
-from flowstage.server.middlewares import TokenBuckets, problem_middleware, rate_limit_middleware
+from flowstage.server.keys import CLOCK, ENGINE, LIFETIME, METRICS, NOW, OPENAPI, RUNS, SETTINGS, SSE, STORE, Lifetime
+from flowstage.server.metrics import Metrics, metrics_middleware
 from flowstage.server.openapi import build_openapi
+from flowstage.server.problems import problem_middleware
 from flowstage.server.processing import register_file_handlers
+from flowstage.server.ratelimit import TokenBuckets, rate_limit_middleware
 from flowstage.server.routes import ALL_ROUTES
-from flowstage.server.routes.meta import OPENAPI, VERSION
+from flowstage.server.routes.meta import VERSION
 from flowstage.server.runs import RunService, recover_interrupted
 from flowstage.server.sse import EventHub
 from flowstage.server.store import Store
@@ -65,7 +66,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[OPENAPI] = _openapi_document()
     app.cleanup_ctx.append(_store_lifecycle)
     app.cleanup_ctx.append(_engine_lifecycle)
-    app.cleanup_ctx.append(lag_watcher)
+    app.cleanup_ctx.append(metrics.cleanup_ctx)
     # SSE: the hub listens to the engine; streams are stopped on shutdown, before aiohttp
     # waits for open requests to finish.
     app[SSE] = hub = EventHub(settings, engine, store, metrics)

@@ -1,8 +1,8 @@
 """Small HTTP helpers that handlers share: decoding bodies and query parameters into msgspec
 types, encoding responses, ETags.
 
-Decoding failures raise the named errors of `simulation.errors` (or aiohttp's own for 415/413);
-the error middleware turns them into problem+json, so handlers never build error bodies.
+Decoding failures raise named errors (`simulation.errors`, `server.errors`; aiohttp's own for
+415/413); the error middleware turns them into problem+json, so handlers never build error bodies.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
+from flowstage.server.errors import MalformedBody
 from flowstage.simulation.errors import FieldError, Invalid
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
-    "MalformedBody",
     "PageSize",
     "content_etag",
     "convert_body",
@@ -40,10 +40,6 @@ _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 _PATH_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _AT = re.compile(r" - at `\$(.*)`$")
 _MISSING = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
-
-
-class MalformedBody(Exception):
-    """The body is not JSON at all: a 400, not a 422."""
 
 
 def loc_from_msgspec(message: str, prefix: tuple[str | int, ...] = ("body",)) -> tuple[str | int, ...]:

@@ -9,11 +9,12 @@ from aiohttp import web
 from flowstage.actors.clock import Clock
 from flowstage.actors.engine import Engine
 from flowstage.config import Settings
+from flowstage.server.metrics import Metrics
 from flowstage.server.runs import RunService
 from flowstage.server.sse import EventHub
 from flowstage.server.store import Store
 
-__all__ = ["CLOCK", "ENGINE", "LIFETIME", "NOW", "RUNS", "SETTINGS", "SSE", "STORE", "Lifetime"]
+__all__ = ["CLOCK", "ENGINE", "LIFETIME", "METRICS", "NOW", "OPENAPI", "RUNS", "SETTINGS", "SSE", "STORE", "Lifetime"]
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -38,4 +39,6 @@ class Lifetime:
 LIFETIME = web.AppKey("lifetime", Lifetime)
 ENGINE = web.AppKey("engine", Engine)
 RUNS = web.AppKey("runs", RunService)
+METRICS = web.AppKey("metrics", Metrics)
 SSE = web.AppKey("sse", EventHub)
+OPENAPI = web.AppKey("openapi_body", bytes)  # the document, encoded once per process

@@ -3,7 +3,8 @@ SSE subscribers, mailbox depth, event-loop lag, and HTTP requests by route and s
 
 Each app has its own registry, so several apps in one process (tests) never share counts.
 Run and node figures are counted from the engine's event stream, so they agree with the
-events a client sees.
+events a client sees. This module knows Prometheus, not the app: `GET /metrics` is served by
+`server.routes.meta`, which reads the engine's mailbox depth at scrape time.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from flowstage.server.keys import ENGINE
-
-__all__ = ["METRICS", "Metrics", "metrics_handler", "metrics_middleware"]
+__all__ = ["CONTENT_TYPE", "Metrics", "metrics_middleware"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CONTENT_TYPE = CONTENT_TYPE_LATEST  # of what `Metrics.render` returns
 
 _TERMINAL = {"run.completed": "completed", "run.failed": "failed", "run.stopped": "stopped"}
 
@@ -89,6 +89,8 @@ class _HotCounts:
 
 
 class Metrics:
+    """One app's metrics: its registry, the hot counts, and the Prometheus objects beside them."""
+
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry(auto_describe=False)
         self.hot = _HotCounts()
@@ -116,7 +118,15 @@ class Metrics:
             if final is not None:
                 hot.finished[final] += 1
 
-    async def watch_loop_lag(self, interval: float = 0.1) -> None:
+    async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        """While the app runs, time how late a 100 ms timer fires: the event loop's lag."""
+        task = asyncio.create_task(self._watch_loop_lag(0.1), name="flowstage-loop-lag")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _watch_loop_lag(self, interval: float) -> None:
         loop = asyncio.get_running_loop()
         while True:
             start = loop.time()
@@ -127,10 +137,9 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-METRICS = web.AppKey("metrics", Metrics)
-
-
 def metrics_middleware(metrics: Metrics) -> Middleware:
+    """Count every request and time it, by method, route pattern and status."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         start = time.perf_counter()
@@ -149,21 +158,3 @@ def metrics_middleware(metrics: Metrics) -> Middleware:
             metrics.hot.observe(request.method, route, status, time.perf_counter() - start)
 
     return middleware
-
-
-async def metrics_handler(request: web.Request) -> web.Response:
-    metrics = request.app[METRICS]
-    # Read at scrape time: mailboxes change on every control message, and a scrape is rare.
-    engine = request.app.get(ENGINE)
-    if engine is not None:
-        metrics.mailbox_depth.set(engine.mailbox_depth())
-    body = metrics.render()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-async def lag_watcher(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(app[METRICS].watch_loop_lag(), name="flowstage-loop-lag")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

@@ -29,7 +29,7 @@ import msgspec.inspect as mi
 from aiohttp import web
 
 from flowstage.server.http import convert_param
-from flowstage.simulation.models import Problem
+from flowstage.server.problems import Problem
 
 __all__ = ["EventStream", "Param", "Route", "build_openapi"]
 

@@ -40,7 +40,7 @@ from flowstage.simulation.script import Script
 __all__ = ["PREFIX", "TEST_MODE", "ClockRequest", "ClockStatus", "Journal", "JournalEvent", "JournalRequest",
            "ResetRequest", "TestMode", "VirtualClock", "enable_test_mode"]
 
-PREFIX = "/__flowstage/"
+PREFIX = "/__flowstage/"  # test mode's own paths, which the journal leaves out
 # How many turns of the loop autojump lets pass, with nothing in flight, before it jumps:
 # tasks woken by the last firing (a handler answering, a stream writing) get to run first.
 _SETTLE_TURNS = 8
@@ -335,8 +335,8 @@ def enable_test_mode(app: web.Application, clock: Clock, engine: Engine, store: 
     app[TEST_MODE] = mode
     # Outermost: the journal records the status the client gets, problems included.
     app.middlewares.insert(0, _journal_middleware(mode))
-    app.router.add_post(PREFIX + "clock", clock_control)
-    app.router.add_post(PREFIX + "reset", reset)
+    app.router.add_post("/__flowstage/clock", clock_control)
+    app.router.add_post("/__flowstage/reset", reset)
     app.cleanup_ctx.append(_autojump_lifecycle)
     return mode
 

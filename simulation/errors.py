@@ -1,7 +1,8 @@
 """Flowstage's errors: one base class with a named subclass per kind of failure.
 
-Each carries the HTTP status it stands for, so the server maps every one of them to
-problem+json in a single place; nothing else builds error responses.
+They say what went wrong, not how a protocol reports it: `flowstage.server.problems` maps each
+one to an HTTP status and a problem+json type, in one table, and nothing else builds error
+responses.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ __all__ = [
     "MailboxFull",
     "NotFound",
     "PayloadTooLarge",
-    "PreconditionFailed",
-    "Throttled",
     "Unavailable",
 ]
 
@@ -38,54 +37,37 @@ class FieldError:
 
 
 class FlowstageError(Exception):
-    status = 500
-    title = "Internal error"
-    slug = "internal"
+    """An error Flowstage raises on purpose. `detail` says what happened, in a sentence for
+    the person who asked."""
 
-    def __init__(self, detail: str = "") -> None:
-        super().__init__(detail or self.title)
-        self.detail = detail or self.title
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
 
 
 class NotFound(FlowstageError):
-    status, title, slug = 404, "Not found", "not-found"
+    """What was named does not exist."""
 
 
 class Conflict(FlowstageError):
-    status, title, slug = 409, "Conflict", "conflict"
-
-
-class PreconditionFailed(FlowstageError):
-    status, title, slug = 412, "Precondition failed", "precondition-failed"
+    """The current state does not allow what was asked (pausing a finished run)."""
 
 
 class PayloadTooLarge(FlowstageError):
-    status, title, slug = 413, "Payload too large", "payload-too-large"
+    """An input, or the work asked of it, is larger than this server accepts."""
 
 
 class Invalid(FlowstageError):
-    """Well-formed but invalid input: a 422 listing every bad field."""
-
-    status, title, slug = 422, "Validation failed", "validation"
+    """Well-formed but invalid input, listing every bad field."""
 
     def __init__(self, detail: str, errors: Sequence[FieldError] = ()) -> None:
         super().__init__(detail)
         self.errors = list(errors)
 
 
-class Throttled(FlowstageError):
-    status, title, slug = 429, "Too many requests", "throttled"
-
-    def __init__(self, detail: str, retry_after: float) -> None:
-        super().__init__(detail)
-        self.retry_after = retry_after
-
-
 class Unavailable(FlowstageError):
-    status, title, slug = 503, "Service unavailable", "unavailable"
+    """It cannot be done now (the server is shutting down, or busy); later it may."""
 
 
 class MailboxFull(Unavailable):
     """An actor's bounded mailbox refused a message; the client should retry later."""
-
-    slug = "mailbox-full"

@@ -41,13 +41,9 @@ __all__ = [
 class ImageTooLarge(PayloadTooLarge):
     """The image (or the work asked of it) exceeds the pixel limit: a decompression bomb."""
 
-    title, slug = "Image too large", "image-too-large"
-
 
 class CorruptFile(Invalid):
     """The bytes claim an image format, or were handed to an image node, but do not decode."""
-
-    title, slug = "Corrupt file", "corrupt-file"
 
 
 # About 67 megapixels: every phone and most cameras fit (48 MP = 8064x6048), while the decoded

@@ -31,7 +31,6 @@ __all__ = [
     "NodeState",
     "NodeStopped",
     "Position",
-    "Problem",
     "Run",
     "RunCompleted",
     "RunFailed",
@@ -286,18 +285,3 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
 def event_name(event: _Event) -> str:
     """The SSE `event:` name of an event, e.g. "node.started"."""
     return event.__struct_config__.tag  # type: ignore[return-value]  # every event is tagged with a str
-
-
-class ProblemError(msgspec.Struct, frozen=True):
-    loc: list[str | int]
-    msg: str
-
-
-class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
-    """RFC 9457 problem details."""
-
-    type: str
-    title: str
-    status: int
-    detail: str = ""
-    errors: list[ProblemError] | None = None

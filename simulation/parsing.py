@@ -32,13 +32,9 @@ __all__ = [
 class MalformedFile(Invalid):
     """A file handed to a parsing node is not the UTF-8 CSV or JSON that node reads."""
 
-    title, slug = "Malformed file", "malformed-file"
-
 
 class FileTooLarge(PayloadTooLarge):
     """A file's parsed content cannot fit in one node output."""
-
-    title, slug = "File too large", "file-too-large"
 
 
 # A parsing node's output travels in one event and stays in the run's snapshot: at most this

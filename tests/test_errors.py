@@ -11,8 +11,24 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import make_settings
 
+from flowstage.actors.actor import ActorStopped
 from flowstage.actors.clock import ManualClock
 from flowstage.server.app import create_app
+from flowstage.server.errors import MalformedBody, PreconditionFailed, Throttled
+from flowstage.server.problems import problem_middleware
+from flowstage.simulation.errors import (
+    Conflict,
+    FieldError,
+    FlowstageError,
+    Invalid,
+    MailboxFull,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+)
+from flowstage.simulation.image_decoding import CorruptFile, ImageTooLarge
+from flowstage.simulation.parsing import FileTooLarge, MalformedFile
+from flowstage.simulation.states import IllegalTransition
 
 Client = TestClient[Any, web.Application]
 JSON = {"Content-Type": "application/json"}
@@ -322,3 +338,89 @@ async def test_an_origin_not_listed_gets_no_allow_origin(aiohttp_client: Any, tm
                                    headers={"Origin": "http://allowed.example", **_PREFLIGHT})
     assert allowed.status == 200
     assert allowed.headers["Access-Control-Allow-Origin"] == "http://allowed.example"
+
+
+# --- the mapping, byte for byte ---------------------------------------------------------------
+
+
+def _raising(error: BaseException) -> web.Application:
+    async def handler(request: web.Request) -> web.Response:
+        raise error
+
+    app = web.Application(middlewares=[problem_middleware])
+    app.router.add_get("/", handler)
+    return app
+
+
+_PROBLEMS: list[tuple[BaseException, int, bytes]] = [
+    (NotFound("No run with id 'r'."), 404,
+     b'{"type":"urn:flowstage:problem:not-found","title":"Not found","status":404,'
+     b'"detail":"No run with id \'r\'."}'),
+    (Conflict("Can't pause when completed"), 409,
+     b'{"type":"urn:flowstage:problem:conflict","title":"Conflict","status":409,'
+     b'"detail":"Can\'t pause when completed"}'),
+    (IllegalTransition("stop", "completed"), 409,
+     b'{"type":"urn:flowstage:problem:conflict","title":"Conflict","status":409,'
+     b'"detail":"Can\'t stop when completed"}'),
+    (ActorStopped("stopped"), 409,
+     b'{"type":"urn:flowstage:problem:conflict","title":"Conflict","status":409,"detail":"stopped"}'),
+    (PreconditionFailed('If-Match "3" does not match.'), 412,
+     b'{"type":"urn:flowstage:problem:precondition-failed","title":"Precondition failed",'
+     b'"status":412,"detail":"If-Match \\"3\\" does not match."}'),
+    (PayloadTooLarge("Too big."), 413,
+     b'{"type":"urn:flowstage:problem:payload-too-large","title":"Payload too large",'
+     b'"status":413,"detail":"Too big."}'),
+    (ImageTooLarge("A bomb."), 413,
+     b'{"type":"urn:flowstage:problem:image-too-large","title":"Image too large",'
+     b'"status":413,"detail":"A bomb."}'),
+    (FileTooLarge("Too many rows."), 413,
+     b'{"type":"urn:flowstage:problem:file-too-large","title":"File too large",'
+     b'"status":413,"detail":"Too many rows."}'),
+    (Invalid("name is required", [FieldError(("body", "name"), "required"),
+                                  FieldError(("body", "nodes", 0), "bad")]), 422,
+     b'{"type":"urn:flowstage:problem:validation","title":"Validation failed","status":422,'
+     b'"detail":"name is required","errors":[{"loc":["body","name"],"msg":"required"},'
+     b'{"loc":["body","nodes",0],"msg":"bad"}]}'),
+    (CorruptFile("Not an image."), 422,
+     b'{"type":"urn:flowstage:problem:corrupt-file","title":"Corrupt file","status":422,'
+     b'"detail":"Not an image.","errors":[]}'),
+    (MalformedFile("Not CSV."), 422,
+     b'{"type":"urn:flowstage:problem:malformed-file","title":"Malformed file","status":422,'
+     b'"detail":"Not CSV.","errors":[]}'),
+    (Unavailable("The server is shutting down."), 503,
+     b'{"type":"urn:flowstage:problem:unavailable","title":"Service unavailable","status":503,'
+     b'"detail":"The server is shutting down."}'),
+    (MailboxFull("Busy."), 503,
+     b'{"type":"urn:flowstage:problem:mailbox-full","title":"Service unavailable","status":503,'
+     b'"detail":"Busy."}'),
+    (MalformedBody("The body is not valid JSON."), 400,
+     b'{"type":"urn:flowstage:problem:malformed-json","title":"Bad request","status":400,'
+     b'"detail":"The body is not valid JSON."}'),
+    (FlowstageError("Unnamed."), 500,
+     b'{"type":"urn:flowstage:problem:internal","title":"Internal error","status":500,'
+     b'"detail":"Unnamed."}'),
+    (RuntimeError("a bug"), 500,
+     b'{"type":"urn:flowstage:problem:internal","title":"Internal error","status":500,'
+     b'"detail":"A bug in Flowstage; it has been logged."}'),
+    (web.HTTPNotFound(), 404,
+     b'{"type":"urn:flowstage:problem:not-found","title":"Not Found","status":404,'
+     b'"detail":"No such resource."}'),
+    (web.HTTPConflict(text="Teapot."), 409,
+     b'{"type":"urn:flowstage:problem:http-error","title":"Conflict","status":409,"detail":"Teapot."}'),
+]
+
+
+@pytest.mark.parametrize(("error", "status", "body"), _PROBLEMS, ids=lambda v: type(v).__name__)
+async def test_each_named_error_has_its_own_problem_body(
+    aiohttp_client: Any, error: BaseException, status: int, body: bytes
+) -> None:
+    resp = await (await aiohttp_client(_raising(error))).get("/")
+    assert (resp.status, resp.content_type, await resp.read()) == (status, "application/problem+json", body)
+
+
+async def test_throttled_says_when_to_retry_in_whole_seconds(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(_raising(Throttled("Slow down.", retry_after=1.2)))
+    resp = await client.get("/")
+    assert (resp.status, resp.headers["Retry-After"], await resp.read()) == (
+        429, "2", b'{"type":"urn:flowstage:problem:throttled","title":"Too many requests",'
+                  b'"status":429,"detail":"Slow down."}')

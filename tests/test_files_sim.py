@@ -186,7 +186,6 @@ def test_truncated_jpeg_is_corrupt(tmp_path: Path) -> None:
 
     with pytest.raises(CorruptFile, match="truncated") as caught:
         inspect_file(path)
-    assert caught.value.status == 422
     assert isinstance(caught.value, Invalid)
     with pytest.raises(CorruptFile):
         thumbnail_image(path, THUMBNAIL_MAX_SIDE)
@@ -217,7 +216,6 @@ def test_decompression_bomb_header_is_refused_as_too_large(tmp_path: Path) -> No
 
     with pytest.raises(ImageTooLarge) as caught:
         inspect_file(path)
-    assert caught.value.status == 413
     assert isinstance(caught.value, PayloadTooLarge)
     assert limit_before == Image.MAX_IMAGE_PIXELS  # the process-wide limit is put back
 

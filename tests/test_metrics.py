@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flowstage.actors.clock import ManualClock
 from flowstage.server.app import create_app
 from flowstage.server.keys import ENGINE
-from flowstage.server.metrics import metrics_handler
+from flowstage.server.routes.meta import metrics
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -135,7 +135,7 @@ async def test_mailbox_depth_is_read_from_the_engine_at_scrape_time(
     replies = [asyncio.ensure_future(engine.control(run_id, "pause")) for _ in range(3)]
     await asyncio.sleep(0)
     assert engine.mailbox_depth() == 3
-    response = await metrics_handler(make_mocked_request("GET", "/metrics", app=app))
+    response = await metrics(make_mocked_request("GET", "/metrics", app=app))
     assert isinstance(response, web.Response) and isinstance(response.body, bytes)
     assert value(parse(response.body.decode()), "flowstage_mailbox_depth") == 3
     await asyncio.gather(*replies)

@@ -28,8 +28,7 @@ from conftest import ClientFactory, make_settings
 from flowstage.actors.clock import ManualClock
 from flowstage.actors.eventlog import EventLog
 from flowstage.server.app import create_app
-from flowstage.server.keys import ENGINE, SSE
-from flowstage.server.metrics import METRICS
+from flowstage.server.keys import ENGINE, METRICS, SSE
 from flowstage.server.sse import EventHub
 
 Client = TestClient[Any, web.Application]
@@ -105,16 +104,20 @@ async def until(condition: Callable[[], bool], what: str) -> None:
 async def until_all_live(hub: EventHub, count: int) -> None:
     """Every subscriber connected and caught up (waiting for events), so that what comes next
     is counted as lag: a subscriber that has never caught up is only subject to the write
-    timeout. (Reads the hub's private subscriber set: nothing public tells "waiting".)"""
-    await until(lambda: hub.subscriber_count() >= count
-                and all(sub.future is not None for sub in hub._subs),
+    timeout."""
+    await until(lambda: hub.subscriber_count() >= count and hub.waiting_count() == hub.subscriber_count(),
                 f"{count} subscribers waiting for events")
 
 
 async def until_flushed(hub: EventHub) -> None:
     """The hub's batch timer (`sse_batch_ms`, real time) has fired for every event so far:
-    every subscriber concerned was woken. (Private state: nothing public tells it.)"""
-    await until(lambda: hub._notified == hub.head, "the hub's batch flush")
+    every subscriber concerned was woken."""
+    await until(lambda: hub.notified == hub.head, "the hub's batch flush")
+
+
+def sample(app: web.Application, name: str, stream: str) -> float:
+    """A Prometheus sample of the app's registry, labelled by stream kind (0 if absent)."""
+    return app[METRICS].registry.get_sample_value(name, {"stream": stream}) or 0.0
 
 
 def two_nodes(payload: Any = None) -> dict[str, Any]:
@@ -531,6 +534,29 @@ async def test_a_filtered_stream_idle_while_the_ring_turns_over_reports_no_gap(
     resp.close()
 
 
+async def test_a_filtered_stream_opened_after_a_test_mode_reset_gets_the_next_runs_events(
+        make_env: MakeEnv) -> None:
+    """A reset forgets the ring, and positions go on from where they were: the first events
+    after it wake a filtered stream like any others (none is taken as already announced). A
+    long batch: the whole run is in the first wake-up after the reset."""
+    env = await make_env(test_mode=True, sse_batch_ms=300)
+    hub = env.app[SSE]
+    wf = await env.workflow(two_nodes())
+    for _ in range(2):
+        await env.execute(wf)
+        await env.finish()
+    assert hub.head == 18
+    assert (await env.client.post("/__flowstage/reset")).status == 200
+    wf = await env.workflow(two_nodes())
+    resp = await env.client.get("/api/events", params={"workflowId": wf})
+    await until_all_live(hub, 1)
+    run = await env.execute(wf)
+    await env.finish()
+    _, frames = await read_until(resp, lambda frames: len(frames) == 9)
+    assert [int(f["id"]) for f in frames] == list(range(19, 28))
+    assert [f["data"].encode() for f in frames] == [data for _, _, data in env.log(run["id"])]
+
+
 async def test_too_many_filters_is_a_422(env: Env) -> None:
     resp = await env.client.get("/api/events", params=[("runId", f"r{i}") for i in range(101)])
     assert resp.status == 422
@@ -621,7 +647,7 @@ async def test_a_stalled_subscriber_is_cut_off_and_slows_nobody(
     reader.close()
     await until(lambda: hub.subscriber_count() == 0, "every stream ended")
     kind = "run" if path.startswith("/api/runs") else "all"
-    assert env.app[METRICS].sse_subscribers.labels(kind)._value.get() == 0
+    assert sample(env.app, "flowstage_sse_subscribers", kind) == 0
 
 
 async def test_events_stuck_in_a_write_count_as_behind(
@@ -662,7 +688,7 @@ async def test_five_hundred_subscribers_get_identical_streams(env: Env) -> None:
         bodies = await asyncio.gather(*(read_all(r, timeout=10) for r in responses))
     expected = env.expected(run["id"])
     assert all(body == expected for body in bodies)
-    delivered = env.app[METRICS].events_delivered.labels("run")._value.get()
+    delivered = sample(env.app, "flowstage_events_delivered_total", "run")
     assert delivered == 500 * len(env.log(run["id"]))
 
 
@@ -684,7 +710,6 @@ async def test_an_idle_stream_gets_ping_comments(make_env: MakeEnv) -> None:
 
 
 async def test_subscriber_gauges_follow_open_streams(env: Env) -> None:
-    metrics = env.app[METRICS]
     wf = await env.workflow(with_delay())
     run = await env.execute(wf)
     streams = [await env.client.get(f"/api/runs/{run['id']}/events"),
@@ -693,7 +718,7 @@ async def test_subscriber_gauges_follow_open_streams(env: Env) -> None:
                await env.client.get("/api/events", params={"runId": run["id"]})]
 
     def gauge(kind: str) -> float:
-        return float(metrics.sse_subscribers.labels(kind)._value.get())
+        return sample(env.app, "flowstage_sse_subscribers", kind)
 
     await until(lambda: (gauge("run"), gauge("workflow"), gauge("all")) == (1, 1, 2),
                 "every stream counted")

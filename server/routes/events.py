@@ -11,7 +11,7 @@ from msgspec import Meta
 
 from flowstage.server.keys import SSE
 from flowstage.server.openapi import EventStream, Param, Route
-from flowstage.server.sse import StreamGap
+from flowstage.server.sse_wire import StreamGap
 from flowstage.simulation.errors import FieldError, Invalid
 from flowstage.simulation.models import EVENT_TYPES
 

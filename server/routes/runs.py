@@ -18,7 +18,7 @@ from flowstage.server.http import (
     page_params,
 )
 from flowstage.server.keys import ENGINE, RUNS, STORE
-from flowstage.server.openapi import Handler, Param, Route
+from flowstage.server.openapi import Param, Route
 from flowstage.server.processing import files_for_run
 from flowstage.server.routes.workflows import IF_NONE_MATCH, LIST_PARAMS
 from flowstage.server.runs import Dataflow
@@ -96,22 +96,38 @@ def _file_inputs(files: list[FileInfo]) -> list[dict[str, Any]]:
              "metadata": f.metadata} for f in files]
 
 
-def _workflow_control(action: Action) -> Handler:
-    async def handler(request: web.Request) -> web.Response:
-        run = await request.app[RUNS].control_latest(request.match_info["id"], action)
-        return _run_response(request, run)
-
-    handler.__name__ = f"{action}_workflow"
-    return handler
+async def _control_latest(request: web.Request, action: Action) -> web.Response:
+    run = await request.app[RUNS].control_latest(request.match_info["id"], action)
+    return _run_response(request, run)
 
 
-def _run_control(action: Action) -> Handler:
-    async def handler(request: web.Request) -> web.Response:
-        run = await request.app[RUNS].control(request.match_info["runId"], action)
-        return _run_response(request, run)
+async def pause_workflow(request: web.Request) -> web.Response:
+    return await _control_latest(request, "pause")
 
-    handler.__name__ = f"{action}_run"
-    return handler
+
+async def resume_workflow(request: web.Request) -> web.Response:
+    return await _control_latest(request, "resume")
+
+
+async def stop_workflow(request: web.Request) -> web.Response:
+    return await _control_latest(request, "stop")
+
+
+async def _control(request: web.Request, action: Action) -> web.Response:
+    run = await request.app[RUNS].control(request.match_info["runId"], action)
+    return _run_response(request, run)
+
+
+async def pause_run(request: web.Request) -> web.Response:
+    return await _control(request, "pause")
+
+
+async def resume_run(request: web.Request) -> web.Response:
+    return await _control(request, "resume")
+
+
+async def stop_run(request: web.Request) -> web.Response:
+    return await _control(request, "stop")
 
 
 async def workflow_status(request: web.Request) -> web.Response:
@@ -158,13 +174,13 @@ ROUTES = (
           body=ExecuteRequest, body_required=False, response=Run, status=202,
           errors=(400, 404, 413, 415, 422, 503),
           response_headers={"Location": "The run's URL", "ETag": "The run's current tag"}),
-    Route("POST", "/api/workflows/{id}/pause", _workflow_control("pause"),
+    Route("POST", "/api/workflows/{id}/pause", pause_workflow,
           "Pause the workflow's latest run", "runs", operation_id="pauseWorkflow",
           response=Run, errors=_CONTROL_ERRORS),
-    Route("POST", "/api/workflows/{id}/resume", _workflow_control("resume"),
+    Route("POST", "/api/workflows/{id}/resume", resume_workflow,
           "Resume the workflow's latest run", "runs", operation_id="resumeWorkflow",
           response=Run, errors=_CONTROL_ERRORS),
-    Route("POST", "/api/workflows/{id}/stop", _workflow_control("stop"),
+    Route("POST", "/api/workflows/{id}/stop", stop_workflow,
           "Stop the workflow's latest run", "runs", operation_id="stopWorkflow",
           response=Run, errors=_CONTROL_ERRORS),
     Route("POST", "/api/workflows/{id}/nodes/{nodeId}/process-files", process_files,
@@ -189,10 +205,10 @@ ROUTES = (
           errors=(422,)),
     Route("GET", "/api/runs/{runId}", get_run, "A run's snapshot", "runs", operation_id="getRun",
           response=Run, headers=IF_NONE_MATCH, errors=(304, 404)),
-    Route("POST", "/api/runs/{runId}/pause", _run_control("pause"), "Pause this run", "runs",
+    Route("POST", "/api/runs/{runId}/pause", pause_run, "Pause this run", "runs",
           operation_id="pauseRun", response=Run, errors=_CONTROL_ERRORS),
-    Route("POST", "/api/runs/{runId}/resume", _run_control("resume"), "Resume this run", "runs",
+    Route("POST", "/api/runs/{runId}/resume", resume_run, "Resume this run", "runs",
           operation_id="resumeRun", response=Run, errors=_CONTROL_ERRORS),
-    Route("POST", "/api/runs/{runId}/stop", _run_control("stop"), "Stop this run", "runs",
+    Route("POST", "/api/runs/{runId}/stop", stop_run, "Stop this run", "runs",
           operation_id="stopRun", response=Run, errors=_CONTROL_ERRORS),
 )

@@ -17,9 +17,10 @@ from weakref import WeakValueDictionary
 
 import msgspec
 
+from flowstage.server.errors import PreconditionFailed
 from flowstage.server.store.common import Page, decode_cursor, etag_for, etag_matches, newest_first, page_of
 from flowstage.server.store.db import Database
-from flowstage.simulation.errors import NotFound, PreconditionFailed
+from flowstage.simulation.errors import NotFound
 from flowstage.simulation.models import Template, Workflow
 from flowstage.simulation.timefmt import iso_ms
 
@@ -57,7 +58,6 @@ class DocumentRepo(Generic[D]):
     ) -> None:
         self._db = db
         self._table = table
-        self._type: type[D] = doc_type
         self._kind = kind  # "workflow" / "template", for messages
         self._decoder: msgspec.json.Decoder[D] = msgspec.json.Decoder(doc_type)
         self._now = now

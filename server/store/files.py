@@ -17,9 +17,10 @@ from pathlib import Path
 
 import msgspec
 
+from flowstage.server.errors import PreconditionFailed
 from flowstage.server.store.common import Page, decode_cursor, etag_matches, newest_first, page_of
 from flowstage.server.store.db import Database
-from flowstage.simulation.errors import NotFound, PreconditionFailed
+from flowstage.simulation.errors import NotFound
 from flowstage.simulation.inspection import Inspection
 from flowstage.simulation.models import FileInfo
 

@@ -1,0 +1,64 @@
+"""Rate limiting: a per-client token bucket; a client over its rate gets 429 with
+`Retry-After` (the error middleware, `server.problems`, writes the answer)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from flowstage.server.errors import Throttled
+
+__all__ = ["TokenBuckets", "rate_limit_middleware"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class TokenBuckets:
+    """One token bucket per client address: `rate` tokens a second, up to `burst`."""
+
+    def __init__(self, rate: float, burst: int, now: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self._now = now
+        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, last refill)
+
+    def take(self, client: str) -> float:
+        """Take one token; 0.0 when allowed, else the seconds until one is available."""
+        now = self._now()
+        tokens, last = self._buckets.get(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[client] = (tokens - 1.0, now)
+            if len(self._buckets) > 100_000:
+                self._forget_full(now)
+            return 0.0
+        self._buckets[client] = (tokens, now)
+        return (1.0 - tokens) / self.rate
+
+    def _forget_full(self, now: float) -> None:
+        # A bucket that has refilled is the same as no bucket; dropping those bounds memory.
+        self._buckets = {
+            c: (t, last) for c, (t, last) in self._buckets.items()
+            if t + (now - last) * self.rate < self.burst
+        }
+
+
+def rate_limit_middleware(buckets: TokenBuckets) -> Middleware:
+    """Take a token for every request but preflights and health checks; Throttled when none is left."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method != "OPTIONS" and request.path != "/api/health":
+            wait = buckets.take(request.remote or "unknown")
+            if wait > 0:
+                raise Throttled(
+                    f"More than {buckets.rate:g} requests a second from this client; "
+                    f"retry in {wait:.2f} s.",
+                    retry_after=wait,
+                )
+        return await handler(request)
+
+    return middleware
