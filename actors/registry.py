@@ -13,6 +13,7 @@ from collections import deque
 from flowstage.actors.run import RunActor
 from flowstage.actors.runtime import Flushable
 from flowstage.simulation.errors import NotFound
+from flowstage.simulation.messages import no_such
 
 __all__ = ["RunRegistry"]
 
@@ -41,7 +42,7 @@ class RunRegistry:
     def get(self, run_id: str) -> RunActor:
         run = self._runs.get(run_id)
         if run is None:
-            raise NotFound(f"Run {run_id!r} not found")
+            raise NotFound(no_such("run", run_id))
         return run
 
     def latest(self, workflow_id: str) -> str | None:

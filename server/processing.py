@@ -32,6 +32,7 @@ from flowstage.simulation.catalogue import CATALOGUE
 from flowstage.simulation.errors import FieldError, Invalid, NotFound
 from flowstage.simulation.images import convert_image, resize_image, thumbnail_image
 from flowstage.simulation.inspection import inspect_file
+from flowstage.simulation.messages import no_such
 from flowstage.simulation.models import FileInfo
 from flowstage.simulation.outputs import GENERATORS, NodeContext
 from flowstage.simulation.parsing import MAX_PARSED_BYTES, parse_csv, parse_json
@@ -85,7 +86,7 @@ def _read(parse: _Parser, blob: Path, source: FileInfo, left: int) -> tuple[Any,
         content = parse(blob, f"{source.name!r} ({source.id})", left)
     except FileNotFoundError:
         # Deleted between the lookup and the read: the same message as a file deleted before.
-        raise NotFound(f"No file with id {source.id!r}.") from None
+        raise NotFound(no_such("file", source.id)) from None
     return content, len(msgspec.json.encode(content))
 
 

@@ -9,6 +9,7 @@ import msgspec
 from flowstage.actors.engine import Action, Engine
 from flowstage.server.store import Page, Store
 from flowstage.simulation.errors import Conflict, NotFound
+from flowstage.simulation.messages import no_such
 from flowstage.simulation.models import EdgeFlow, Run, RunState
 from flowstage.simulation.plan import compile_plan, edge_flows
 from flowstage.simulation.recovery import interrupt_stored
@@ -44,7 +45,7 @@ class RunService:
             return live
         stored = await self.store.runs.get(run_id)
         if stored is None:
-            raise NotFound(f"No run with id {run_id!r}.")
+            raise NotFound(no_such("run", run_id))
         return stored
 
     async def latest(self, workflow_id: str) -> Run | None:

@@ -39,6 +39,7 @@ from flowstage.server.sse_wire import gap_frame, requested_event_id
 from flowstage.server.sse_writer import SseWriter
 from flowstage.server.store import Store
 from flowstage.simulation.errors import NotFound, Unavailable
+from flowstage.simulation.messages import no_such
 
 __all__ = ["EventHub"]
 
@@ -118,7 +119,7 @@ class EventHub:
         # it was evicted (or belongs to an earlier process), so the store has all of it.
         if event_log is None:
             if await self._store.runs.get(run_id) is None:
-                raise NotFound(f"No run with id {run_id!r}.")
+                raise NotFound(no_such("run", run_id))
             last = await self._store.runs.last_seq(run_id)
             # A client ahead of the store saw events a crashed process never saved; the run
             # was ended at the next start with events numbered from the store's end. It still

@@ -11,13 +11,18 @@ from typing import Final
 
 from flowstage.simulation.models import ErrorInfo
 
-__all__ = ["INTERRUPTED_ERROR", "SCRIPTED_FAILURE", "no_such_node", "node_not_in_workflow"]
+__all__ = ["INTERRUPTED_ERROR", "SCRIPTED_FAILURE", "no_such", "no_such_node", "node_not_in_workflow"]
 
 INTERRUPTED_ERROR: Final = ErrorInfo("interrupted", "The server stopped while this run was active.")
 """Why a run that was running or paused when the server stopped (shutdown or crash) failed."""
 
 SCRIPTED_FAILURE: Final = "Scripted failure"
 """The error message of a node scripted to fail without a message of its own."""
+
+
+def no_such(kind: str, ident: str) -> str:
+    """A path names a stored thing (a run, a workflow, a file...) that does not exist (404 detail)."""
+    return f"No {kind} with id {ident!r}."
 
 
 def no_such_node(node_id: str) -> str:

@@ -24,6 +24,7 @@ from flowstage.server.routes.workflows import IF_NONE_MATCH, LIST_PARAMS
 from flowstage.server.runs import Dataflow
 from flowstage.server.store import Page, new_id
 from flowstage.simulation.errors import NotFound
+from flowstage.simulation.messages import node_not_in_workflow
 from flowstage.simulation.models import FileInfo, Run, RunState
 from flowstage.simulation.script import ScriptedOutcome
 
@@ -82,7 +83,7 @@ async def process_files(request: web.Request) -> web.Response:
     workflow = await store.workflows.get(request.match_info["id"])
     node_id = request.match_info["nodeId"]
     if not any(n.id == node_id for n in workflow.nodes):
-        raise NotFound(f"No node {node_id!r} in workflow {workflow.id!r}.")
+        raise NotFound(node_not_in_workflow(node_id, workflow.id))
     files = await files_for_run(store, body.file_ids)
     await store.runs.freeze_graph(workflow)
     run = await request.app[ENGINE].execute(

@@ -21,6 +21,7 @@ from flowstage.server.errors import PreconditionFailed
 from flowstage.server.store.common import Page, decode_cursor, etag_for, etag_matches, newest_first, page_of
 from flowstage.server.store.db import Database
 from flowstage.simulation.errors import NotFound
+from flowstage.simulation.messages import no_such
 from flowstage.simulation.models import Template, Workflow
 from flowstage.simulation.timefmt import iso_ms
 
@@ -86,7 +87,7 @@ class DocumentRepo(Generic[D]):
 
         raw = await self._db.read(load)
         if raw is None:
-            raise NotFound(f"No {self._kind} with id {doc_id!r}.")
+            raise NotFound(no_such(self._kind, doc_id))
         return self._remember(self._decoder.decode(raw))
 
     async def get(self, doc_id: str) -> D:

@@ -22,6 +22,7 @@ from flowstage.server.store.common import Page, decode_cursor, etag_matches, new
 from flowstage.server.store.db import Database
 from flowstage.simulation.errors import NotFound
 from flowstage.simulation.inspection import Inspection
+from flowstage.simulation.messages import no_such
 from flowstage.simulation.models import FileInfo
 
 __all__ = ["FileRepo", "StagedFile"]
@@ -115,7 +116,7 @@ class FileRepo:
         row = await self._db.read(
             lambda conn: conn.execute("SELECT doc FROM files WHERE id = ?", (file_id,)).fetchone())
         if row is None:
-            raise NotFound(f"No file with id {file_id!r}.")
+            raise NotFound(no_such("file", file_id))
         return _decoder.decode(row[0])
 
     async def get_many(self, file_ids: Sequence[str]) -> dict[str, FileInfo]:
@@ -145,7 +146,7 @@ class FileRepo:
         def remove(conn: sqlite3.Connection) -> None:
             row = conn.execute("SELECT sha256 FROM files WHERE id = ?", (file_id,)).fetchone()
             if row is None:
-                raise NotFound(f"No file with id {file_id!r}.")
+                raise NotFound(no_such("file", file_id))
             sha = str(row[0])
             if if_match is not None and not etag_matches(if_match, f'"{sha}"'):
                 raise PreconditionFailed(f"If-Match {if_match} does not match the file's ETag.")
