@@ -186,10 +186,9 @@ class EventLog:
         data.append(started)
         if self._waiters:
             self._wake()
-        listeners = self._listeners.listeners if self._listeners is not None else ()
-        if listeners:
-            self._tell(listeners, seq - 1, _QUEUED, queued)
-            self._tell(listeners, seq, _STARTED, started)
+        if self._listeners is not None and self._listeners.listeners:
+            self._tell(seq - 1, _QUEUED, queued)
+            self._tell(seq, _STARTED, started)
         return self._ts
 
     def progress(self, t: float, node_json: bytes, progress: float) -> None:
@@ -219,13 +218,13 @@ class EventLog:
         self._data.append(data)
         if self._waiters:
             self._wake()
-        listeners = self._listeners.listeners if self._listeners is not None else ()
-        if listeners:
-            self._tell(listeners, seq, code, data)
+        if self._listeners is not None and self._listeners.listeners:
+            self._tell(seq, code, data)
 
-    def _tell(self, listeners: tuple[EventListener, ...], seq: int, code: int, data: bytes) -> None:
+    def _tell(self, seq: int, code: int, data: bytes) -> None:
+        assert self._listeners is not None
         name = EVENT_NAMES[code]
-        for listener in listeners:
+        for listener in self._listeners.listeners:
             try:
                 listener(self.run_id, self.workflow_id, seq, name, data)
             except Exception:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Mapping
-from heapq import heappop, heappush
+from heapq import heappop
 from typing import Any
 
 import msgspec
@@ -190,9 +190,6 @@ class RunMachine:
         return True
 
     # --- what nodes ask of their run (NodeHost) ---------------------------------------------
-
-    def schedule(self, when: float, index: int) -> None:
-        heappush(self.timers, (when, index))
 
     def spawn_work(self, index: int, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         return self.runtime.spawn_work(self.run_id, index, work)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Mapping, Sequence
+from heapq import heappush
 from typing import Any, Protocol
 
 import msgspec
@@ -73,10 +74,7 @@ class NodeHost(Protocol):
     config: EngineConfig
     handlers: HandlerRegistry
     log: EventLog
-
-    def schedule(self, when: float, index: int) -> None:
-        """Wake node `index` at `when`."""
-        ...
+    timers: list[tuple[float, int]]  # (deadline, node index): a node pushes its next timer here
 
     def spawn_work(self, index: int, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run node `index`'s async handler as a task the engine owns."""
@@ -217,7 +215,7 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
         self.step = step
         self.mark = mark = step if step else 1.0
         if not self.hangs:
-            run.schedule(t + (mark if mark < end else end) * total, p.index)
+            heappush(run.timers, (t + (mark if mark < end else end) * total, p.index))
 
     def _apply_script(self, scripted: ScriptedOutcome, ms: float) -> tuple[float, float]:
         """A scripted node's duration and end point; its output or error is kept for its end.
@@ -243,7 +241,7 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
         if self.mark < self.end - 1e-9:
             run.log.progress(run.t, self.p.id_json, self.mark)
             self.mark = round(self.mark + self.step, 9)
-            run.schedule(self._next_due(), self.p.index)
+            heappush(run.timers, (self._next_due(), self.p.index))
         elif self.error is not None or self.end < 1.0:
             self.frozen = self.end
             self._fail(run, self.error or self._simulated_error(run))
@@ -336,7 +334,7 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
         self.t0 = run.t - self.frozen * self.total
         while self.mark < self.frozen - 1e-9:  # steps already passed before the pause
             self.mark = round(self.mark + self.step, 9)
-        run.schedule(self._next_due(), self.p.index)
+        heappush(run.timers, (self._next_due(), self.p.index))
 
     def _skip(self, run: NodeHost, reason: str) -> None:
         self.state = node_transition(self.state, "skip")

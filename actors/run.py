@@ -182,10 +182,10 @@ class RunActor(Actor[RunMessage]):
             first = self.snapshot(raw=True)
         return first
 
-    def persisted(self) -> bool:
-        self._persisted = max(self._persisted, self._collected)
+    def persisted(self) -> None:
+        if self._collected > self._persisted:
+            self._persisted = self._collected
         self._saving = False
-        return self.stored
 
     def unpersisted(self) -> None:
         self._needs_save |= self._saving

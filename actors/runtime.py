@@ -62,8 +62,8 @@ class Flushable(Protocol):
         """Add the events not yet persisted to `rows`; the snapshot to save, if one is due."""
         ...
 
-    def persisted(self) -> bool:
-        """What the last `collect` handed over is stored; whether all of the run is."""
+    def persisted(self) -> None:
+        """What the last `collect` handed over is stored."""
         ...
 
     def unpersisted(self) -> None:
