@@ -22,7 +22,7 @@ from typing import Any, Literal
 from flowstage.actors.actor import Actor, Directive
 from flowstage.actors.admission import Admission, Request, ScriptSource
 from flowstage.actors.clock import Clock
-from flowstage.actors.eventlog import EventListener, EventLog
+from flowstage.actors.eventlog import EventListener, EventLog, fan_out
 from flowstage.actors.flusher import Flusher
 from flowstage.actors.handlers import HandlerRegistry
 from flowstage.actors.messages import Interrupt, Pause, Resume, RunCommand, Stop
@@ -211,9 +211,11 @@ class Engine:
         """Observe every event of every run; returns a function that removes the listener."""
         runtime = self._runtime
         runtime.listeners = (*runtime.listeners, listener)
+        runtime.notify = fan_out(runtime.listeners)
 
         def remove() -> None:
             runtime.listeners = tuple(x for x in runtime.listeners if x is not listener)
+            runtime.notify = fan_out(runtime.listeners)
 
         return remove
 

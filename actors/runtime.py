@@ -115,9 +115,10 @@ SpawnWork = Callable[[str, int, Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 
 
 class Runtime:
-    """Shared by every run of one engine. `listeners` changes as listeners come and go."""
+    """Shared by every run of one engine. `listeners` changes as listeners come and go, and
+    `notify` with them (actors.eventlog.fan_out)."""
 
-    __slots__ = ("clock", "config", "finished", "handlers", "listeners", "loop", "on_dirty", "scheduler",
+    __slots__ = ("clock", "config", "finished", "handlers", "listeners", "loop", "notify", "on_dirty", "scheduler",
                  "spawn_work")
 
     def __init__(self, clock: Clock, config: EngineConfig, handlers: HandlerRegistry, scheduler: Scheduler, *,
@@ -128,6 +129,7 @@ class Runtime:
         self.handlers = handlers
         self.scheduler = scheduler
         self.listeners: tuple[EventListener, ...] = ()
+        self.notify: EventListener | None = None
         self.spawn_work = spawn_work  # run an async handler of (run id, node index) as an owned task
         self.on_dirty = on_dirty  # the run has events or a snapshot to persist
         self.finished = finished  # the run ended
