@@ -140,7 +140,8 @@ class Flusher:
                 snapshot = run.collect(rows)
                 if snapshot is not None:
                     snapshots.append(snapshot)
-                    work += _SNAPSHOT_COST
+                    if snapshot.state != "running":  # built now; a new run's first one is reused
+                        work += _SNAPSHOT_COST
                 work += 1
             try:
                 if snapshots:

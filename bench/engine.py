@@ -19,8 +19,9 @@ or one that creates the run's task), and both are timed to their last run.comple
 
 With `--baseline REF`, Flowstage as of git commit REF runs as a third side, interleaved with
 the other two, so a change to the engine is judged against the code before it in the same
-invocation (the same harness, machine and noise). Its tree is exported with `git archive` and
-imported from a temporary directory laid out as the wheel installs it.
+invocation (the same harness, machine and noise). Its tree is exported with `git archive`.
+Both Flowstage sides are imported the same way, from a temporary directory laid out as the
+wheel installs the package (this checkout's linked, the baseline's exported).
 
 Each trial runs in a fresh subprocess, so RSS and the heap start clean; both sides get the
 same GC setting (by default the one the server applies at start-up, `actors.tuning.tune_gc`).
@@ -239,33 +240,39 @@ async def _skeleton(n: int, zero: bool) -> dict[str, Any]:
     return result
 
 
+def _layout(tree: Path, into: Path) -> Path:
+    """A directory holding `flowstage` as the wheel lays it out, its parts linked from `tree`
+    (a checkout or an exported commit): what a trial puts on its path."""
+    package = into / "flowstage"
+    package.mkdir(parents=True)
+    for item in [*(tree / "flowstage").iterdir(), *(tree / name for name in PACKAGES)]:
+        if item.name != "__pycache__":
+            (package / item.name).symlink_to(item)
+    return into
+
+
 def _export(ref: str, into: Path) -> Path:
-    """Flowstage as of commit `ref`, laid out as the wheel installs it; the directory to
-    put on the path in place of the installed package."""
+    """Flowstage as of commit `ref`, laid out as the wheel installs it."""
     tree = into / "tree"
-    tree.mkdir()
+    tree.mkdir(parents=True)
     archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "flowstage", *PACKAGES],
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    package = into / "layout" / "flowstage"
-    package.mkdir(parents=True)
-    for item in [*(tree / "flowstage").glob("*.py"), *(tree / name for name in PACKAGES)]:
-        (package / item.name).symlink_to(item)
-    return package.parent
+    return _layout(tree, into / "layout")
 
 
-def _trial(kind: str, n: int, zero: bool, gc_setting: str, baseline: Path | None = None) -> dict[str, Any]:
-    """Run one trial in a fresh interpreter; return its metrics. The baseline side runs
-    without `site` (so the editable install's import hook is not there), with the exported
-    tree and this environment's packages on its path."""
+def _trial(kind: str, n: int, zero: bool, gc_setting: str, paths: dict[str, Path]) -> dict[str, Any]:
+    """Run one trial in a fresh interpreter; return its metrics. Both Flowstage sides run the
+    same way: without `site` (so no install's import hook is involved), with their own layout
+    of the package and this environment's libraries on the path."""
     command = [sys.executable, __file__, "--trial", kind, str(n), "1" if zero else "0", gc_setting]
     env = None
-    if kind == "baseline":
-        assert baseline is not None
+    if kind in paths:
         command[1:1] = ["-S"]
-        command[command.index("baseline")] = "flowstage"
-        paths = sysconfig.get_paths()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(baseline), paths["purelib"], paths["platlib"]])}
+        command[command.index(kind)] = "flowstage"
+        libraries = sysconfig.get_paths()
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join([str(paths[kind]), libraries["purelib"], libraries["platlib"]])}
     out = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     return dict(json.loads(out.stdout))
 
@@ -308,11 +315,15 @@ def main() -> None:
     if args.trial:
         _child(args.trial[0], int(args.trial[1]), args.trial[2] == "1", args.trial[3])
         return
-    with tempfile.TemporaryDirectory(prefix="flowstage-baseline-") as tmp:
-        _compare(args, _export(args.baseline, Path(tmp)) if args.baseline else None)
+    with tempfile.TemporaryDirectory(prefix="flowstage-bench-") as tmp:
+        paths = {"flowstage": _layout(REPO, Path(tmp) / "here")}
+        if args.baseline:
+            paths["baseline"] = _export(args.baseline, Path(tmp) / "baseline")
+        _compare(args, paths)
 
 
-def _compare(args: argparse.Namespace, baseline: Path | None) -> None:
+def _compare(args: argparse.Namespace, paths: dict[str, Path]) -> None:
+    baseline = "baseline" in paths
     kinds = ["skeleton", "flowstage", *(["baseline"] if baseline else [])]
 
     started = time.monotonic()
@@ -328,7 +339,7 @@ def _compare(args: argparse.Namespace, baseline: Path | None) -> None:
         trials: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
         for _ in range(args.repeats):  # interleaved, so a noisy spell hits every side
             for kind in trials:
-                trials[kind].append(_trial(kind, n, False, args.gc, baseline))
+                trials[kind].append(_trial(kind, n, False, args.gc, paths))
         med = {kind: _medians(t) for kind, t in trials.items()}
         for kind, m in med.items():
             print(f"{n:>6} {kind:<10} {ideal:>8.3f} {m['wall']:>7.3f} {m['wall'] / ideal:>10.3f} "
@@ -348,7 +359,7 @@ def _compare(args: argparse.Namespace, baseline: Path | None) -> None:
     zero: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     for _ in range(args.repeats):
         for kind in zero:
-            zero[kind].append(_trial(kind, n, True, args.gc, baseline))
+            zero[kind].append(_trial(kind, n, True, args.gc, paths))
     ceil: dict[str, float] = {}
     for kind, t in zero.items():
         wall = statistics.median(x["drained"] for x in t)
