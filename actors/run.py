@@ -119,13 +119,20 @@ class RunActor(Actor[RunMessage]):
         return reply
 
     def wake(self, limit: float) -> int:
-        """The scheduler's call (a `Wakeable`): its node timers fell due."""
-        handled = self.deliver(Due(limit))
-        return 1 if handled is None else int(handled)
+        """The scheduler's call (a `Wakeable`): `Due`, delivered in line (`Actor.deliver`
+        without its status check: a stopped run has no wake-up); the number of timers handled."""
+        try:
+            handled: int = self.receive(Due(limit))
+        except Exception as error:
+            self._crashed(error)
+            return 1
+        return handled
 
     def _after(self) -> None:
         """After every message: one wake-up at the earliest timer; tell the flusher once."""
-        when = self.machine.next_due()
+        machine = self.machine
+        timers = machine.timers  # machine.next_due(), inlined: this runs once per wake-up
+        when = timers[0][0] if timers and machine.state == "running" else None
         wakeup = self._wakeup
         if when is None:
             if wakeup is not None:
@@ -136,7 +143,7 @@ class RunActor(Actor[RunMessage]):
                 wakeup.cancel()
             self._armed_when = when
             self._wakeup = self._runtime.scheduler.wake_at(self, when)
-        if not self._ended and self.machine.finished_at is not None:
+        if not self._ended and machine.finished_at is not None:
             self._ended = self._needs_save = True
             self._runtime.finished(self)
         if not self._dirty and (self._needs_save or self.log.seq > self._persisted):
