@@ -61,10 +61,6 @@ class Scheduler:
             self._arm(when)
         return wakeup
 
-    def pending(self) -> bool:
-        """Whether any wake-up is set (voided ones may still count until their time)."""
-        return bool(self._due)
-
     def close(self) -> None:
         """Drop every wake-up and the clock timer; nothing is woken any more."""
         self.clear()
