@@ -23,6 +23,7 @@ __all__ = [
     "NodeCompleted",
     "NodeData",
     "NodeFailed",
+    "NodeInspection",
     "NodeProgress",
     "NodeQueued",
     "NodeRun",
@@ -30,6 +31,8 @@ __all__ = [
     "NodeStarted",
     "NodeState",
     "NodeStopped",
+    "PauseReason",
+    "PausedAt",
     "Position",
     "Run",
     "RunCompleted",
@@ -152,6 +155,17 @@ class NodeRun(msgspec.Struct, frozen=True, rename="camel"):
     error: ErrorInfo | None
 
 
+PauseReason = Literal["breakpoint", "step", "user"]
+
+
+class PausedAt(msgspec.Struct, frozen=True, rename="camel"):
+    """Where a paused run stopped: before `node_id` at a breakpoint, after a step (the node that
+    started or finished), or where a client's pause found it (`node_id` null)."""
+
+    node_id: str | None
+    reason: PauseReason
+
+
 class Run(msgspec.Struct, frozen=True, rename="camel"):
     id: str
     workflow_id: str
@@ -166,8 +180,37 @@ class Run(msgspec.Struct, frozen=True, rename="camel"):
     nodes: dict[str, NodeRun]
     failure_rate: float = 0.0
     error: ErrorInfo | None = None
-    # "workflow" for execute; "process-files" for a run of one node over uploaded files.
-    kind: Literal["workflow", "process-files"] = "workflow"
+    # "workflow" for execute; "process-files" for a run of one node over uploaded files;
+    # "replay" for a recording played back (read-only).
+    kind: Literal["workflow", "process-files", "replay"] = "workflow"
+    # Debugging: where a paused run stopped, the nodes it pauses before, the run a retry
+    # started from, and what a replay plays back (a run id or a recording id).
+    paused_at: PausedAt | None = None
+    breakpoints: list[str] = []
+    parent_run_id: str | None = None
+    replay_of: str | None = None
+
+
+class NodeInspection(msgspec.Struct, frozen=True, rename="camel"):
+    """One node of one run, as a debugger shows it (`GET /api/runs/{id}/nodes/{nodeId}`)."""
+
+    node_id: str
+    state: NodeState
+    queued_at: Timestamp | None
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    # Simulated milliseconds the node has run (paused time left out); null before it starts.
+    duration_ms: float | None
+    # What arrived on each incoming connection that delivered data, by connection id.
+    inputs: dict[str, Any]
+    output: Any
+    error: ErrorInfo | None
+    # Executions of this node in its retry lineage (this run and its parents); 0 if never run.
+    attempt: int
+    # Incoming connections that have not delivered yet (and may still).
+    waiting_for: list[str]
+    reused: bool = False
+    pinned: bool = False
 
 
 class EdgeFlow(msgspec.Struct, frozen=True, rename="camel"):
@@ -198,7 +241,9 @@ class RunStarted(_Event, frozen=True, tag="run.started"):
 
 
 class RunPaused(_Event, frozen=True, tag="run.paused"):
-    pass
+    # The node a breakpoint or a step stopped at (null for a client's pause) and why.
+    node_id: str | None = None
+    reason: PauseReason = "user"
 
 
 class RunResumed(_Event, frozen=True, tag="run.resumed"):
@@ -230,9 +275,13 @@ class NodeProgress(_Event, frozen=True, tag="node.progress"):
     progress: float
 
 
-class NodeCompleted(_Event, frozen=True, tag="node.completed"):
+class NodeCompleted(_Event, frozen=True, tag="node.completed", omit_defaults=True):
     node_id: str
-    output: Any = None
+    output: Any
+    # Not executed: its output was taken from an earlier run (a retry, or a run from a node),
+    # or pinned by the execute. Both are left out when false.
+    reused: bool = False
+    pinned: bool = False
 
 
 class NodeFailed(_Event, frozen=True, tag="node.failed"):

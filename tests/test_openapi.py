@@ -249,8 +249,11 @@ def test_request_fields_with_defaults_are_optional_and_say_their_default(spec: d
 
 def test_answers_require_every_field_the_server_always_sends(spec: dict[str, Any]) -> None:
     schemas = spec["components"]["schemas"]
-    for name in ("Workflow", "Node", "NodeData", "Run", "NodeRun", "FileInfo", "NodeType", "NodeCompleted"):
+    for name in ("Workflow", "Node", "NodeData", "Run", "NodeRun", "FileInfo", "NodeType"):
         assert set(schemas[name]["required"]) == set(schemas[name]["properties"]), name
+    # node.completed says `reused` or `pinned` only when true (debugging's outputs taken, not made).
+    completed = schemas["NodeCompleted"]
+    assert set(completed["properties"]) - set(completed["required"]) == {"reused", "pinned"}
     # A problem leaves out `detail` and `errors` when it has none.
     assert schemas["Problem"]["required"] == ["type", "title", "status"]
 
@@ -342,7 +345,8 @@ def test_every_event_is_a_schema_in_a_union_discriminated_by_event(spec: dict[st
         assert [s["$ref"] for s in schemas[union]["oneOf"]] == list(refs.values())
         for event, name in events.items():
             assert schemas[name]["properties"]["event"] == {"enum": [event]}
-            assert set(schemas[name]["required"]) == set(schemas[name]["properties"])
+            optional = {"reused", "pinned"} if name == "NodeCompleted" else set()
+            assert set(schemas[name]["required"]) == set(schemas[name]["properties"]) - optional
     assert set(schemas["EdgeData"]["properties"]) == {
         "event", "runId", "workflowId", "seq", "ts", "connectionId", "source", "target", "items", "bytes"}
     assert set(schemas["StreamGap"]["properties"]) == {"event", "reason", "lastEventId", "resumedAt"}

@@ -52,7 +52,7 @@ export async function fetchAndRun(base: string): Promise<Run> {
   const run = await call<Run>(base, "GET", `/api/runs/${started.id}`);
   const progress: number = run.progress;
   const failureRate: number = run.failureRate;
-  const kind: "workflow" | "process-files" = run.kind;
+  const kind: "workflow" | "process-files" | "replay" = run.kind;
   for (const [nodeId, node] of Object.entries(run.nodes)) {
     const output: unknown = node.output;
     console.log(nodeId, node.state, node.progress, output, node.error?.message);
