@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
 from flowstage.actors.actor import Supervisor
+from flowstage.actors.debugger import DebugOptions
 from flowstage.actors.flusher import Flusher
 from flowstage.actors.messages import START
 from flowstage.actors.registry import RunRegistry
@@ -55,6 +56,7 @@ class Request(NamedTuple):
     kind: Literal["workflow", "process-files"]
     at: float
     script: Mapping[str, ScriptedOutcome] | None
+    debug: DebugOptions | None = None
 
 
 class Admission:
@@ -151,11 +153,12 @@ class Admission:
             seed = secrets.randbelow(_SEED_LIMIT) if self.seeds is None else self.seeds.randrange(_SEED_LIMIT)
         run = RunActor(self._runtime, self._supervisor, plan, run_id, seed=seed, speed=float(speed),
                        failure_rate=float(failure_rate), inputs=dict(request.inputs or {}), kind=request.kind,
-                       at=request.at, script=script)
+                       at=request.at, script=script, debug=request.debug)
         self._registry.add(run)
         first = run.first
         run.deliver(START)
-        return first
+        # A debugged run may have paused at once (a breakpoint on a first node).
+        return first if request.debug is None else run.snapshot()
 
     def _script(self, request: Request, plan: Plan) -> dict[str, ScriptedOutcome]:
         """The run's scripted outcomes: the script source's, then the execute's own."""

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from flowstage.actors.actor import Actor, Directive
 from flowstage.actors.admission import Admission, Request, ScriptSource
 from flowstage.actors.clock import Clock
+from flowstage.actors.debugger import DebugOptions
 from flowstage.actors.eventlog import EventListener, EventLog, fan_out
 from flowstage.actors.flusher import Flusher
 from flowstage.actors.handlers import HandlerRegistry
@@ -37,7 +38,7 @@ from flowstage.simulation.models import EdgeFlow, ErrorInfo, Run, Workflow
 from flowstage.simulation.plan import edge_flows
 from flowstage.simulation.script import ScriptedOutcome
 
-__all__ = ["Action", "Engine", "EngineConfig", "EventListener", "ScriptSource"]
+__all__ = ["Action", "DebugOptions", "Engine", "EngineConfig", "EventListener", "ScriptSource"]
 
 log = logging.getLogger(__name__)
 
@@ -143,25 +144,27 @@ class Engine:
         only_node: str | None = None,
         kind: Literal["workflow", "process-files"] = "workflow",
         script: Mapping[str, ScriptedOutcome] | None = None,
+        debug: DebugOptions | None = None,
     ) -> Run:
         """Start a run of a frozen copy of `workflow`; return its first snapshot once that
         snapshot is persisted. Raises Invalid (bad parameters, a cycle), Conflict (run id
         taken) or Unavailable (engine not open). `script` decides how the nodes it names end
-        (simulation.script)."""
+        (simulation.script); `debug` sets breakpoints and given outputs (actors.debugger),
+        its node ids already checked."""
         if self._status != "open":
             raise Unavailable("The engine is not running")
         admitted = self.admission.admit(Request(workflow, run_id, seed, speed, failure_rate, inputs, only_node,
-                                                 kind, self.clock.now(), script))
+                                                 kind, self.clock.now(), script, debug))
         if isinstance(admitted, asyncio.Future):
             return await admitted
         await self._flusher.flush_soon()
         return admitted
 
-    async def control(self, run_id: str, action: Action) -> Run:
-        """Pause, resume or stop a run through its mailbox; the reply is its snapshot.
-        NotFound for an unknown run, IllegalTransition (a Conflict) for a finished one,
-        MailboxFull if it is flooded."""
-        command = _COMMANDS.get(action)
+    async def control(self, run_id: str, action: Action | RunCommand) -> Run:
+        """Pause, resume or stop a run through its mailbox, or send it another command (a
+        step, its breakpoints); the reply is its snapshot. NotFound for an unknown run,
+        IllegalTransition (a Conflict) for a finished one, MailboxFull if it is flooded."""
+        command = _COMMANDS.get(action) if isinstance(action, str) else action
         if command is None:
             raise Invalid(f"Unknown action {action!r}",
                           [FieldError(["path", "action"], "must be pause, resume or stop")])

@@ -23,7 +23,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from flowstage.simulation.models import EVENT_TYPES
+from flowstage.simulation.models import EVENT_TYPES, NodeCompleted
 
 __all__ = ["EVENT_CODES", "EVENT_NAMES", "EventListener", "EventLog", "EventRow", "EventRows", "Listeners", "fan_out",
            "iso"]
@@ -230,6 +230,17 @@ class EventLog:
         if t != self._ts_t:
             self._restamp(t)
         data = _T_COMPLETED % (self._ids, seq, self._tsb, node_json, output)
+        self._emit(_COMPLETED, seq, data)
+        return self._ts, seq, len(data) - len(output) - 1
+
+    def node_reused(self, t: float, node_id: str, output: bytes, *, pinned: bool) -> tuple[str, int, int]:
+        """Write the node.completed of a node that did not run (`reused`, or `pinned`); returns
+        what `node_completed` returns."""
+        self.seq = seq = self.seq + 1
+        if t != self._ts_t:
+            self._restamp(t)
+        data = _encode(NodeCompleted(self.run_id, self.workflow_id, seq, self._ts, node_id=node_id,
+                                     reused=not pinned, pinned=pinned, output=msgspec.Raw(output)))
         self._emit(_COMPLETED, seq, data)
         return self._ts, seq, len(data) - len(output) - 1
 

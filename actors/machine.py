@@ -27,11 +27,12 @@ from typing import Any
 
 import msgspec
 
+from flowstage.actors.debugger import Debugger
 from flowstage.actors.eventlog import EVENT_CODES, EventLog
 from flowstage.actors.messages import FREEZE, START, THAW, TICK, Halt, Skip, WorkDone
 from flowstage.actors.node import NOTHING, NodeActor
 from flowstage.actors.runtime import Runtime
-from flowstage.simulation.models import ErrorInfo, RunFailed, RunPaused, RunResumed, RunStarted
+from flowstage.simulation.models import ErrorInfo, PausedAt, RunFailed, RunPaused, RunResumed, RunStarted
 from flowstage.simulation.outputs import count_items
 from flowstage.simulation.plan import Plan
 from flowstage.simulation.rng import run_key
@@ -59,6 +60,7 @@ _HALTS = {"stop": Halt(RUN_STOPPED), "fail": Halt(RUN_INTERRUPTED)}
 _SKIPS = {reason: Skip(reason) for reason in (UPSTREAM_FAILED, BRANCH_NOT_TAKEN)}
 # States a run can be halted from (stopped by a client, or failed by an interruption).
 _HALTABLE = RUN_TABLE["fail"].keys() & RUN_TABLE["stop"].keys()
+_USER_PAUSE = PausedAt(None, "user")
 
 class RunMachine:
     """The `NodeHost` its nodes see (actors.node), and what the run actor drives: `begin`,
@@ -67,12 +69,13 @@ class RunMachine:
     It holds no reference to its run actor (nor its nodes to it): a run is freed by
     reference counting alone, without waiting for a garbage collection."""
 
-    __slots__ = ("config", "error", "failure_rate", "finished_at", "handlers", "inputs", "key", "log", "nodes",
-                 "plan", "run_id", "runtime", "script", "settled", "speed", "state", "t", "timers", "workflow_id")
+    __slots__ = ("config", "debug", "error", "failure_rate", "finished_at", "handlers", "inputs", "key", "log",
+                 "nodes", "paused_at", "plan", "run_id", "runtime", "script", "settled", "speed", "state", "t",
+                 "timers", "workflow_id")
 
     def __init__(self, plan: Plan, log: EventLog, runtime: Runtime, *, seed: int, speed: float,
                  failure_rate: float, inputs: Mapping[str, Any], script: Mapping[str, ScriptedOutcome],
-                 at: float) -> None:
+                 at: float, debug: Debugger | None = None) -> None:
         self.plan = plan
         self.log = log
         self.run_id = log.run_id
@@ -94,6 +97,15 @@ class RunMachine:
         self.nodes: list[NodeActor | None] = [None] * len(plan.nodes)
         self.settled = 0
         self.timers: list[tuple[float, int]] = []
+        # Breakpoints, steps and given outputs (actors.debugger); None: a run nobody debugs.
+        self.debug = debug
+        self.paused_at: PausedAt | None = None
+
+    def debugger(self) -> Debugger:
+        """This run's debugger, made when first asked for."""
+        if self.debug is None:
+            self.debug = Debugger(self.plan)
+        return self.debug
 
     def next_due(self) -> float | None:
         """When the earliest node timer falls due; None when nothing will move the run."""
@@ -109,7 +121,9 @@ class RunMachine:
             self._end(_RUN_COMPLETED)
             return
         for index in self.plan.roots:
-            self._node(index).receive(START, self)
+            self._ready(self._node(index))
+        if self.debug is not None:
+            self.debug.settle(self)
 
     def due(self, limit: float) -> int:
         """Handle every node timer due by `limit`, in (deadline, topological index) order;
@@ -119,14 +133,17 @@ class RunMachine:
         timers = self.timers
         nodes = self.nodes
         handled = 0
+        debug = self.debug
         while timers and timers[0][0] <= limit:
             when, index = heappop(timers)
             if when > self.t:
                 self.t = when
             nodes[index].receive(TICK, self)  # type: ignore[union-attr]  # a timer's node exists
             handled += 1
-            if self.state != "running":
+            if self.state != "running" or (debug is not None and debug.request is not None):
                 break
+        if debug is not None:
+            debug.settle(self)
         return handled
 
     def work_done(self, message: WorkDone, now: float) -> None:
@@ -136,9 +153,11 @@ class RunMachine:
             return
         self.t = max(self.t, now)
         node.receive(message, self)
+        if self.debug is not None:
+            self.debug.settle(self)
 
-    def pause(self, now: float) -> bool:
-        """Pause (a no-op when paused); whether anything changed."""
+    def pause(self, now: float, at: PausedAt = _USER_PAUSE) -> bool:
+        """Pause (a no-op when paused) where `at` says; whether anything changed."""
         target = run_transition(self.state, "pause")
         if target == self.state:
             return False
@@ -148,20 +167,30 @@ class RunMachine:
             if node is not None and node.state == "running":
                 node.receive(FREEZE, self)
         self.state = target
-        self.log.event(self.t, _RUN_PAUSED, RunPaused)
+        self.paused_at = at
+        if self.debug is not None:
+            self.debug.stepping = None
+        self.log.event(self.t, _RUN_PAUSED, RunPaused, at.node_id, at.reason)
         return True
 
-    def resume(self, now: float) -> bool:
-        """Resume (a no-op when running); whether anything changed."""
+    def resume(self, now: float, step: int | None = None) -> bool:
+        """Resume (a no-op when running), or with `step` (actors.debugger) run one step; whether
+        anything changed."""
         target = run_transition(self.state, "resume")
         if target == self.state:
             return False
         self.t = max(self.t, now)
         self.state = target
+        self.paused_at = None
         self.log.event(self.t, _RUN_RESUMED, RunResumed)
         for node in self.nodes:
             if node is not None and node.state == "paused":
                 node.receive(THAW, self)
+        debug = self.debug
+        if debug is not None:
+            debug.stepping = step
+            debug.release(self)
+            debug.settle(self)
         return True
 
     def halt(self, now: float, error: ErrorInfo | None = None) -> bool:
@@ -174,6 +203,7 @@ class RunMachine:
         self.t = max(self.t, now)
         self.timers.clear()
         self.state = target
+        self.paused_at = None
         halt = _HALTS[how]
         try:
             for index in range(len(self.nodes)):
@@ -198,6 +228,8 @@ class RunMachine:
         """Send a completed node's output (`size` bytes of JSON) along its connections (a
         router's along one)."""
         p = node.p
+        if self.debug is not None:
+            self.debug.settled(node, executed=node.started_at is not None)
         if p.out_edges:
             payload = output
             branch = None
@@ -221,15 +253,26 @@ class RunMachine:
     def node_failed(self, node: NodeActor) -> None:
         if self.error is None:
             self.error = node.error  # the run fails with its first cause
+        if self.debug is not None:
+            self.debug.settled(node, executed=True)
         self._kill_downstream(node, "fail")
         self._node_settled()
 
     def node_skipped(self, node: NodeActor, reason: str) -> None:
+        if self.debug is not None:
+            self.debug.settled(node, executed=False)
         if self.state == "running":
             self._kill_downstream(node, "fail" if reason == UPSTREAM_FAILED else "route")
         self._node_settled()
 
     # --- dataflow --------------------------------------------------------------------------
+
+    def _ready(self, node: NodeActor) -> None:
+        """All of `node`'s inputs are in: it starts, unless a debugger has a say."""
+        if self.debug is None:
+            node.receive(START, self)
+        else:
+            self.debug.ready(self, node)
 
     def _node(self, index: int) -> NodeActor:
         node = self.nodes[index]
@@ -253,7 +296,7 @@ class RunMachine:
         target.pending -= 1
         target.delivered += 1
         if target.state == "idle" and target.pending == 0:
-            target.receive(START, self)
+            self._ready(target)
 
     def _dead(self, index: int, slot: int, kind: str) -> None:
         target = self.nodes[index] or self._node(index)
@@ -265,7 +308,10 @@ class RunMachine:
         elif not target.p.merge:
             target.receive(_SKIPS[BRANCH_NOT_TAKEN], self)
         elif target.pending == 0:
-            target.receive(START if target.delivered else _SKIPS[BRANCH_NOT_TAKEN], self)
+            if target.delivered:
+                self._ready(target)
+            else:
+                target.receive(_SKIPS[BRANCH_NOT_TAKEN], self)
 
     def _node_settled(self) -> None:
         self.settled += 1

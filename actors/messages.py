@@ -8,7 +8,9 @@ on the event loop in the order the scheduler decides, so a mailbox hop would onl
 turn of latency (see `Actor.deliver`).
 
 A node hears only from its run, in line: `Start`, `Tick`, `Freeze`, `Thaw`, `Skip`,
-`Halt` and `WorkDone`.
+`Halt` and `WorkDone`; and, when the run is being debugged, `Queue` (held at a breakpoint)
+and `Reuse` (completed with an output it did not compute). Debugging's commands to a run
+are `Step` and `SetBreakpoints`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from flowstage.simulation.models import ErrorInfo
 __all__ = [
     "FREEZE",
     "GET_SNAPSHOT",
+    "QUEUE",
     "START",
     "THAW",
     "TICK",
@@ -30,11 +33,15 @@ __all__ = [
     "Interrupt",
     "NodeMessage",
     "Pause",
+    "Queue",
     "Resume",
+    "Reuse",
     "RunCommand",
     "RunMessage",
+    "SetBreakpoints",
     "Skip",
     "Start",
+    "Step",
     "Stop",
     "Thaw",
     "Tick",
@@ -75,6 +82,19 @@ class GetSnapshot(msgspec.Struct, frozen=True, tag="snapshot"):
     pass
 
 
+class Step(msgspec.Struct, frozen=True, tag="step"):
+    """A paused run runs on until the next node starts or finishes, or, with `node_id`, until
+    that node finishes; then it pauses again."""
+
+    node_id: str | None = None
+
+
+class SetBreakpoints(msgspec.Struct, frozen=True, tag="set-breakpoints"):
+    """The nodes the run pauses before, from now on."""
+
+    node_ids: tuple[str, ...]
+
+
 class Interrupt(msgspec.Struct, frozen=True, tag="interrupt"):
     """End an active run `failed` with `error`: the engine is shutting down, or the run's
     own machinery broke."""
@@ -100,19 +120,32 @@ class Skip(msgspec.Struct, frozen=True, tag="skip"):
     reason: str
 
 
+class Queue(msgspec.Struct, frozen=True, tag="queue"):
+    """All its inputs are in, but the run holds it (a breakpoint, or a pause): queue, not start."""
+
+
+class Reuse(msgspec.Struct, frozen=True, tag="reuse"):
+    """Complete at once with `output` (encoded JSON) instead of running: taken from an
+    earlier run, or `pinned` by the execute."""
+
+    output: bytes
+    pinned: bool
+
+
 class Halt(msgspec.Struct, frozen=True, tag="halt"):
     """The run stopped (or was interrupted): settle as stopped or skipped, for `reason`."""
 
     reason: str
 
 
-RunCommand = Pause | Resume | Stop | GetSnapshot
+RunCommand = Pause | Resume | Stop | GetSnapshot | Step | SetBreakpoints
 """What clients may ask of a run (through its mailbox)."""
 
-RunMessage = Start | Due | WorkDone | Pause | Resume | Stop | GetSnapshot | Interrupt
-NodeMessage = Start | Tick | Freeze | Thaw | Skip | Halt | WorkDone
+RunMessage = Start | Due | WorkDone | Pause | Resume | Stop | GetSnapshot | Step | SetBreakpoints | Interrupt
+NodeMessage = Start | Tick | Freeze | Thaw | Skip | Halt | WorkDone | Queue | Reuse
 
 START = Start()
+QUEUE = Queue()
 TICK = Tick()
 FREEZE = Freeze()
 THAW = Thaw()

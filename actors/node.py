@@ -30,10 +30,10 @@ import msgspec
 
 from flowstage.actors.eventlog import EVENT_CODES, EventLog
 from flowstage.actors.handlers import Handler, HandlerRegistry
-from flowstage.actors.messages import Freeze, Halt, NodeMessage, Skip, Start, Thaw, Tick, WorkDone
+from flowstage.actors.messages import Freeze, Halt, NodeMessage, Queue, Reuse, Skip, Start, Thaw, Tick, WorkDone
 from flowstage.actors.runtime import EngineConfig
 from flowstage.simulation.messages import SCRIPTED_FAILURE
-from flowstage.simulation.models import ErrorInfo, NodeFailed, NodeSkipped, NodeStopped
+from flowstage.simulation.models import ErrorInfo, NodeFailed, NodeQueued, NodeSkipped, NodeStarted, NodeStopped
 from flowstage.simulation.outputs import NodeContext, failure_message
 from flowstage.simulation.plan import PlanNode
 from flowstage.simulation.rng import STREAM_FAILURE, Rng, mix64
@@ -47,6 +47,8 @@ _MASK = (1 << 64) - 1
 _STOPPED = EVENT_CODES["node.stopped"]
 _FAILED = EVENT_CODES["node.failed"]
 _SKIPPED = EVENT_CODES["node.skipped"]
+_QUEUED = EVENT_CODES["node.queued"]
+_STARTED = EVENT_CODES["node.started"]
 
 # The transition table's rows, looked up inline on the paths every node takes.
 _QUEUE = NODE_TABLE["queue"]
@@ -58,6 +60,7 @@ _SKIP = NODE_TABLE["skip"]
 # A few failure draws are reserved so the message does not change what decides failing.
 _MESSAGE_DRAW = 2
 _encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
 
 
 class NodeHost(Protocol):
@@ -146,6 +149,11 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
                 self._skip(run, reason)
             case Halt(reason=reason):
                 self._halt(run, reason)
+            case Queue():
+                self.state = node_transition(self.state, "queue")
+                run.log.event(run.t, _QUEUED, NodeQueued, self.p.id)
+            case Reuse():
+                self._reuse(run, message)
 
     def progress_at(self, now: float) -> float:
         state = self.state
@@ -164,16 +172,25 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
     def _start(self, run: NodeHost) -> None:
         """All inputs are here: queue, start, and plan this node's time."""
         p = self.p
-        # queued, then running: the table decides both; nothing can look in between.
-        queued = _QUEUE.get(self.state)
-        if queued is None:
-            raise IllegalTransition("queue", self.state)
-        state = _START.get(queued)
-        if state is None:
-            raise IllegalTransition("start", queued)
-        self.state = state
+        # queued, then running: the table decides both; nothing can look in between (unless
+        # a debugger held it queued: then it only starts now).
+        state: str = self.state
+        held = state == "queued"
+        if not held:
+            queued = _QUEUE.get(state)
+            if queued is None:
+                raise IllegalTransition("queue", state)
+            state = queued
+        started = _START.get(state)
+        if started is None:
+            raise IllegalTransition("start", state)
+        self.state = started
         t = run.t
-        self.started_at = run.log.node_started(t, p.id_json)
+        if held:
+            run.log.event(t, _STARTED, NodeStarted, p.id)
+            self.started_at = run.log.stamp(t)
+        else:
+            self.started_at = run.log.node_started(t, p.id_json)
         end = 1.0
         config = run.config
         try:
@@ -308,6 +325,14 @@ class NodeActor(msgspec.Struct, gc=False, eq=False):
         self.seed = 0
         self.handler = None
         run.node_completed(self, output, len(raw))
+
+    def _reuse(self, run: NodeHost, given: Reuse) -> None:
+        """Complete now with an output this run did not compute: no time, no start."""
+        self.state = node_transition(self.state, "reuse")
+        self.finished_at, self.output_seq, self.output_at = run.log.node_reused(run.t, self.p.id, given.output,
+                                                                               pinned=given.pinned)
+        self.inputs = None
+        run.node_completed(self, _decode(given.output), len(given.output))
 
     def _fail(self, run: NodeHost, error: ErrorInfo) -> None:
         self.state = node_transition(self.state, "fail")

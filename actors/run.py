@@ -21,15 +21,29 @@ from typing import Any
 import msgspec
 
 from flowstage.actors.actor import Actor, Supervisor
+from flowstage.actors.debugger import Debugger, DebugOptions
 from flowstage.actors.eventlog import EventLog, EventRows, iso
 from flowstage.actors.machine import RunMachine
-from flowstage.actors.messages import Due, GetSnapshot, Interrupt, Pause, Resume, RunMessage, Start, Stop, WorkDone
+from flowstage.actors.messages import (
+    Due,
+    GetSnapshot,
+    Interrupt,
+    Pause,
+    Resume,
+    RunMessage,
+    SetBreakpoints,
+    Start,
+    Step,
+    Stop,
+    WorkDone,
+)
 from flowstage.actors.runtime import Runtime
 from flowstage.actors.scheduler import Wakeup
 from flowstage.simulation.models import NodeRun, Run
 from flowstage.simulation.plan import Plan
 from flowstage.simulation.progress import node_work, run_progress
 from flowstage.simulation.script import ScriptedOutcome
+from flowstage.simulation.states import IllegalTransition
 
 __all__ = ["RunActor"]
 
@@ -40,12 +54,12 @@ _IDLE = NodeRun("idle", 0.0, None, None, None, None)
 
 class RunActor(Actor[RunMessage]):
     __slots__ = ("_armed_when", "_collected", "_dirty", "_ended", "_first", "_needs_save", "_persisted", "_runtime",
-                 "_saving", "_wakeup", "created_at", "failure_rate", "id", "kind", "log", "machine", "plan", "seed",
-                 "speed", "started_at", "workflow_id")
+                 "_saved_state", "_saving", "_wakeup", "created_at", "failure_rate", "id", "kind", "log", "machine",
+                 "parent_run_id", "plan", "seed", "speed", "started_at", "workflow_id")
 
     def __init__(self, runtime: Runtime, supervisor: Supervisor, plan: Plan, run_id: str, *, seed: int,
                  speed: float, failure_rate: float, inputs: Mapping[str, Any], kind: str, at: float,
-                 script: Mapping[str, ScriptedOutcome]) -> None:
+                 script: Mapping[str, ScriptedOutcome], debug: DebugOptions | None = None) -> None:
         super().__init__(mailbox_size=runtime.config.mailbox_size, supervisor=supervisor, loop=runtime.loop)
         self._runtime = runtime
         self.plan = plan
@@ -58,8 +72,11 @@ class RunActor(Actor[RunMessage]):
         # `at`: when the run was asked for (an execute may wait a few turns in a burst).
         self.created_at = self.started_at = iso(at)
         self.log = EventLog(run_id, plan.workflow_id, runtime)
+        self.parent_run_id = None if debug is None else debug.parent_run_id
         self.machine = RunMachine(plan, self.log, runtime, seed=seed, speed=speed, failure_rate=failure_rate,
-                                  inputs=inputs, script=script, at=at)
+                                  inputs=inputs, script=script, at=at,
+                                  debug=None if debug is None else Debugger(plan, debug))
+        self._saved_state = "running"  # the state of the last snapshot handed to the flusher
         self._wakeup: Wakeup | None = None
         self._armed_when = 0.0
         self._ended = False
@@ -74,7 +91,10 @@ class RunActor(Actor[RunMessage]):
         # run still running (events carry the rest), which spares building one per run.
         self._first: Run | None = Run(run_id, self.workflow_id, plan.version, "running", seed, speed,
                                       self.created_at, self.started_at, None, 0.0, dict(plan.idle),
-                                      failure_rate, None, kind)  # type: ignore[arg-type]
+                                      failure_rate, None, kind,  # type: ignore[arg-type]
+                                      breakpoints=[] if self.machine.debug is None
+                                      else self.machine.debug.breakpoint_ids(),
+                                      parent_run_id=self.parent_run_id)
 
     def __repr__(self) -> str:
         return f"<RunActor {self.id} {self.machine.state}>"
@@ -113,6 +133,16 @@ class RunActor(Actor[RunMessage]):
                 reply = self.snapshot()
             case GetSnapshot():
                 reply = self.snapshot()
+            case Step(node_id=node_id):
+                debug = machine.debugger()
+                machine.resume(self._runtime.clock.now(), debug.step_target(machine, node_id))
+                reply = self.snapshot()
+            case SetBreakpoints(node_ids=node_ids):
+                if machine.finished_at is not None:
+                    raise IllegalTransition("set breakpoints", machine.state)
+                machine.debugger().set_breakpoints(node_ids)
+                self._needs_save = True
+                reply = self.snapshot()
             case Interrupt(error=error):
                 machine.halt(self._runtime.clock.now(), error)
         self._after()
@@ -146,6 +176,8 @@ class RunActor(Actor[RunMessage]):
         if not self._ended and machine.finished_at is not None:
             self._ended = self._needs_save = True
             self._runtime.finished(self)
+        elif machine.state != self._saved_state:  # a debugger paused it, or a step
+            self._needs_save = True
         if not self._dirty and (self._needs_save or self.log.seq > self._persisted):
             self._dirty = True
             self._runtime.on_dirty(self)
@@ -184,6 +216,7 @@ class RunActor(Actor[RunMessage]):
         if not self._needs_save:
             return None
         self._needs_save = False
+        self._saved_state = self.machine.state
         first, self._first = self._first, None
         if first is None or self.machine.state != "running":
             first = self.snapshot(raw=True)
@@ -228,6 +261,9 @@ class RunActor(Actor[RunMessage]):
             nodes[p.id] = NodeRun(state, progress, node.started_at,  # type: ignore[arg-type]
                                   node.finished_at, output, node.error)
         progress = run_progress(done, len(machine.nodes))
+        debug = machine.debug
         return Run(self.id, self.workflow_id, self.plan.version, machine.state, self.seed,  # type: ignore[arg-type]
                    self.speed, self.created_at, self.started_at, machine.finished_at, progress, nodes,
-                   self.failure_rate, machine.error, self.kind)  # type: ignore[arg-type]
+                   self.failure_rate, machine.error, self.kind,  # type: ignore[arg-type]
+                   paused_at=machine.paused_at, breakpoints=[] if debug is None else debug.breakpoint_ids(),
+                   parent_run_id=self.parent_run_id)

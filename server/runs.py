@@ -7,6 +7,7 @@ from __future__ import annotations
 import msgspec
 
 from flowstage.actors.engine import Action, Engine
+from flowstage.actors.messages import RunCommand
 from flowstage.server.store import Page, Store
 from flowstage.simulation.errors import Conflict, NotFound
 from flowstage.simulation.messages import no_such
@@ -73,11 +74,12 @@ class RunService:
             items = [r for r in items if r.state == state]
         return Page(items=items, next_cursor=page.next_cursor)
 
-    async def control(self, run_id: str, action: Action) -> Run:
+    async def control(self, run_id: str, action: Action | RunCommand, verb: str | None = None) -> Run:
+        """Send a live run a control (`verb` names a command for the 409 of a finished run)."""
         if self.engine.events(run_id) is not None:  # in memory (cheaper than a snapshot)
             return await self.engine.control(run_id, action)
         stored = await self.get(run_id)  # NotFound if there is no such run
-        raise Conflict(f"Can't {action} when {stored.state}.")
+        raise Conflict(f"Can't {verb or action} when {stored.state}.")
 
     async def control_latest(self, workflow_id: str, action: Action) -> Run:
         await self.store.workflows.get(workflow_id)  # NotFound

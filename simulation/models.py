@@ -275,13 +275,14 @@ class NodeProgress(_Event, frozen=True, tag="node.progress"):
     progress: float
 
 
-class NodeCompleted(_Event, frozen=True, tag="node.completed", omit_defaults=True):
+class NodeCompleted(_Event, frozen=True, tag="node.completed", omit_defaults=True, kw_only=True):
     node_id: str
-    output: Any
     # Not executed: its output was taken from an earlier run (a retry, or a run from a node),
     # or pinned by the execute. Both are left out when false.
     reused: bool = False
     pinned: bool = False
+    # Last, always: the engine slices a node's output out of its encoded event.
+    output: Any
 
 
 class NodeFailed(_Event, frozen=True, tag="node.failed"):

@@ -64,6 +64,8 @@ NODE_TABLE: Final[Mapping[str, Mapping[str, NodeState]]] = {
     "pause": {"running": "paused"},
     "resume": {"paused": "running"},
     "complete": {"running": "completed"},
+    # Reused: completed without running, its output taken from an earlier run or pinned.
+    "reuse": {"idle": "completed", "queued": "completed"},
     "fail": {"queued": "failed", "running": "failed", "paused": "failed"},
     # Skipped: it never ran (an upstream failed, its branch was not taken, the run stopped).
     "skip": {"idle": "skipped", "queued": "skipped"},

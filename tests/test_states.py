@@ -94,4 +94,5 @@ def test_each_event_leads_to_one_state_whichever_state_it_leaves() -> None:
     assert RUN_TARGET == {"pause": "paused", "resume": "running", "stop": "stopped", "complete": "completed",
                           "fail": "failed"}
     assert NODE_TARGET == {"queue": "queued", "start": "running", "pause": "paused", "resume": "running",
-                           "complete": "completed", "fail": "failed", "skip": "skipped", "stop": "stopped"}
+                           "complete": "completed", "reuse": "completed", "fail": "failed", "skip": "skipped",
+                           "stop": "stopped"}

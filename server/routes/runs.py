@@ -10,6 +10,7 @@ from aiohttp import web
 from msgspec import Meta
 
 from flowstage.actors.engine import Action
+from flowstage.server.debugging import NodeId, NodeIds, execute_options
 from flowstage.server.http import (
     content_etag,
     decode_body,
@@ -28,7 +29,7 @@ from flowstage.simulation.messages import node_not_in_workflow
 from flowstage.simulation.models import FileInfo, Run, RunState
 from flowstage.simulation.script import ScriptedOutcome
 
-__all__ = ["ROUTES", "ExecuteRequest", "IdleStatus", "ProcessFilesRequest"]
+__all__ = ["ROUTES", "ExecuteRequest", "IdleStatus", "ProcessFilesRequest", "run_response"]
 
 _encoder = msgspec.json.Encoder()
 # A floor, not just > 0: at speed 5e-324 a node's duration overflows to infinity and its
@@ -45,6 +46,12 @@ class ExecuteRequest(msgspec.Struct, frozen=True, rename="camel", forbid_unknown
     inputs: dict[str, Any] = {}
     # node id -> how that node ends (simulation.script); for tests.
     script: dict[str, ScriptedOutcome] = {}
+    # Debugging (server.debugging): pause before these nodes; outputs given instead of computed;
+    # run from a node with what an earlier run computed upstream of it.
+    breakpoints: NodeIds = []
+    pinned: dict[str, Any] = {}
+    start_at: NodeId | None = None
+    from_run: NodeId | None = None
 
 
 class ProcessFilesRequest(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
@@ -57,7 +64,7 @@ class IdleStatus(msgspec.Struct, frozen=True):
     state: str = "idle"
 
 
-def _run_response(request: web.Request, run: Run, status: int = 200,
+def run_response(request: web.Request, run: Run, status: int = 200,
                   headers: dict[str, str] | None = None) -> web.Response:
     if request.method == "GET":
         return hashed_response(request, run, headers)
@@ -70,11 +77,13 @@ async def execute(request: web.Request) -> web.Response:
     body = await decode_body(request, ExecuteRequest, optional=True)
     store = request.app[STORE]
     workflow = await store.workflows.get(request.match_info["id"])
+    debug = await execute_options(request.app[RUNS], workflow, body.breakpoints, body.pinned, body.start_at,
+                                  body.from_run)
     await store.runs.freeze_graph(workflow)
     run = await request.app[ENGINE].execute(
         workflow, run_id=new_id("run"), seed=body.seed, speed=body.speed, failure_rate=body.failure_rate,
-        inputs=body.inputs, script=body.script)
-    return _run_response(request, run, 202, {"Location": f"/api/runs/{run.id}"})
+        inputs=body.inputs, script=body.script, debug=debug)
+    return run_response(request, run, 202, {"Location": f"/api/runs/{run.id}"})
 
 
 async def process_files(request: web.Request) -> web.Response:
@@ -89,7 +98,7 @@ async def process_files(request: web.Request) -> web.Response:
     run = await request.app[ENGINE].execute(
         workflow, run_id=new_id("run"), seed=body.seed, speed=body.speed, only_node=node_id, kind="process-files",
         inputs={"fileIds": body.file_ids, "files": _file_inputs(files)})
-    return _run_response(request, run, 202, {"Location": f"/api/runs/{run.id}"})
+    return run_response(request, run, 202, {"Location": f"/api/runs/{run.id}"})
 
 
 def _file_inputs(files: list[FileInfo]) -> list[dict[str, Any]]:
@@ -99,7 +108,7 @@ def _file_inputs(files: list[FileInfo]) -> list[dict[str, Any]]:
 
 async def _control_latest(request: web.Request, action: Action) -> web.Response:
     run = await request.app[RUNS].control_latest(request.match_info["id"], action)
-    return _run_response(request, run)
+    return run_response(request, run)
 
 
 async def pause_workflow(request: web.Request) -> web.Response:
@@ -116,7 +125,7 @@ async def stop_workflow(request: web.Request) -> web.Response:
 
 async def _control(request: web.Request, action: Action) -> web.Response:
     run = await request.app[RUNS].control(request.match_info["runId"], action)
-    return _run_response(request, run)
+    return run_response(request, run)
 
 
 async def pause_run(request: web.Request) -> web.Response:
@@ -155,7 +164,7 @@ async def list_runs(request: web.Request) -> web.Response:
 
 
 async def get_run(request: web.Request) -> web.Response:
-    return _run_response(request, await request.app[RUNS].get(request.match_info["runId"]))
+    return run_response(request, await request.app[RUNS].get(request.match_info["runId"]))
 
 
 _STATUS_SCHEMA = {"application/json": {"anyOf": [
