@@ -134,5 +134,5 @@ def interrupt_stored(
     emit(RunFailed(run.id, run.workflow_id, seq, ts, INTERRUPTED_ERROR))
     done = sum(node_work(n.progress, node_id in not_taken) for node_id, n in nodes.items())
     failed = msgspec.structs.replace(run, state=run_transition(run.state, "fail"), finished_at=ts, nodes=nodes,
-                                     error=INTERRUPTED_ERROR, progress=run_progress(done, len(nodes)))
+                                     error=INTERRUPTED_ERROR, progress=run_progress(done, len(nodes)), paused_at=None)
     return failed, out

@@ -6,16 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from conftest import ClientFactory
+from conftest import ClientFactory, make_settings
+from test_runs_http import DeadSink
 
 from flowstage.actors.clock import ManualClock
 from flowstage.config import Settings
 from flowstage.server.app import create_app
+from flowstage.server.keys import ENGINE
 from flowstage.simulation.timefmt import iso_ms
 
 Client = TestClient[Any, web.Application]
@@ -366,3 +369,28 @@ async def test_a_stopped_run_is_retried_with_its_speed_and_a_new_seed(clocked: C
     assert held["pausedAt"] == {"nodeId": "c", "reason": "breakpoint"}
     assert held["nodes"]["t"]["startedAt"] is None  # reused
     assert held["nodes"]["a"]["startedAt"] == held["createdAt"]  # stopped half-way: it runs again
+
+
+async def test_a_run_held_at_a_breakpoint_is_stored_paused_and_ends_interrupted_after_a_crash(
+    aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, storage="sqlite")
+    clock = ManualClock(start=T0)
+    app = create_app(settings, clock=clock)
+    client = await aiohttp_client(app)
+    wf = await create(client, CHAIN)
+    run = await post(client, f"/api/workflows/{wf}/execute", 202, {"breakpoints": ["b"]})
+    await clock.advance(TRIGGER + 1.0)
+    await app[ENGINE].flush()
+    listed = await get(client, "/api/runs?state=paused")
+    assert [(r["id"], r["pausedAt"]) for r in listed["items"]] == [(run["id"], {"nodeId": "b", "reason": "breakpoint"})]
+    app[ENGINE].sink = DeadSink()  # the process dies: nothing more is saved
+    await client.close()
+
+    again = await aiohttp_client(create_app(settings, clock=ManualClock(start=T0 + 60)))
+    lost = await get(again, f"/api/runs/{run['id']}")
+    assert lost["state"] == "failed" and lost["error"]["code"] == "interrupted" and lost["pausedAt"] is None
+    assert states(lost) == {"t": "completed", "a": "completed", "b": "skipped", "c": "skipped", "d": "skipped"}
+    # What it had done is still worth a retry.
+    retry = await post(again, f"/api/runs/{run['id']}/retry", 202)
+    assert retry["parentRunId"] == run["id"]
