@@ -244,7 +244,10 @@ class RunHandle:
             if state in TERMINAL:
                 return await self._final()
             if state == "paused":
-                raise self._stalled("it is paused", waiting)
+                live = engine.snapshot(self.id)
+                at = live.paused_at if live is not None else None
+                where = f" ({at.reason} at {at.node_id})" if at is not None and at.node_id else ""
+                raise self._stalled(f"it is paused{where}", waiting)
             if engine.stalled(self.id):
                 raise self._stalled("nothing is scheduled (a node hangs)", waiting)
             if self.stage.time == "manual" and not self.stage.mode.busy():

@@ -206,6 +206,23 @@ async def test_run_until_idle_runs_every_timer(flowstage_clock: VirtualClock, fl
     assert flowstage_clock.now >= flowstage.journal.events[-1].at
 
 
+async def test_a_breakpoint_stalls_run_until_complete_naming_it_and_a_step_moves_on(flowstage: Stage) -> None:
+    flowstage.script.node("h").takes(2.0)
+    run = await chain_run(flowstage, breakpoints=["h"])
+    with pytest.raises(StageStalled, match=r"it is paused \(breakpoint at h\)") as stalled:
+        await run.run_until_complete()
+    assert stalled.value.waiting == ["h", "o"]
+    assert run.node("h")["state"] == "queued"
+    stepped = await flowstage.client.post(f"/api/runs/{run.id}/step", json={"nodeId": "h"})
+    assert stepped.status == 200
+    await flowstage.clock.run_until_idle()
+    assert (await run.snapshot())["pausedAt"] == {"nodeId": "h", "reason": "step"}
+    assert run.events.last("run.paused")["reason"] == "step"
+    assert run.node("h")["state"] == "completed" and run.node("o")["state"] == "queued"
+    assert (await flowstage.client.post(f"/api/runs/{run.id}/resume")).status == 200
+    assert (await run.run_until_complete())["state"] == "completed"
+
+
 async def test_pause_and_resume_under_manual_time(flowstage: Stage) -> None:
     flowstage.script.node("t").takes(1.0)
     flowstage.script.node("h").takes(2.0)
