@@ -126,6 +126,8 @@ class RunActor(Actor[RunMessage]):
                 self._needs_save |= machine.pause(self._runtime.clock.now())
                 reply = self.snapshot()
             case Resume():
+                if machine.debug is not None:  # a resume during a step lets the run go on freely
+                    machine.debug.stepping = None
                 self._needs_save |= machine.resume(self._runtime.clock.now())
                 reply = self.snapshot()
             case Stop():

@@ -394,3 +394,14 @@ async def test_a_run_held_at_a_breakpoint_is_stored_paused_and_ends_interrupted_
     # What it had done is still worth a retry.
     retry = await post(again, f"/api/runs/{run['id']}/retry", 202)
     assert retry["parentRunId"] == run["id"]
+
+
+async def test_a_resume_during_a_step_lets_the_run_go_on_freely(clocked: Client, clock: ManualClock) -> None:
+    wf = await create(clocked, CHAIN)
+    run = await post(clocked, f"/api/workflows/{wf}/execute", 202, {"breakpoints": ["a"]})
+    await clock.advance(TRIGGER)
+    await post(clocked, f"/api/runs/{run['id']}/step", 200, {"nodeId": "b"})
+    resumed = await post(clocked, f"/api/runs/{run['id']}/resume", 200)
+    assert resumed["state"] == "running"
+    await clock.run_until_idle()
+    assert (await get(clocked, f"/api/runs/{run['id']}"))["state"] == "completed"
