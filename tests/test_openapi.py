@@ -386,7 +386,9 @@ def test_creates_link_to_the_operations_that_use_the_new_id(spec: dict[str, Any]
     assert links("executeWorkflow", "202") == {
         "getRun": new_run, "pauseRun": new_run, "resumeRun": new_run, "stopRun": new_run,
         "streamRunEvents": new_run, "stepRun": new_run, "setRunBreakpoints": new_run, "retryRun": new_run}
-    assert links("processFiles", "202") == links("executeWorkflow", "202")
+    # The node a process-files run ran is the request's: its inspection is linked too.
+    assert links("processFiles", "202") == {
+        **links("executeWorkflow", "202"), "getRunNode": {**new_run, "nodeId": "$request.path.nodeId"}}
     new_workflow = {"id": "$response.body#/id"}
     created = links("createWorkflow", "201")
     assert created["getWorkflow"] == created["executeWorkflow"] == created["addNode"] == new_workflow

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flowstage.server.openapi import Route
-from flowstage.server.routes import debugging, events, files, meta, nodes, runs, templates, workflows
+from flowstage.server.routes import debugging, events, files, inspection, meta, nodes, runs, templates, workflows
 
 __all__ = ["ALL_ROUTES"]
 
@@ -13,6 +13,7 @@ ALL_ROUTES: tuple[Route, ...] = (
     *nodes.ROUTES,
     *runs.ROUTES,
     *debugging.ROUTES,
+    *inspection.ROUTES,
     *templates.ROUTES,
     *files.ROUTES,
     *events.ROUTES,
