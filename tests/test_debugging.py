@@ -128,6 +128,13 @@ async def test_breakpoint_step_three_times_then_resume_to_completion(clocked: Cl
     step3 = await post(clocked, f"/api/runs/{run_id}/step", 200)
     assert step3["pausedAt"] == {"nodeId": "c", "reason": "step"} and states(step3)["c"] == "paused"
     assert step3["nodes"]["c"]["startedAt"] == iso_ms(T0 + TRIGGER + 62.0)
+    # What c received, what it waits for, and how long it has run: nothing yet, it just started.
+    c = await get(clocked, f"/api/runs/{run_id}/nodes/c")
+    assert c["inputs"] == {"b-c": after_b["nodes"]["b"]["output"]} and c["waitingFor"] == []
+    assert (c["state"], c["durationMs"], c["attempt"]) == ("paused", 0.0, 1)
+    assert c["queuedAt"] == after_b["nodes"]["b"]["finishedAt"] and c["startedAt"] == iso_ms(T0 + TRIGGER + 62.0)
+    d = await get(clocked, f"/api/runs/{run_id}/nodes/d")
+    assert (d["state"], d["inputs"], d["waitingFor"]) == ("idle", {}, ["c-d"])
 
     resumed = await post(clocked, f"/api/runs/{run_id}/resume", 200)
     assert resumed["state"] == "running" and resumed["pausedAt"] is None
@@ -177,6 +184,13 @@ async def test_a_failed_run_retried_reuses_its_upstream_and_completes(clocked: C
     assert [(e["event"], e["nodeId"], e.get("reused")) for e in t_events] == [
         ("node.completed", "t", True), ("node.completed", "a", True)]
     assert t_events[1]["output"] == failed["nodes"]["a"]["output"]
+
+    # The inspector says which nodes ran again, and how often each ran in the lineage.
+    t_view = await get(clocked, f"/api/runs/{retry['id']}/nodes/t")
+    assert (t_view["reused"], t_view["attempt"], t_view["durationMs"], t_view["queuedAt"]) == (True, 1, None, None)
+    b_view = await get(clocked, f"/api/runs/{retry['id']}/nodes/b")
+    assert (b_view["reused"], b_view["attempt"], b_view["durationMs"]) == (False, 2, 1000.0)
+    assert b_view["inputs"] == {"a-b": failed["nodes"]["a"]["output"]}
 
     # Only a failed or stopped run is retried.
     again = await clocked.post(f"/api/runs/{retry['id']}/retry")
@@ -326,6 +340,8 @@ async def test_pinned_outputs_stand_in_for_the_nodes_and_flow_downstream(clocked
     assert [(e["event"], e.get("pinned"), e.get("reused")) for e in a_events] == [("node.completed", True, None)]
     edge = next(e for e in seen if e["event"] == "edge.data" and e["connectionId"] == "a-b")
     assert edge["items"] == 2
+    a_view = await get(clocked, f"/api/runs/{run['id']}/nodes/a")
+    assert (a_view["pinned"], a_view["reused"], a_view["attempt"], a_view["output"]) == (True, False, 0, pinned)
 
 
 async def test_run_from_a_node_reuses_what_is_upstream_of_it_and_reruns_the_rest(
