@@ -654,3 +654,24 @@ async def test_a_client_ahead_of_the_store_after_a_crash_still_gets_the_end(
         body = (await resp.read()).decode()
     assert body.count("event: ") == 1
     assert "event: run.failed" in body and '"code":"interrupted"' in body
+
+
+async def test_execute_with_count_starts_that_many_runs_in_one_request(clocked: Client, clock: ManualClock) -> None:
+    wf_id = await create(clocked, DIAMOND)
+    resp = await clocked.post(f"/api/workflows/{wf_id}/execute", json={"count": 3, "seed": 5, "speed": 2})
+    assert resp.status == 202, await resp.text()
+    assert "Location" not in resp.headers
+    batch = await resp.json()
+    assert batch["nextCursor"] is None
+    assert [(r["state"], r["seed"], r["speed"]) for r in batch["items"]] == [
+        ("running", 5, 2.0), ("running", 6, 2.0), ("running", 7, 2.0)]
+    assert len({r["id"] for r in batch["items"]}) == 3
+    await clock.run_until_idle()
+    listed = await (await clocked.get(f"/api/workflows/{wf_id}/runs")).json()
+    assert sorted(r["id"] for r in listed["items"]) == sorted(r["id"] for r in batch["items"])
+    assert {r["state"] for r in listed["items"]} == {"completed"}
+    for count in (0, 1001, "2"):
+        bad = await clocked.post(f"/api/workflows/{wf_id}/execute", json={"count": count})
+        assert bad.status == 422
+        assert [e["loc"] for e in (await bad.json())["errors"]] == [["body", "count"]]
+    assert len((await (await clocked.get(f"/api/workflows/{wf_id}/runs")).json())["items"]) == 3

@@ -3,6 +3,7 @@ dataflow. Handlers translate HTTP into engine calls; `RunService` knows live fro
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, cast
 
 import msgspec
@@ -32,6 +33,8 @@ from flowstage.simulation.script import ScriptedOutcome
 __all__ = ["ROUTES", "ExecuteRequest", "IdleStatus", "ProcessFilesRequest", "run_response"]
 
 _encoder = msgspec.json.Encoder()
+MAX_COUNT = 1000  # runs one execute may start
+SEED_LIMIT = 2**53
 # A floor, not just > 0: at speed 5e-324 a node's duration overflows to infinity and its
 # progress after a pause becomes NaN (sent as null). 1e-6 stretches a 1 s node to 11 days.
 Speed = Annotated[float, Meta(ge=1e-6, le=1e6)]
@@ -40,7 +43,7 @@ Speed = Annotated[float, Meta(ge=1e-6, le=1e6)]
 class ExecuteRequest(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
     """`POST .../execute` body; every field is optional."""
 
-    seed: Annotated[int, Meta(ge=0, le=2**53)] | None = None
+    seed: Annotated[int, Meta(ge=0, le=SEED_LIMIT)] | None = None
     speed: Speed | None = None
     failure_rate: Annotated[float, Meta(ge=0, le=1)] = 0.0
     inputs: dict[str, Any] = {}
@@ -52,6 +55,8 @@ class ExecuteRequest(msgspec.Struct, frozen=True, rename="camel", forbid_unknown
     pinned: dict[str, Any] = {}
     start_at: NodeId | None = None
     from_run: NodeId | None = None
+    # Load: start this many runs at once; the answer is then {"items": [Run, ...]}.
+    count: Annotated[int, Meta(ge=1, le=MAX_COUNT)] | None = None
 
 
 class ProcessFilesRequest(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
@@ -80,10 +85,23 @@ async def execute(request: web.Request) -> web.Response:
     debug = await execute_options(request.app[RUNS], workflow, body.breakpoints, body.pinned, body.start_at,
                                   body.from_run)
     await store.runs.freeze_graph(workflow)
-    run = await request.app[ENGINE].execute(
-        workflow, run_id=new_id("run"), seed=body.seed, speed=body.speed, failure_rate=body.failure_rate,
-        inputs=body.inputs, script=body.script, debug=debug)
-    return run_response(request, run, 202, {"Location": f"/api/runs/{run.id}"})
+    engine = request.app[ENGINE]
+    if body.count is None:
+        run = await engine.execute(
+            workflow, run_id=new_id("run"), seed=body.seed, speed=body.speed, failure_rate=body.failure_rate,
+            inputs=body.inputs, script=body.script, debug=debug)
+        return run_response(request, run, 202, {"Location": f"/api/runs/{run.id}"})
+    # N runs: run i gets seed + i when a seed is given, so they differ and still repeat.
+    seeds = [None if body.seed is None else (body.seed + i) % (SEED_LIMIT + 1) for i in range(body.count)]
+    started = await asyncio.gather(*(
+        engine.execute(workflow, run_id=new_id("run"), seed=seed, speed=body.speed, failure_rate=body.failure_rate,
+                       inputs=body.inputs, script=body.script, debug=debug)
+        for seed in seeds), return_exceptions=True)
+    for outcome in started:
+        if isinstance(outcome, BaseException):  # e.g. shutting down part-way: the others run on
+            raise outcome
+    # A list like every other (its one page: nextCursor is null).
+    return json_response(Page(items=cast(list[Run], started), next_cursor=None), status=202)
 
 
 async def process_files(request: web.Request) -> web.Response:
@@ -167,6 +185,10 @@ async def get_run(request: web.Request) -> web.Response:
     return run_response(request, await request.app[RUNS].get(request.match_info["runId"]))
 
 
+_EXECUTE_SCHEMA = {"application/json": {"anyOf": [
+    {"$ref": "#/components/schemas/Run"},
+    {"$ref": "#/components/schemas/Page_Run_", "description": "With `count`: every run started"},
+]}}
 _STATUS_SCHEMA = {"application/json": {"anyOf": [
     {"$ref": "#/components/schemas/Run"},
     {"type": "object", "properties": {"state": {"const": "idle"}}, "required": ["state"]},
@@ -181,9 +203,9 @@ ROUTES = (
     Route("POST", "/api/workflows/{id}/execute", execute,
           "Start a new run of the workflow's current version", "runs",
           operation_id="executeWorkflow", creates="/api/runs/{runId}",
-          body=ExecuteRequest, body_required=False, response=Run, status=202,
+          body=ExecuteRequest, body_required=False, response_content=_EXECUTE_SCHEMA, status=202,
           errors=(400, 404, 413, 415, 422, 503),
-          response_headers={"Location": "The run's URL", "ETag": "The run's current tag"}),
+          response_headers={"Location": "The run's URL (not with `count`)", "ETag": "The run's current tag"}),
     Route("POST", "/api/workflows/{id}/pause", pause_workflow,
           "Pause the workflow's latest run", "runs", operation_id="pauseWorkflow",
           response=Run, errors=_CONTROL_ERRORS),
