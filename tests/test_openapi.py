@@ -181,7 +181,7 @@ async def test_node_type_defaults_are_valid_configs(client: Client) -> None:
 # --- a document a client generator can trust ------------------------------------------------
 
 VERBS = {"list", "get", "create", "update", "delete", "add", "execute", "pause", "resume", "stop",
-         "process", "apply", "export", "import", "upload", "stream"}
+         "process", "apply", "export", "import", "upload", "stream", "replay"}
 
 
 def _operations(spec: dict[str, Any]) -> dict[str, tuple[str, str, dict[str, Any]]]:
@@ -219,7 +219,7 @@ def test_operation_ids_are_unique_camel_case_verbs(spec: dict[str, Any]) -> None
 def test_bodies_are_required_only_where_the_server_requires_one(spec: dict[str, Any]) -> None:
     optional = {op_id for op_id, (_, _, op) in _operations(spec).items()
                 if "requestBody" in op and not op["requestBody"]["required"]}
-    assert optional == {"executeWorkflow", "applyTemplate"}
+    assert optional == {"executeWorkflow", "applyTemplate", "replayRun", "replayRecording"}
 
 
 async def test_execute_and_apply_accept_an_empty_post(client: Client, wf: str) -> None:
@@ -385,8 +385,10 @@ def test_creates_link_to_the_operations_that_use_the_new_id(spec: dict[str, Any]
     new_run = {"runId": "$response.body#/id"}
     assert links("executeWorkflow", "202") == {
         "getRun": new_run, "pauseRun": new_run, "resumeRun": new_run, "stopRun": new_run,
-        "streamRunEvents": new_run}
+        "streamRunEvents": new_run, "getRunRecording": new_run, "replayRun": new_run}
     assert links("processFiles", "202") == links("executeWorkflow", "202")
+    assert links("replayRun", "202") == links("replayRecording", "202") == links("executeWorkflow", "202")
+    assert links("importRecording", "201") == {"replayRecording": {"id": "$response.body#/id"}}
     new_workflow = {"id": "$response.body#/id"}
     created = links("createWorkflow", "201")
     assert created["getWorkflow"] == created["executeWorkflow"] == created["addNode"] == new_workflow

@@ -121,7 +121,7 @@ async def test_a_version_1_database_is_migrated_keeping_every_row(
     assert got.headers["ETag"] == '"3"'
     assert await got.json() == {**workflow, "viewport": None}
     # Fields added since read as their defaults.
-    debugging = {"pausedAt": None, "breakpoints": [], "parentRunId": None, "replayOf": None}
+    debugging: dict[str, Any] = {"pausedAt": None, "breakpoints": [], "parentRunId": None, "replayOf": None}
     assert (await (await client.get("/api/runs")).json())["items"] == [{**run, **debugging}]
     assert (await (await client.get("/api/runs?state=completed")).json())["items"] == [{**run, **debugging}]
     await client.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flowstage.server.openapi import Route
-from flowstage.server.routes import events, files, meta, nodes, runs, templates, workflows
+from flowstage.server.routes import events, files, meta, nodes, recordings, runs, templates, workflows
 
 __all__ = ["ALL_ROUTES"]
 
@@ -12,6 +12,7 @@ ALL_ROUTES: tuple[Route, ...] = (
     *workflows.ROUTES,
     *nodes.ROUTES,
     *runs.ROUTES,
+    *recordings.ROUTES,
     *templates.ROUTES,
     *files.ROUTES,
     *events.ROUTES,
