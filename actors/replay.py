@@ -82,7 +82,9 @@ class ReplayActor(Actor[RunMessage]):
         self._first = Run(run_id, recorded.workflow_id, recorded.workflow_version, "running", recorded.seed, speed,
                           stamp, stamp, None, 0.0, dict.fromkeys(recorded.nodes, _IDLE), recorded.failure_rate,
                           kind="replay", replay_of=replay_of)
-        self._history = RunHistory(self._first)
+        # A failed node's progress is where its failure struck, which only the recorded run says.
+        self._history = RunHistory(self._first, {node_id: n.progress for node_id, n in recorded.nodes.items()
+                                                 if n.state == "failed"})
         self._state: RunState = "running"
         self._events = recording.events
         self._next = 0  # the index of the next event to play
@@ -154,6 +156,7 @@ class ReplayActor(Actor[RunMessage]):
         """Write a recorded event as this run's: its id, the next seq, stamped at `t`."""
         log = self.log
         self._history.apply(_replace(event, ts=log.stamp(t)))
+        # Every event's first four fields are runId, workflowId, seq and ts: the log writes its own.
         log.event(t, EVENT_CODES[event_name(event)], type(event), *_astuple(event)[4:])
         if self._history.state in RUN_FINISHED:  # its terminal event
             log.finish()

@@ -9,6 +9,8 @@ since a stored snapshot may already show some of the events. Pure: no clock, no 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import msgspec
 
 from flowstage.simulation.models import (
@@ -44,10 +46,14 @@ class RunHistory:
     nodes skipped because their branch was not taken (a snapshot does not say why a node was
     skipped, and such a node counts as done in the run's progress)."""
 
-    __slots__ = ("_error", "_finished_at", "_nodes", "_paused_at", "_run", "_started_at", "_state", "not_taken")
+    __slots__ = ("_error", "_failed_at", "_finished_at", "_nodes", "_paused_at", "_run", "_started_at", "_state",
+                 "not_taken")
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, failed_at: Mapping[str, float] | None = None) -> None:
+        """`failed_at`: node id -> the progress at which that node failed, when known (a
+        node.failed event does not say; a recording's run does)."""
         self._run = run
+        self._failed_at = failed_at or {}
         self._nodes = dict(run.nodes)
         self._state: RunState = run.state
         self._started_at = run.started_at
@@ -74,7 +80,8 @@ class RunHistory:
                 nodes[nid] = _replace(nodes[nid], state=NODE_TARGET["complete"], progress=1.0, finished_at=ts,
                                       output=out)
             case NodeFailed(node_id=nid, ts=ts, error=err) if nid in nodes:
-                nodes[nid] = _replace(nodes[nid], state=NODE_TARGET["fail"], finished_at=ts, error=err)
+                nodes[nid] = _replace(nodes[nid], state=NODE_TARGET["fail"], finished_at=ts, error=err,
+                                      progress=self._failed_at.get(nid, nodes[nid].progress))
             case NodeSkipped(node_id=nid, ts=ts, reason=reason) if nid in nodes:
                 nodes[nid] = _replace(nodes[nid], state=NODE_TARGET["skip"], finished_at=ts)
                 if reason == BRANCH_NOT_TAKEN:

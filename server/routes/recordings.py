@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from flowstage.server.http import decode_body, hashed_response, json_response
+from flowstage.server.http import content_etag, decode_body, hashed_response, json_response
 from flowstage.server.keys import ENGINE, NOW, STORE
 from flowstage.server.openapi import Route
 from flowstage.server.recordings import RecordingService
@@ -33,8 +33,9 @@ def _service(request: web.Request) -> RecordingService:
 
 
 def _replay_response(run: Run) -> web.Response:
-    return web.Response(body=_encoder.encode(run), status=202, content_type="application/json",
-                        headers={"Location": f"/api/runs/{run.id}"})
+    body = _encoder.encode(run)
+    return web.Response(body=body, status=202, content_type="application/json",
+                        headers={"Location": f"/api/runs/{run.id}", "ETag": content_etag(body)})
 
 
 async def get_recording(request: web.Request) -> web.Response:
@@ -61,7 +62,7 @@ async def replay_recording(request: web.Request) -> web.Response:
     return _replay_response(await _service(request).replay_recording(request.match_info["id"], body.speed))
 
 
-_REPLAY_HEADERS = {"Location": "The replay run's URL"}
+_REPLAY_HEADERS = {"Location": "The replay run's URL", "ETag": "The run's current tag"}
 
 ROUTES = (
     Route("GET", "/api/runs/{runId}/recording", get_recording,
