@@ -63,6 +63,8 @@ def start_replay(runtime: Runtime, supervisor: Supervisor, registry: RunRegistry
 
 
 class ReplayActor(Actor[RunMessage]):
+    """One replay run; see the module docstring. `start_replay` builds and starts one."""
+
     __slots__ = ("_at", "_collected", "_dirty", "_ended", "_events", "_first", "_history", "_needs_save", "_next",
                  "_persisted", "_runtime", "_saving", "_speed", "_state", "_wakeup", "id", "log", "plan",
                  "workflow_id")
