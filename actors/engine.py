@@ -28,6 +28,7 @@ from flowstage.actors.flusher import Flusher
 from flowstage.actors.handlers import HandlerRegistry
 from flowstage.actors.messages import Interrupt, Pause, Resume, RunCommand, Stop
 from flowstage.actors.registry import RunRegistry
+from flowstage.actors.replay import start_replay
 from flowstage.actors.run import RunActor
 from flowstage.actors.runtime import EngineConfig, Runtime, WorkSet
 from flowstage.actors.scheduler import Scheduler
@@ -36,6 +37,7 @@ from flowstage.simulation.errors import FieldError, Invalid, Unavailable
 from flowstage.simulation.messages import INTERRUPTED_ERROR
 from flowstage.simulation.models import EdgeFlow, ErrorInfo, Run, Workflow
 from flowstage.simulation.plan import edge_flows
+from flowstage.simulation.recording import Recording
 from flowstage.simulation.script import ScriptedOutcome
 
 __all__ = ["Action", "DebugOptions", "Engine", "EngineConfig", "EventListener", "ScriptSource"]
@@ -226,6 +228,17 @@ class Engine:
         """Persist everything pending now."""
         if self._status == "open":
             await self._flusher.flush_soon()
+
+    async def replay(self, recording: Recording, *, run_id: str, replay_of: str, speed: float | None = None) -> Run:
+        """Start a read-only run of kind "replay" playing `recording` (checked by
+        simulation.recording) back at `speed`; return its first snapshot once persisted.
+        Raises Invalid (bad speed), Conflict (run id taken) or Unavailable (engine not open)."""
+        if self._status != "open":
+            raise Unavailable("The engine is not running")
+        first = start_replay(self._runtime, self, self._registry, recording, run_id=run_id, replay_of=replay_of,
+                             speed=speed, at=self.clock.now())
+        await self._flusher.flush_soon()
+        return first
 
     # --- supervision -----------------------------------------------------------------------
 

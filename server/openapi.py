@@ -155,10 +155,15 @@ def build_openapi(routes: Iterable[Route], version: str) -> dict[str, Any]:
     }
     requests, request_components = msgspec.json.schema_components(request_types, ref_template=_REF)
     request_components = {name: _as_received(schema) for name, schema in request_components.items()}
-    renamed = {
+    # A request type that reads differently is renamed, and so is one that refers to a renamed
+    # one (a body holding a Run holds a RunInput), until nothing more changes.
+    renamed: dict[str, str] = {}
+    while more := {
         name: f"{name}Input" for name, schema in request_components.items()
-        if answer_components.get(name, schema) != schema
-    }
+        if name not in renamed and name in answer_components
+        and answer_components[name] != _renamed(schema, renamed)
+    }:
+        renamed.update(more)
     request_components = {
         renamed.get(n, n): _renamed({**s, "title": renamed[n]} if n in renamed else s, renamed)
         for n, s in request_components.items()
@@ -352,6 +357,9 @@ def _renamed(node: Any, renamed: dict[str, str]) -> Any:
     refs = {_REF.format(name=old): _REF.format(name=new) for old, new in renamed.items()}
 
     def repoint(d: dict[str, Any]) -> dict[str, Any]:
+        mapping = d.get("mapping")  # a discriminator's, naming components by reference too
+        if isinstance(mapping, dict) and all(isinstance(v, str) for v in mapping.values()):
+            d = {**d, "mapping": {k: refs.get(v, v) for k, v in mapping.items()}}
         return {**d, "$ref": refs[d["$ref"]]} if d.get("$ref") in refs else d
 
     return _rewrite(node, repoint)

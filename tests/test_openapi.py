@@ -219,7 +219,7 @@ def test_operation_ids_are_unique_camel_case_verbs(spec: dict[str, Any]) -> None
 def test_bodies_are_required_only_where_the_server_requires_one(spec: dict[str, Any]) -> None:
     optional = {op_id for op_id, (_, _, op) in _operations(spec).items()
                 if "requestBody" in op and not op["requestBody"]["required"]}
-    assert optional == {"executeWorkflow", "applyTemplate", "stepRun", "retryRun"}
+    assert optional == {"executeWorkflow", "applyTemplate", "stepRun", "retryRun", "replayRun", "replayRecording"}
 
 
 async def test_execute_and_apply_accept_an_empty_post(client: Client, wf: str) -> None:
@@ -385,10 +385,13 @@ def test_creates_link_to_the_operations_that_use_the_new_id(spec: dict[str, Any]
     new_run = {"runId": "$response.body#/id"}
     assert links("executeWorkflow", "202") == {
         "getRun": new_run, "pauseRun": new_run, "resumeRun": new_run, "stopRun": new_run,
-        "streamRunEvents": new_run, "stepRun": new_run, "setRunBreakpoints": new_run, "retryRun": new_run}
+        "streamRunEvents": new_run, "stepRun": new_run, "setRunBreakpoints": new_run, "retryRun": new_run,
+        "getRunRecording": new_run, "replayRun": new_run}
     # The node a process-files run ran is the request's: its inspection is linked too.
     assert links("processFiles", "202") == {
         **links("executeWorkflow", "202"), "getRunNode": {**new_run, "nodeId": "$request.path.nodeId"}}
+    assert links("replayRun", "202") == links("replayRecording", "202") == links("executeWorkflow", "202")
+    assert links("importRecording", "201") == {"replayRecording": {"id": "$response.body#/id"}}
     new_workflow = {"id": "$response.body#/id"}
     created = links("createWorkflow", "201")
     assert created["getWorkflow"] == created["executeWorkflow"] == created["addNode"] == new_workflow

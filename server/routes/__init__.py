@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from flowstage.server.openapi import Route
-from flowstage.server.routes import debugging, events, files, inspection, meta, nodes, runs, templates, workflows
+from flowstage.server.routes import (
+    debugging,
+    events,
+    files,
+    inspection,
+    meta,
+    nodes,
+    recordings,
+    runs,
+    templates,
+    workflows,
+)
 
 __all__ = ["ALL_ROUTES"]
 
@@ -14,6 +25,7 @@ ALL_ROUTES: tuple[Route, ...] = (
     *runs.ROUTES,
     *debugging.ROUTES,
     *inspection.ROUTES,
+    *recordings.ROUTES,
     *templates.ROUTES,
     *files.ROUTES,
     *events.ROUTES,

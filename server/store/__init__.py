@@ -11,10 +11,11 @@ from flowstage.server.store.common import Page, new_id
 from flowstage.server.store.db import Database
 from flowstage.server.store.documents import Cached, DocumentRepo
 from flowstage.server.store.files import FileRepo
+from flowstage.server.store.recordings import RecordingRepo
 from flowstage.server.store.runs import RunRepo
 from flowstage.simulation.models import Template, Workflow
 
-__all__ = ["Cached", "Database", "DocumentRepo", "FileRepo", "Page", "RunRepo", "Store", "new_id"]
+__all__ = ["Cached", "Database", "DocumentRepo", "FileRepo", "Page", "RecordingRepo", "RunRepo", "Store", "new_id"]
 
 
 class Store:
@@ -27,6 +28,7 @@ class Store:
         self.templates: DocumentRepo[Template] = DocumentRepo(self.db, "templates", Template, "template", now)
         self.files = FileRepo(self.db, files_dir)
         self.runs = RunRepo(self.db)
+        self.recordings = RecordingRepo(self.db)
 
     async def open(self) -> None:
         await self.db.open()

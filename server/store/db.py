@@ -55,6 +55,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX runs_by_state_newest ON runs (state, created_at DESC, id DESC);
     DROP INDEX runs_by_state;
     """,
+    # 3: imported recordings (POST /api/recordings), kept whole to be replayed.
+    """
+    CREATE TABLE recordings (
+        id TEXT PRIMARY KEY, created_at TEXT NOT NULL, run_id TEXT NOT NULL, workflow_id TEXT NOT NULL,
+        doc BLOB NOT NULL);
+    """,
 )
 
 
