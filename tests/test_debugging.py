@@ -421,3 +421,22 @@ async def test_a_resume_during_a_step_lets_the_run_go_on_freely(clocked: Client,
     assert resumed["state"] == "running"
     await clock.run_until_idle()
     assert (await get(clocked, f"/api/runs/{run['id']}"))["state"] == "completed"
+
+
+async def test_a_replay_cannot_be_stepped_given_breakpoints_or_retried(clocked: Client, clock: ManualClock) -> None:
+    wf = await create(clocked, CHAIN)
+    run = await post(clocked, f"/api/workflows/{wf}/execute", 202, {"breakpoints": ["b"]})
+    await clock.advance(TRIGGER + 1.0 + 5.0)  # held at b for five seconds, then stopped
+    await post(clocked, f"/api/runs/{run['id']}/stop", 200)
+    replay = await post(clocked, f"/api/runs/{run['id']}/replay", 202, {"speed": 1})
+    await clock.advance(TRIGGER + 1.0)
+    paused = await get(clocked, f"/api/runs/{replay['id']}")  # the recorded breakpoint, replayed
+    assert paused["state"] == "paused" and paused["pausedAt"] == {"nodeId": "b", "reason": "breakpoint"}
+    for method, path, body in (("POST", "step", None), ("PUT", "breakpoints", {"nodeIds": []}),
+                               ("POST", "retry", None)):
+        resp = await clocked.request(method, f"/api/runs/{replay['id']}/{path}", json=body)
+        assert resp.status == 409, (path, await resp.text())
+    await clock.run_until_idle()
+    assert (await get(clocked, f"/api/runs/{replay['id']}"))["state"] == "stopped"
+    retry = await clocked.post(f"/api/runs/{replay['id']}/retry")
+    assert (await retry.json())["detail"] == "Can't retry a replay run: only a workflow run is retried."
