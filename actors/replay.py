@@ -19,9 +19,10 @@ from typing import Any
 
 import msgspec
 
-from flowstage.actors.actor import Actor, Supervisor
-from flowstage.actors.eventlog import EVENT_CODES, EventLog, EventRows, iso
+from flowstage.actors.actor import Supervisor
+from flowstage.actors.eventlog import EVENT_CODES, EventLog, iso
 from flowstage.actors.messages import START, Due, GetSnapshot, Interrupt, RunMessage, Start
+from flowstage.actors.persistence import PersistentRun
 from flowstage.actors.registry import RunRegistry
 from flowstage.actors.runtime import Runtime
 from flowstage.actors.scheduler import Wakeup
@@ -61,22 +62,18 @@ def start_replay(runtime: Runtime, supervisor: Supervisor, registry: RunRegistry
     return first
 
 
-class ReplayActor(Actor[RunMessage]):
+class ReplayActor(PersistentRun):
     """One replay run; see the module docstring. `start_replay` builds and starts one."""
 
-    __slots__ = ("_at", "_collected", "_dirty", "_ended", "_events", "_first", "_history", "_needs_save", "_next",
-                 "_persisted", "_runtime", "_saving", "_speed", "_state", "_wakeup", "id", "log", "plan",
+    __slots__ = ("_at", "_ended", "_events", "_first", "_history", "_next", "_speed", "_state", "_wakeup", "plan",
                  "workflow_id")
 
     def __init__(self, runtime: Runtime, supervisor: Supervisor, plan: Plan, recording: Recording, run_id: str, *,
                  replay_of: str, speed: float, at: float) -> None:
-        super().__init__(mailbox_size=runtime.config.mailbox_size, supervisor=supervisor, loop=runtime.loop)
-        self._runtime = runtime
-        self.plan = plan
-        self.id = run_id
         recorded = recording.run
+        super().__init__(runtime, supervisor, run_id, EventLog(run_id, recorded.workflow_id, runtime))
+        self.plan = plan
         self.workflow_id = recorded.workflow_id
-        self.log = EventLog(run_id, recorded.workflow_id, runtime)
         stamp = iso(at)
         # The recorded run's identity (workflow version, seed, failure rate), this run's own
         # id, times and speed, and every node idle until its events play.
@@ -93,12 +90,6 @@ class ReplayActor(Actor[RunMessage]):
         self._speed = speed
         self._wakeup: Wakeup | None = None
         self._ended = False
-        # What the flusher has yet to do, as for a run (actors.run).
-        self._dirty = False
-        self._needs_save = True
-        self._saving = False
-        self._persisted = 0
-        self._collected = 0
 
     def __repr__(self) -> str:
         return f"<ReplayActor {self.id} {self._history.state}>"
@@ -186,9 +177,7 @@ class ReplayActor(Actor[RunMessage]):
         if not self._ended and self.log.finished:
             self._ended = self._needs_save = True
             self._runtime.finished(self)
-        if not self._dirty and (self._needs_save or self.log.seq > self._persisted):
-            self._dirty = True
-            self._runtime.on_dirty(self)
+        self._tell_flusher()
 
     def on_stop(self) -> None:
         if self._wakeup is not None:
@@ -201,37 +190,12 @@ class ReplayActor(Actor[RunMessage]):
         """Never: a replay always has its next event's wake-up set until it ends."""
         return False
 
-    @property
-    def stored(self) -> bool:
-        return not self._dirty and not self._needs_save and self._persisted >= self.log.seq
-
     def snapshot(self, *, raw: bool = False) -> Run:
         """The run as the events played so far make it. Outputs are plain data, which a sink
         encodes as it encodes `raw` ones (msgspec.Raw)."""
         return self._history.run()
 
-    # --- the flusher's side (a `Flushable`) ------------------------------------------------
+    # --- the flusher's side (actors.persistence) ---------------------------------------------
 
-    def collect(self, rows: EventRows) -> Run | None:
-        self._dirty = False
-        upto = self.log.seq
-        if upto > self._persisted:
-            self.log.add_rows(rows, self._persisted, upto)
-        self._collected = upto
-        self._saving = self._needs_save
-        if not self._needs_save:
-            return None
-        self._needs_save = False
+    def _to_save(self) -> Run:
         return self.snapshot()
-
-    def persisted(self) -> None:
-        if self._collected > self._persisted:
-            self._persisted = self._collected
-        self._saving = False
-
-    def unpersisted(self) -> None:
-        self._needs_save |= self._saving
-        self._saving = False
-        if not self._dirty:
-            self._dirty = True
-            self._runtime.on_dirty(self)

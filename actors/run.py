@@ -9,7 +9,8 @@ run and none per node.
 The actor owns three things: its state machine (actors.machine: state, nodes, timers,
 dataflow), its event log (actors.eventlog: the writer and the reader of its events), and
 the bookkeeping between them and the rest of the engine - one wake-up at the machine's
-earliest timer, and what the flusher has yet to persist. After every message it re-arms
+earliest timer, and what the flusher has yet to persist (actors.persistence, shared with the
+replay actor). After every message it re-arms
 that wake-up and, if anything is new, tells the flusher once.
 """
 
@@ -20,9 +21,9 @@ from typing import Any
 
 import msgspec
 
-from flowstage.actors.actor import Actor, Supervisor
+from flowstage.actors.actor import Supervisor
 from flowstage.actors.debugger import Debugger, DebugOptions
-from flowstage.actors.eventlog import EventLog, EventRows, iso
+from flowstage.actors.eventlog import EventLog, iso
 from flowstage.actors.machine import RunMachine
 from flowstage.actors.messages import (
     Due,
@@ -37,6 +38,7 @@ from flowstage.actors.messages import (
     Stop,
     WorkDone,
 )
+from flowstage.actors.persistence import PersistentRun
 from flowstage.actors.runtime import Runtime
 from flowstage.actors.scheduler import Wakeup
 from flowstage.simulation.models import NodeRun, Run
@@ -52,18 +54,15 @@ _Raw = msgspec.Raw
 _IDLE = NodeRun("idle", 0.0, None, None, None, None)
 
 
-class RunActor(Actor[RunMessage]):
-    __slots__ = ("_armed_when", "_collected", "_dirty", "_ended", "_first", "_needs_save", "_persisted", "_runtime",
-                 "_saved_state", "_saving", "_wakeup", "created_at", "failure_rate", "id", "kind", "log", "machine",
-                 "parent_run_id", "plan", "seed", "speed", "started_at", "workflow_id")
+class RunActor(PersistentRun):
+    __slots__ = ("_armed_when", "_ended", "_first", "_saved_state", "_wakeup", "created_at", "failure_rate", "kind",
+                 "machine", "parent_run_id", "plan", "seed", "speed", "started_at", "workflow_id")
 
     def __init__(self, runtime: Runtime, supervisor: Supervisor, plan: Plan, run_id: str, *, seed: int,
                  speed: float, failure_rate: float, inputs: Mapping[str, Any], kind: str, at: float,
                  script: Mapping[str, ScriptedOutcome], debug: DebugOptions | None = None) -> None:
-        super().__init__(mailbox_size=runtime.config.mailbox_size, supervisor=supervisor, loop=runtime.loop)
-        self._runtime = runtime
+        super().__init__(runtime, supervisor, run_id, EventLog(run_id, plan.workflow_id, runtime))
         self.plan = plan
-        self.id = run_id
         self.workflow_id = plan.workflow_id
         self.seed = seed
         self.speed = speed
@@ -71,7 +70,6 @@ class RunActor(Actor[RunMessage]):
         self.kind = kind
         # `at`: when the run was asked for (an execute may wait a few turns in a burst).
         self.created_at = self.started_at = iso(at)
-        self.log = EventLog(run_id, plan.workflow_id, runtime)
         self.parent_run_id = None if debug is None else debug.parent_run_id
         self.machine = RunMachine(plan, self.log, runtime, seed=seed, speed=speed, failure_rate=failure_rate,
                                   inputs=inputs, script=script, at=at,
@@ -80,13 +78,6 @@ class RunActor(Actor[RunMessage]):
         self._wakeup: Wakeup | None = None
         self._armed_when = 0.0
         self._ended = False
-        # What the flusher has yet to do: events after `_persisted`, and a snapshot when
-        # `_needs_save`. `_dirty`: the flusher already has this run on its list.
-        self._dirty = False
-        self._needs_save = True
-        self._saving = False
-        self._persisted = 0
-        self._collected = 0
         # The snapshot `execute` answers with; saved as it is if the first flush finds the
         # run still running (events carry the rest), which spares building one per run.
         self._first: Run | None = Run(run_id, self.workflow_id, plan.version, "running", seed, speed,
@@ -180,7 +171,7 @@ class RunActor(Actor[RunMessage]):
             self._runtime.finished(self)
         elif machine.state != self._saved_state:  # a debugger paused it, or a step
             self._needs_save = True
-        if not self._dirty and (self._needs_save or self.log.seq > self._persisted):
+        if not self._dirty and (self._needs_save or self.log.seq > self._persisted):  # _tell_flusher, inlined
             self._dirty = True
             self._runtime.on_dirty(self)
 
@@ -201,40 +192,14 @@ class RunActor(Actor[RunMessage]):
         return (machine.state == "running" and machine.next_due() is None
                 and not any(node is not None and node.work is not None for node in machine.nodes))
 
-    @property
-    def stored(self) -> bool:
-        """Everything about the run is persisted (it may leave memory)."""
-        return not self._dirty and not self._needs_save and self._persisted >= self.log.seq
+    # --- the flusher's side (actors.persistence) ---------------------------------------------
 
-    # --- the flusher's side (a `Flushable`) ------------------------------------------------
-
-    def collect(self, rows: EventRows) -> Run | None:
-        self._dirty = False
-        upto = self.log.seq
-        if upto > self._persisted:
-            self.log.add_rows(rows, self._persisted, upto)
-        self._collected = upto
-        self._saving = self._needs_save
-        if not self._needs_save:
-            return None
-        self._needs_save = False
+    def _to_save(self) -> Run:
         self._saved_state = self.machine.state
         first, self._first = self._first, None
         if first is None or self.machine.state != "running":
             first = self.snapshot(raw=True)
         return first
-
-    def persisted(self) -> None:
-        if self._collected > self._persisted:
-            self._persisted = self._collected
-        self._saving = False
-
-    def unpersisted(self) -> None:
-        self._needs_save |= self._saving
-        self._saving = False
-        if not self._dirty:
-            self._dirty = True
-            self._runtime.on_dirty(self)
 
     # --- views ---------------------------------------------------------------------------
 
