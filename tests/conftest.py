@@ -12,10 +12,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
+from flowstage.actors.clock import ManualClock
 from flowstage.config import Settings, load_settings
 from flowstage.server.app import create_app
 
 ClientFactory = AiohttpClient  # the `aiohttp_client` fixture
+Client = TestClient[Any, web.Application]
+T0 = 1_790_000_000.0  # where the `clock` fixture's manual clock starts (epoch seconds)
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -35,6 +38,25 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 async def client(aiohttp_client: ClientFactory, settings: Settings) -> TestClient[Any, web.Application]:
     return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A manual clock at T0: simulated time moves only when a test moves it."""
+    return ManualClock(start=T0)
+
+
+@pytest.fixture
+async def clocked(aiohttp_client: ClientFactory, settings: Settings, clock: ManualClock) -> Client:
+    """A client of an app on the `clock` fixture's manual clock."""
+    return await aiohttp_client(create_app(settings, clock=clock))
+
+
+async def create(client: Client, workflow: dict[str, Any]) -> str:
+    """Store `workflow` (201); its id."""
+    resp = await client.post("/api/workflows", json=workflow)
+    assert resp.status == 201, await resp.text()
+    return str((await resp.json())["id"])
 
 
 @pytest.fixture

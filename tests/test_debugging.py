@@ -10,19 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from conftest import ClientFactory, make_settings
+from conftest import T0, Client, ClientFactory, create, make_settings
 from test_runs_http import DeadSink
 
 from flowstage.actors.clock import ManualClock
-from flowstage.config import Settings
 from flowstage.server.app import create_app
 from flowstage.server.keys import ENGINE
 from flowstage.simulation.timefmt import iso_ms
 
-Client = TestClient[Any, web.Application]
-T0 = 1_790_000_000.0
 TRIGGER = 0.020  # a manual trigger's duration
 
 
@@ -43,20 +38,7 @@ CHAIN = {
 }
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(start=T0)
 
-
-@pytest.fixture
-async def clocked(aiohttp_client: ClientFactory, settings: Settings, clock: ManualClock) -> Client:
-    return await aiohttp_client(create_app(settings, clock=clock))
-
-
-async def create(client: Client, workflow: dict[str, Any]) -> str:
-    resp = await client.post("/api/workflows", json=workflow)
-    assert resp.status == 201, await resp.text()
-    return str((await resp.json())["id"])
 
 
 async def post(client: Client, path: str, status: int, body: Any = None) -> dict[str, Any]:

@@ -12,13 +12,11 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiohttp import FormData, web
-from aiohttp.test_utils import TestClient
-from conftest import ClientFactory, make_settings
+from aiohttp import FormData
+from conftest import T0, Client, ClientFactory, create, make_settings
 from PIL import Image
 
 from flowstage.actors.clock import ManualClock
-from flowstage.config import Settings
 from flowstage.server.app import create_app
 from flowstage.server.inspection import Recorded, lineage_attempts
 from flowstage.server.keys import ENGINE, STORE
@@ -39,9 +37,6 @@ from flowstage.simulation.node_view import EventRecord, executed, inspect_node
 from flowstage.simulation.plan import compile_plan
 from flowstage.simulation.timefmt import iso_ms
 
-Client = TestClient[Any, web.Application]
-T0 = 1_790_000_000.0
-
 
 def node(node_id: str, type_: str, **config: Any) -> dict[str, Any]:
     return {"id": node_id, "type": type_, "position": {"x": 0, "y": 0}, "data": {"config": config}}
@@ -60,14 +55,6 @@ def takes(ms: float, output: Any = None) -> dict[str, Any]:
 CHAIN_SCRIPT = {"t": takes(100, {"go": 1}), "h": takes(2000, {"status": 200}), "o": takes(100)}
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(start=T0)
-
-
-@pytest.fixture
-async def clocked(aiohttp_client: ClientFactory, settings: Settings, clock: ManualClock) -> Client:
-    return await aiohttp_client(create_app(settings, clock=clock))
 
 
 @pytest.fixture
@@ -75,11 +62,6 @@ async def chain(clocked: Client, simple_workflow: dict[str, Any]) -> str:
     """The `wf` fixture's workflow, on the clocked app."""
     return await create(clocked, simple_workflow)
 
-
-async def create(client: Client, workflow: dict[str, Any]) -> str:
-    resp = await client.post("/api/workflows", json=workflow)
-    assert resp.status == 201, await resp.text()
-    return str((await resp.json())["id"])
 
 
 async def execute(client: Client, wf_id: str, **body: Any) -> str:

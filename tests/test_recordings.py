@@ -14,19 +14,15 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiohttp import FormData, web
-from aiohttp.test_utils import TestClient
-from conftest import ClientFactory, make_settings
+from aiohttp import FormData
+from conftest import T0, Client, ClientFactory, create, make_settings
 from test_runs_http import DeadSink
 
 from flowstage.actors.clock import ManualClock
-from flowstage.config import Settings
 from flowstage.server.app import create_app
 from flowstage.server.keys import ENGINE
 from flowstage.simulation.timefmt import iso_ms, parse_iso
 
-Client = TestClient[Any, web.Application]
-T0 = 1_790_000_000.0
 WAIT = 10.0  # bound on a wait for the store or a stream; never what a test asserts
 
 
@@ -55,20 +51,7 @@ CHAIN_EVENTS = [
 READ_ONLY = "A replay is read-only: it plays a recording back and takes no commands."
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(start=T0)
 
-
-@pytest.fixture
-async def clocked(aiohttp_client: ClientFactory, settings: Settings, clock: ManualClock) -> Client:
-    return await aiohttp_client(create_app(settings, clock=clock))
-
-
-async def create(client: Client, workflow: dict[str, Any]) -> str:
-    resp = await client.post("/api/workflows", json=workflow)
-    assert resp.status == 201, await resp.text()
-    return str((await resp.json())["id"])
 
 
 async def execute(client: Client, wf_id: str, **body: Any) -> dict[str, Any]:

@@ -10,21 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import FormData, web
-from aiohttp.test_utils import TestClient
-from conftest import ClientFactory, make_settings
+from aiohttp import FormData
+from conftest import T0, Client, ClientFactory, create, make_settings
 from PIL import Image
 
 from flowstage.actors.clock import ManualClock
-from flowstage.config import Settings
 from flowstage.server.app import create_app
 from flowstage.server.keys import ENGINE, STORE
 from flowstage.server.store.runs import EventRow
 from flowstage.simulation.models import Run
 from flowstage.simulation.timefmt import iso_ms
-
-Client = TestClient[Any, web.Application]
-T0 = 1_790_000_000.0
 
 
 def node(node_id: str, type_: str, x: float = 0, **config: Any) -> dict[str, Any]:
@@ -42,11 +37,6 @@ DIAMOND = {
     "connections": [link("a", "b"), link("a", "c"), link("b", "d"), link("c", "d")],
 }
 
-
-async def create(client: Client, workflow: dict[str, Any]) -> str:
-    resp = await client.post("/api/workflows", json=workflow)
-    assert resp.status == 201, await resp.text()
-    return str((await resp.json())["id"])
 
 
 async def execute(client: Client, wf_id: str, **body: Any) -> dict[str, Any]:
@@ -77,14 +67,6 @@ class DeadSink:
         return None
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(start=T0)
-
-
-@pytest.fixture
-async def clocked(aiohttp_client: ClientFactory, settings: Settings, clock: ManualClock) -> Client:
-    return await aiohttp_client(create_app(settings, clock=clock))
 
 
 async def test_status_is_idle_before_the_first_run(client: Client, simple_workflow: dict[str, Any]) -> None:

@@ -9,11 +9,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from conftest import ClientFactory
 
 from flowstage.actors.clock import ManualClock
-from flowstage.config import Settings
-from flowstage.server.app import create_app
 from flowstage.server.store import new_id
 
 Client = TestClient[Any, web.Application]
@@ -22,12 +19,8 @@ JAN_1_2026 = 1_767_225_600.0
 
 @pytest.fixture
 def clock() -> ManualClock:
+    """conftest's `clocked` runs on this clock: stamps read as 2026-01-01."""
     return ManualClock(start=JAN_1_2026)
-
-
-@pytest.fixture
-async def clocked(aiohttp_client: ClientFactory, settings: Settings, clock: ManualClock) -> Client:
-    return await aiohttp_client(create_app(settings, clock=clock))
 
 
 async def problem(resp: Any, status: int, loc: list[Any] | None = None) -> dict[str, Any]:
