@@ -175,12 +175,13 @@ class EventLog:
         ms = round(t * 1000)
         self._ts, self._tsb = _STAMPS.get(ms) or _stamp(ms)
 
-    def event(self, t: float, code: int, cls: Callable[..., Any], *fields: Any, **named: Any) -> None:
-        """Write one event built from its Struct `cls` (the rarer events)."""
+    def event(self, t: float, code: int, cls: Callable[..., Any], *fields: Any) -> None:
+        """Write one event built by `cls(run_id, workflow_id, seq, ts, *fields)`: its Struct
+        (the rarer events), or a function making one."""
         self.seq = seq = self.seq + 1
         if t != self._ts_t:
             self._restamp(t)
-        self._emit(code, seq, _encode(cls(self.run_id, self.workflow_id, seq, self._ts, *fields, **named)))
+        self._emit(code, seq, _encode(cls(self.run_id, self.workflow_id, seq, self._ts, *fields)))
 
     def plain(self, t: float, code: int) -> None:
         """Write an event that carries nothing but its name (run.completed, run.stopped...)."""

@@ -120,10 +120,14 @@ class RunMachine:
             self.state = run_transition(self.state, "complete")
             self._end(_RUN_COMPLETED)
             return
+        debug = self.debug
         for index in self.plan.roots:
-            self._ready(self._node(index))
-        if self.debug is not None:
-            self.debug.settle(self)
+            if debug is None:
+                self._node(index).receive(START, self)
+            else:
+                debug.ready(self, self._node(index))
+        if debug is not None:
+            debug.settle(self)
 
     def due(self, limit: float) -> int:
         """Handle every node timer due by `limit`, in (deadline, topological index) order;

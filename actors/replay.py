@@ -15,6 +15,7 @@ engine shutting down interrupts it as start-up recovery ends a run the process l
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -41,6 +42,11 @@ READ_ONLY = "A replay is read-only: it plays a recording back and takes no comma
 _IDLE = NodeRun("idle", 0.0, None, None, None, None)
 _decode_event = msgspec.json.Decoder(Event).decode
 _replace = msgspec.structs.replace
+
+
+def _as_this_run(event: Event, run_id: str, workflow_id: str, seq: int, ts: str) -> Event:
+    """A recorded event as this run writes it: its own ids, seq and stamp, the rest as recorded."""
+    return _replace(event, run_id=run_id, workflow_id=workflow_id, seq=seq, ts=ts)
 
 
 def start_replay(runtime: Runtime, supervisor: Supervisor, registry: RunRegistry, recording: Recording, *,
@@ -149,8 +155,7 @@ class ReplayActor(PersistentRun):
         log = self.log
         self._history.apply(_replace(event, ts=log.stamp(t)))
         # Every event's first four fields are runId, workflowId, seq and ts: the log writes its own.
-        log.event(t, EVENT_CODES[event_name(event)], type(event),
-                  **{name: getattr(event, name) for name in event.__struct_fields__[4:]})
+        log.event(t, EVENT_CODES[event_name(event)], partial(_as_this_run, event))
         if self._history.state in RUN_FINISHED:  # its terminal event
             log.finish()
 
