@@ -1,28 +1,36 @@
 """`flowstage loadtest` against an app started in the test, through its async entry point with
 the output captured: its counts agree with the server's own run records and with its --json
-file, failed runs are counted, an unreachable server is a clear error, and a cancelled (or
-time-bounded) test still prints a partial summary. (`--loop` is tested with `serve` in
-test_cli.py.)"""
+file, failed runs are counted (and their makespans reported apart), runs are followed on one
+/api/events stream (resuming after a drop, reading runs after a gap), throttled requests are
+waited out and retried, what was not measured shows as n/a, the CPU line is printed, an
+unreachable server is a clear error, and a cancelled (or time-bounded) test still prints a
+partial summary. (`--loop` is tested with `serve` in test_cli.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import re
 import socket
+import sys
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import msgspec
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import make_settings
 from rich.console import Console
+from yarl import URL
 
 from flowstage.actors.clock import ManualClock
 from flowstage.loadtest import (
+    FrameScanner,
     LoadtestError,
     Options,
     Shape,
@@ -34,9 +42,18 @@ from flowstage.loadtest import (
     percentiles,
     run_loadtest,
 )
+from flowstage.loadtest.cpu import (
+    SAME_PROCESS,
+    ServerCpu,
+    cpu_from_metrics,
+    listening_pid,
+    process_cpu_seconds,
+)
+from flowstage.loadtest.http import retry_after_seconds
+from flowstage.loadtest.wire import Pool
 from flowstage.server import cli
 from flowstage.server.app import create_app
-from flowstage.server.keys import ENGINE
+from flowstage.server.keys import ENGINE, SSE
 from flowstage.simulation.catalogue import CATALOGUE
 
 ServerFactory = Callable[..., Any]
@@ -286,6 +303,258 @@ async def test_subscribe_counts_every_event_of_every_run(server: TestServer) -> 
     assert summary.events_received == emitted
 
 
+# --- following runs on /api/events, throttling, figures by state, n/a, CPU ------------------
+
+
+def flat(out: io.StringIO) -> str:
+    """The output with every run of spaces and line breaks made one space (rich wraps lines)."""
+    return " ".join(out.getvalue().split())
+
+
+def requests_seen(app: web.Application) -> Counter[str]:
+    """Count the requests `app` serves by method and route pattern (added before it starts)."""
+    seen: Counter[str] = Counter()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        seen[f"{request.method} {resource.canonical if resource else request.path}"] += 1
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app.middlewares.append(middleware)
+    return seen
+
+
+async def test_events_follow_every_run_to_its_end_on_one_stream(
+    aiohttp_server: ServerFactory, tmp_path: Path
+) -> None:
+    app = create_app(make_settings(tmp_path))
+    seen = requests_seen(app)
+    server: TestServer = await aiohttp_server(app)
+    console, out = captured()
+    opts = Options(url=url_of(server), runs=30, concurrency=30, speed=1000, nodes=4)
+    summary = await run_loadtest(opts, console)
+
+    assert (summary.follow, summary.runs.completed, summary.error_total) == ("events", 30, 0)
+    # One stream for every run, and no run read on its own.
+    assert seen["GET /api/events"] == 1
+    assert seen["GET /api/runs/{runId}"] == 0
+    assert seen["POST /api/workflows/{id}/execute"] == 30
+    assert summary.stream is not None
+    assert (summary.stream.connections, summary.stream.gaps,
+            summary.stream.runs_read_after_gaps) == (1, 0, 0)
+    # The terminal event's ts is the run's finishedAt: the same makespans as the records.
+    records = await runs_on_server(opts.url, summary.workflow_ids[0])
+    assert summary.makespan_by_state_ms["completed"] == percentiles(makespans(records))
+    engine = server.app[ENGINE]
+    emitted = 0
+    for record in records:
+        log = engine.events(record["id"])
+        assert log is not None
+        emitted += log.last_seq
+    assert summary.events_received == emitted
+    text = flat(out)
+    assert "following: one /api/events stream" in text
+    assert "stream: 1 connection(s) to /api/events, 0 gap(s), 0 run(s) read after gaps" in text
+
+
+async def test_a_gap_in_the_stream_is_filled_by_reading_the_run(
+    aiohttp_server: ServerFactory, tmp_path: Path
+) -> None:
+    app = create_app(make_settings(tmp_path))
+    seen = requests_seen(app)
+    server: TestServer = await aiohttp_server(app)
+    hub = server.app[SSE]
+
+    def drop_the_stream_and_the_ring(run_id: str, workflow_id: str, _seq: int, event: str,
+                                     data: bytes) -> None:
+        # The run's end has just entered the ring, before any stream was sent it: ending
+        # every stream and forgetting the ring loses it, and the resumed stream says so.
+        if event == "run.completed":
+            hub.reset()
+
+    server.app[ENGINE].add_listener(drop_the_stream_and_the_ring)
+    console, _ = captured()
+    opts = Options(url=url_of(server), runs=1, concurrency=1, speed=1000, nodes=4)
+    summary = await run_loadtest(opts, console)
+
+    assert (summary.runs.completed, summary.runs.unfinished, summary.error_total) == (1, 0, 0)
+    assert summary.stream is not None
+    assert (summary.stream.connections, summary.stream.gaps,
+            summary.stream.runs_read_after_gaps) == (2, 1, 1)
+    assert seen["GET /api/events"] == 2
+    assert seen["GET /api/runs/{runId}"] == 1
+    [record] = await runs_on_server(opts.url, summary.workflow_ids[0])
+    assert summary.makespan_by_state_ms["completed"] == percentiles(makespans([record]))
+
+
+async def test_throttled_requests_are_waited_out_retried_and_counted_apart(
+    aiohttp_server: ServerFactory, tmp_path: Path
+) -> None:
+    # A bucket of 3 requests refilled 100 times a second: the test's first burst of requests
+    # (the workflow, the stream, 10 executes) is mostly answered 429 with Retry-After: 1. The
+    # waits are capped at 20 ms so that the test does not sleep for a second.
+    settings = make_settings(tmp_path, rate_limit_per_second=100, rate_limit_burst=3)
+    server: TestServer = await aiohttp_server(create_app(settings))
+    console, out = captured()
+    opts = Options(url=url_of(server), runs=10, concurrency=10, speed=1000, nodes=4,
+                   max_retry_wait=0.02)
+    summary = await run_loadtest(opts, console)
+
+    assert (summary.runs.completed, summary.error_total, summary.errors) == (10, 0, {})
+    assert summary.throttled_total > 0
+    assert summary.throttled_total == sum(summary.throttled.values())
+    assert set(summary.throttled) <= {"prepare", "events", "execute"}
+    assert summary.throttled_first_s is not None and summary.throttled_last_s is not None
+    assert 0 <= summary.throttled_first_s <= summary.throttled_last_s
+    # Each wait is the capped Retry-After, plus at most half as much again of jitter.
+    assert 0.02 * summary.throttled_total <= summary.throttled_wait_seconds \
+        <= 0.03 * summary.throttled_total + 0.001
+    text = flat(out)
+    assert f"throttled: the server answered 429 to {summary.throttled_total} requests" in text
+    assert ("To turn throttling off, start the server with rate_limit_per_second = 0 "
+            "(FLOWSTAGE_RATE_LIMIT_PER_SECOND=0).") in text
+
+
+@pytest.mark.parametrize("follow", ["poll", "run-events"])
+async def test_polling_and_run_streams_stay_options_and_honour_throttling(
+    aiohttp_server: ServerFactory, tmp_path: Path, follow: Any
+) -> None:
+    settings = make_settings(tmp_path, rate_limit_per_second=200, rate_limit_burst=5)
+    app = create_app(settings)
+    seen = requests_seen(app)
+    server: TestServer = await aiohttp_server(app)
+    console, _ = captured()
+    opts = Options(url=url_of(server), runs=8, concurrency=8, speed=1000, nodes=4,
+                   follow=follow, max_retry_wait=0.02)
+    summary = await run_loadtest(opts, console)
+    assert (summary.follow, summary.runs.completed, summary.error_total) == (follow, 8, 0)
+    assert summary.throttled_total > 0
+    assert summary.stream is None
+    assert seen["GET /api/events"] == 0
+    assert summary.subscribe is (follow == "run-events")
+
+
+async def test_failed_runs_makespans_are_reported_apart(server: TestServer) -> None:
+    console, out = captured()
+    opts = Options(url=url_of(server), runs=20, concurrency=20, speed=1000, nodes=4,
+                   failure_rate=0.3)
+    summary = await run_loadtest(opts, console)
+    records = await runs_on_server(opts.url, summary.workflow_ids[0])
+    by_state = {state: [r for r in records if r["state"] == state]
+                for state in ("completed", "failed", "stopped")}
+    assert by_state["failed"] and by_state["completed"]  # seeded by the clock: both happen
+    for state, runs in by_state.items():
+        assert summary.makespan_by_state_ms[state] == percentiles(makespans(runs)), state
+        assert summary.client_makespan_by_state_ms[state].count == len(runs), state
+    # The mixed figure is still there, for the --json of before.
+    assert summary.makespan_ms == percentiles(makespans(records))
+    text = out.getvalue()
+    failed = summary.makespan_by_state_ms["failed"]
+    assert re.search(rf"makespan \(server\), failed +{failed.count} ", text)
+    assert re.search(r"makespan \(server\), stopped +0 +n/a +n/a +n/a +n/a +n/a", text)
+
+
+async def test_what_was_not_measured_shows_as_na(server: TestServer) -> None:
+    console, out = captured()
+    opts = Options(url=url_of(server), runs=3, concurrency=3, speed=1000, nodes=4,
+                   follow="poll")
+    summary = await run_loadtest(opts, console)
+    assert summary.runs.completed == 3
+    text = out.getvalue()
+    # Polling reads no events: their count is not 0, it is unknown.
+    assert re.search(r"events received +n/a", text)
+    assert re.search(r"events/s +n/a", text)
+    assert re.search(r"makespan \(client\), failed +0 +n/a", text)
+    assert "server n/a" in text
+
+
+async def test_the_cpu_line_is_printed_and_a_server_in_this_process_is_not_measured(
+    server: TestServer, tmp_path: Path
+) -> None:
+    console, out = captured()
+    json_path = tmp_path / "summary.json"
+    opts = Options(url=url_of(server), runs=5, concurrency=5, speed=1000, nodes=4,
+                   json_path=str(json_path))
+    summary = await run_loadtest(opts, console)
+    # The test's server shares this process: its CPU cannot be told from the load tester's.
+    assert (summary.cpu.server_seconds, summary.cpu.ratio) == (None, None)
+    assert summary.cpu.server_source == SAME_PROCESS
+    assert summary.cpu.load_tester_seconds >= 0
+    text = flat(out)
+    assert (f"CPU: load tester {summary.cpu.load_tester_seconds:,.2f} s, server n/a "
+            f"({SAME_PROCESS}); load tester CPU / server CPU = n/a") in text
+    assert msgspec.json.decode(json_path.read_bytes())["cpu"] == {
+        "loadTesterSeconds": summary.cpu.load_tester_seconds, "serverSeconds": None,
+        "ratio": None, "serverSource": SAME_PROCESS}
+
+
+async def test_the_last_progress_frame_has_the_final_figures(server: TestServer) -> None:
+    console, out = captured()
+    # No line comes from the ticker in so short a test: the one line is the final frame.
+    opts = Options(url=url_of(server), runs=6, concurrency=3, speed=1000, nodes=4,
+                   progress_interval=60)
+    summary = await run_loadtest(opts, console)
+    first = out.getvalue().splitlines()[0]
+    assert re.match(r"elapsed \d+\.\d s  started 6 / 6  finished 6 \(completed 6, failed 0, "
+                    r"stopped 0\)  in flight 0  ", first), first
+    assert summary.runs.completed == 6
+    assert "throttled 0  errors 0  CPU (load tester)" in first
+
+
+def test_subscribe_and_follow_poll_together_are_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["loadtest", "--subscribe", "--follow", "poll"]) == 2
+    assert capsys.readouterr().err == ("flowstage loadtest: --subscribe is --follow run-events; "
+                                       "it cannot go with --follow poll\n")
+
+
+async def test_a_server_on_this_machine_is_found_and_its_cpu_read() -> None:
+    # A process of our own that listens on a port and waits: the load tester's view of a
+    # `flowstage serve` on this machine.
+    listener = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import socket, sys; s = socket.socket(); "
+        "s.bind(('127.0.0.1', 0)); s.listen(); print(s.getsockname()[1], flush=True); "
+        "sys.stdin.read()", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert listener.stdout is not None
+        async with asyncio.timeout(WAIT):
+            port = int(await listener.stdout.readline())
+        assert listening_pid(port) == listener.pid
+        assert process_cpu_seconds(listener.pid) is not None
+
+        async def no_metrics(path: str) -> tuple[int, bytes]:
+            raise AssertionError("a process found on this machine needs no /metrics")
+
+        server_cpu = await ServerCpu.begin(f"http://127.0.0.1:{port}", no_metrics)
+        figures = await server_cpu.end(0.5, no_metrics)
+        assert figures.server_source == (f"/proc/{listener.pid}/stat (the process listening "
+                                         f"on port {port})")
+        assert figures.server_seconds is not None and figures.server_seconds >= 0
+        assert figures.ratio == (round(0.5 / figures.server_seconds, 3)
+                                 if figures.server_seconds else None)
+    finally:
+        listener.kill()
+        await listener.communicate()
+    assert listening_pid(port) is None
+
+
+async def test_a_remote_servers_cpu_comes_from_its_metrics() -> None:
+    scrapes = iter([b"# HELP process_cpu_seconds_total x\nprocess_cpu_seconds_total 10.5\n",
+                    b"process_cpu_seconds_total 14.5\n"])
+
+    async def metrics(path: str) -> tuple[int, bytes]:
+        assert path == "/metrics"
+        return 200, next(scrapes)
+
+    server_cpu = await ServerCpu.begin("http://flowstage.invalid:8080", metrics)
+    figures = await server_cpu.end(1.0, metrics)
+    assert (figures.server_seconds, figures.ratio, figures.server_source) == (
+        4.0, 0.25, "GET /metrics process_cpu_seconds_total")
+
+
 # --- pure parts ------------------------------------------------------------------------------
 
 
@@ -331,3 +600,73 @@ def test_percentiles_are_nearest_rank() -> None:
     assert (p.count, p.p50, p.p95, p.p99, p.max, p.mean) == (100, 50.0, 95.0, 99.0, 100.0, 50.5)
     assert percentiles([]).p50 is None
 
+
+
+def test_the_frame_scanner_finds_the_ends_however_the_bytes_are_split() -> None:
+    wire = (b"id: 7\nevent: run.started\ndata: {\"runId\":\"r1\",\"seq\":1}\n\n"
+            b": ping\n\n"
+            b"id: 8\nevent: node.completed\ndata: {\"runId\":\"r1\",\"seq\":2}\n\n"
+            b"id: 9\r\nevent: run.completed\r\ndata: {\"runId\":\"r1\",\"ts\":\"T\"}\r\n\r\n"
+            b"id: 11\nevent: stream.gap\ndata: {\"event\":\"stream.gap\",\"resumedAt\":12}\n\n"
+            b"id: 12\nevent: run.failed\ndata: {\"runId\":\"r2\",\"ts\":\"U\"}\n\n")
+    wanted = [(b"run.completed", b'{"runId":"r1","ts":"T"}'),
+              (b"stream.gap", b'{"event":"stream.gap","resumedAt":12}'),
+              (b"run.failed", b'{"runId":"r2","ts":"U"}')]
+    for cut in range(len(wire) + 1):
+        scanner = FrameScanner()
+        first, found = scanner.feed(wire[:cut])
+        second, more = scanner.feed(wire[cut:])
+        assert (first + second, found + more, scanner.last_id) == (5, wanted, 12), cut
+    scanner = FrameScanner()
+    counted = [scanner.feed(wire[i:i + 1]) for i in range(len(wire))]
+    assert sum(n for n, _ in counted) == 5
+    assert [w for _, found in counted for w in found] == wanted
+
+
+def test_retry_after_is_seconds_or_a_date() -> None:
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds("3", now) == 3.0
+    assert retry_after_seconds("0.5", now) == 0.5
+    assert retry_after_seconds("Thu, 01 Jan 2026 12:00:04 GMT", now) == 4.0
+    assert retry_after_seconds("Thu, 01 Jan 2026 11:00:00 GMT", now) == 0.0
+    assert retry_after_seconds(None, now) == retry_after_seconds("soon", now) == 1.0
+    assert retry_after_seconds("-2", now) == 0.0
+
+
+def test_metrics_cpu_is_read_from_the_exposition() -> None:
+    text = (b"# TYPE process_cpu_seconds_total counter\n"
+            b"process_cpu_seconds_total_extra 1\nprocess_cpu_seconds_total 12.25\n")
+    assert cpu_from_metrics(text) == 12.25
+    assert cpu_from_metrics(b"flowstage_runs_started 3\n") is None
+
+
+async def test_the_request_client_reads_chunked_and_close_delimited_answers() -> None:
+    answers = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nETag: \"x\"\r\n\r\n"
+               b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n",
+               b"HTTP/1.1 201 Created\r\nConnection: close\r\n\r\nuntil the end"]
+    requests: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for answer in answers:
+            requests.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    listening = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    pool = Pool(URL(f"http://127.0.0.1:{port}"), 1, timeout=WAIT)
+    try:
+        first = await pool.send(pool.encode("GET", "/a", {"Accept": "x/y"}, None))
+        second = await pool.send(pool.encode("POST", "/b", None, None))
+    finally:
+        pool.close()
+        listening.close()
+        await listening.wait_closed()
+    assert (first.status, first.body, first.headers["etag"]) == (200, b"hello world", '"x"')
+    assert (second.status, second.body) == (201, b"until the end")
+    assert requests == [
+        f"GET /a HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: flowstage-loadtest\r\n"
+        "Accept: x/y\r\n\r\n".encode(),
+        f"POST /b HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: flowstage-loadtest\r\n"
+        "Content-Length: 0\r\n\r\n".encode()]

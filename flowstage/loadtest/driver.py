@@ -1,8 +1,10 @@
 """Driving the server over HTTP: `prepare` checks that the URL is a Flowstage server and creates
 (or reads) the workflow, then `drive` keeps C runs in flight, each started with one execute
-POST, optionally paused and resumed once to time the controls, and followed to its end by
-polling `GET /api/runs/{id}` with a backoff or by reading its event stream (`parse_sse`).
-Once the test has started, every problem is counted in the Tally; none is raised."""
+POST, optionally paused and resumed once to time the controls, and followed to its end: by
+the test's one `/api/events` stream (follow.py, the default), by polling `GET /api/runs/{id}`
+with a backoff, or by reading the run's own event stream (`parse_sse`). Every request goes
+through `Http`, which waits out and retries throttled ones. Once the test has started, every
+problem is counted in the Tally; none is raised."""
 
 from __future__ import annotations
 
@@ -16,12 +18,13 @@ import aiohttp
 import msgspec
 
 from flowstage.loadtest.figures import Ideal, Tally
+from flowstage.loadtest.follow import TERMINAL_STATES, Ending, EventFollower, RunView
+from flowstage.loadtest.http import CLIENT_ERRORS, Http, error_kind
 from flowstage.loadtest.options import LoadtestError, Options
 from flowstage.loadtest.workload import IDEAL_ESTIMATE, build_workflow, critical_path
 
 __all__ = ["Target", "drive", "parse_sse", "prepare"]
 
-TERMINAL_STATES = frozenset({"completed", "failed", "stopped"})
 TERMINAL_EVENTS = frozenset({"run.completed", "run.failed", "run.stopped"})
 
 _JSON = {"Content-Type": "application/json"}
@@ -29,151 +32,130 @@ _SSE_ATTEMPTS = 3
 _POLL_CAP_S = 1.0
 _POLL_ERRORS_BEFORE_GIVING_UP = 5
 
-
-class _RunView(msgspec.Struct, rename="camel"):
-    """The few fields of a Run the load tester reads."""
-
-    id: str
-    state: str
-    created_at: str
-    finished_at: str | None = None
-
-
-_decode_run = msgspec.json.Decoder(_RunView).decode
+_decode_run = msgspec.json.Decoder(RunView).decode
 _decode_any = msgspec.json.Decoder().decode
-_CLIENT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError, msgspec.DecodeError)
 
 
 def _ms_between(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() * 1000
 
 
-def _kind(exc: BaseException) -> str:
-    return type(exc).__name__
-
-
 class Target:
     """Everything fixed for the duration of the test."""
 
-    def __init__(self, opts: Options, workflow_id: str, ideal: Ideal) -> None:
+    def __init__(self, http: Http, opts: Options, workflow_id: str, ideal: Ideal) -> None:
         self.opts = opts
-        self.base = opts.url.rstrip("/")
         self.workflow_id = workflow_id
         self.ideal = ideal
         body: dict[str, Any] = {"speed": opts.speed}
         if opts.failure_rate:
             body["failureRate"] = opts.failure_rate
-        self.execute_body = msgspec.json.encode(body)
-        self.execute_url = f"{self.base}/api/workflows/{workflow_id}/execute"
+        self.execute = http.encode("POST", f"/api/workflows/{workflow_id}/execute",
+                                   data=msgspec.json.encode(body), headers=_JSON)
         self.first_poll_s = min(max(ideal.ms / 1000, 0.005), _POLL_CAP_S)
         self.sse_timeout = aiohttp.ClientTimeout(total=None, connect=opts.request_timeout,
                                                  sock_read=60)
 
 
-async def _get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
-    async with session.get(url) as resp:
-        body = await resp.read()
-        return resp.status, (_decode_any(body) if body and resp.status < 300 else body)
+async def _get_json(http: Http, path: str) -> tuple[int, Any]:
+    answer = await http.request("prepare", "GET", path)
+    body = answer.body
+    return answer.status, (_decode_any(body) if body and answer.status < 300 else body)
 
 
-async def prepare(session: aiohttp.ClientSession, opts: Options) -> tuple[Target, int]:
+async def prepare(http: Http, opts: Options) -> tuple[Target, int]:
     """Check that `opts.url` is a Flowstage server and create (or read) the workflow to run:
     the Target and the workflow's number of nodes. LoadtestError if either fails."""
-    base = opts.url.rstrip("/")
     try:
-        status, page = await _get_json(session, f"{base}/api/node-types")
-    except _CLIENT_ERRORS as exc:
-        raise LoadtestError(f"cannot reach {opts.url}: {_kind(exc)}: {exc}") from exc
+        status, page = await _get_json(http, "/api/node-types")
+    except CLIENT_ERRORS as exc:
+        raise LoadtestError(f"cannot reach {opts.url}: {error_kind(exc)}: {exc}") from exc
     if status != 200 or not isinstance(page, dict) or "items" not in page:
         raise LoadtestError(f"{opts.url} does not look like a Flowstage server: "
                             f"GET /api/node-types answered {status}")
     types = {t["type"]: t for t in page["items"]}
     try:
         if opts.workflow:
-            status, workflow = await _get_json(session, f"{base}/api/workflows/{opts.workflow}")
+            status, workflow = await _get_json(http, f"/api/workflows/{opts.workflow}")
             if status != 200:
                 raise LoadtestError(f"workflow {opts.workflow!r}: GET answered {status}")
         else:
             body = build_workflow(opts.shape, opts.nodes, types,
                                   f"loadtest {opts.shape} x{opts.nodes}")
-            async with session.post(f"{base}/api/workflows", data=msgspec.json.encode(body),
-                                    headers=_JSON) as resp:
-                raw = await resp.read()
-                if resp.status != 201:
-                    raise LoadtestError(f"creating the workflow answered {resp.status}: "
-                                        f"{raw[:500].decode(errors='replace')}")
-                workflow = _decode_any(raw)
-    except _CLIENT_ERRORS as exc:
-        raise LoadtestError(f"preparing the workflow failed: {_kind(exc)}: {exc}") from exc
+            answer = await http.request("prepare", "POST", "/api/workflows",
+                                        data=msgspec.json.encode(body), headers=_JSON)
+            if answer.status != 201:
+                raise LoadtestError(f"creating the workflow answered {answer.status}: "
+                                    f"{answer.body[:500].decode(errors='replace')}")
+            workflow = _decode_any(answer.body)
+    except CLIENT_ERRORS as exc:
+        raise LoadtestError(f"preparing the workflow failed: {error_kind(exc)}: {exc}") from exc
     ms, path = critical_path(workflow, types)
     ideal = Ideal(ms=round(ms / opts.speed, 3), ms_at_speed_1=round(ms, 3),
                   estimate=IDEAL_ESTIMATE, critical_path=path)
-    return Target(opts, workflow["id"], ideal), len(workflow["nodes"])
+    return Target(http, opts, workflow["id"], ideal), len(workflow["nodes"])
 
 
-async def _one_run(session: aiohttp.ClientSession, target: Target, tally: Tally,
+async def _one_run(http: Http, target: Target, tally: Tally, follower: EventFollower | None,
                    index: int) -> None:
     """Start one run and follow it to its end; every problem is counted, none raised."""
-    sent = time.perf_counter()
+    epoch = follower.epoch if follower is not None else 0
     try:
-        async with session.post(target.execute_url, data=target.execute_body,
-                                headers=_JSON) as resp:
-            raw = await resp.read()
-            status = resp.status
-    except _CLIENT_ERRORS as exc:
-        tally.error("execute", _kind(exc))
+        answer = await http.send("execute", target.execute)
+    except CLIENT_ERRORS as exc:
+        tally.error("execute", error_kind(exc))
         return
-    if status != 202:
-        tally.error("execute", f"HTTP {status}")
+    if answer.status != 202:
+        tally.error("execute", f"HTTP {answer.status}")
         return
-    tally.execute_ms.append((time.perf_counter() - sent) * 1000)
+    # Timed from the attempt that was accepted: throttled attempts are counted apart.
+    sent = time.perf_counter() - answer.seconds
+    tally.execute_ms.append(answer.seconds * 1000)
     tally.started += 1
     try:
-        run_id = _decode_run(raw).id
+        run = _decode_run(answer.body)
     except msgspec.DecodeError:
         tally.error("execute", "undecodable run")
         return
     sampled = index < target.opts.control_sample
     if sampled:
-        await _control_sample(session, target, tally, run_id)
-    if target.opts.subscribe:
-        final = await _follow_events(session, target, tally, run_id)
+        await _control_sample(http, tally, run.id)
+    following = target.opts.following
+    if follower is not None:
+        ending = await follower.wait(run.id, epoch)
+    elif following == "run-events":
+        ending = await _follow_run_events(http, target, tally, run.id)
     else:
-        final = await _poll(session, target, tally, run_id, target.first_poll_s)
-    if final is None:
+        ending = await _poll(http, target, tally, run.id, target.first_poll_s)
+    if ending is None:
         return
-    tally.client_ms.append((time.perf_counter() - sent) * 1000)
-    tally.states[final.state] += 1
     # A paused-and-resumed run's makespan includes the pause: keep it out of the figures.
-    if final.finished_at and not sampled:
-        tally.makespan_ms.append(_ms_between(final.created_at, final.finished_at))
+    makespan = None if sampled or not ending.finished_at else \
+        _ms_between(run.created_at, ending.finished_at)
+    tally.ended(ending.state, makespan, (ending.seen - sent) * 1000)
 
 
-async def _control_sample(session: aiohttp.ClientSession, target: Target, tally: Tally,
-                          run_id: str) -> None:
+async def _control_sample(http: Http, tally: Tally, run_id: str) -> None:
     for action in ("pause", "resume"):
-        sent = time.perf_counter()
         try:
-            async with session.post(f"{target.base}/api/runs/{run_id}/{action}") as resp:
-                await resp.read()
-                status = resp.status
-        except _CLIENT_ERRORS as exc:
-            tally.error(action, _kind(exc))
+            answer = await http.request(action, "POST", f"/api/runs/{run_id}/{action}")
+        except CLIENT_ERRORS as exc:
+            tally.error(action, error_kind(exc))
             return
-        if status == 409:  # finished before the control arrived: not an error
+        if answer.status == 409:  # finished before the control arrived: not an error
             tally.control_too_late += 1
             return
-        if status != 200:
-            tally.error(action, f"HTTP {status}")
+        if answer.status != 200:
+            tally.error(action, f"HTTP {answer.status}")
             return
-        tally.control_ms[action].append((time.perf_counter() - sent) * 1000)
+        tally.control_ms[action].append(answer.seconds * 1000)
 
 
-async def _poll(session: aiohttp.ClientSession, target: Target, tally: Tally, run_id: str,
-                first_delay: float) -> _RunView | None:
+async def _poll(http: Http, target: Target, tally: Tally, run_id: str,
+                first_delay: float) -> Ending | None:
     """GET the run until it is finished: first when it should be, then backing off by 1.5x
     up to 1 s; If-None-Match makes an unchanged answer a bodiless 304."""
-    url = f"{target.base}/api/runs/{run_id}"
+    path = f"/api/runs/{run_id}"
     delay = first_delay
     step = max(0.01, first_delay / 4)
     etag: str | None = None
@@ -183,26 +165,23 @@ async def _poll(session: aiohttp.ClientSession, target: Target, tally: Tally, ru
             await asyncio.sleep(delay)
         delay, step = step, min(step * 1.5, _POLL_CAP_S)
         try:
-            async with session.get(url, headers={"If-None-Match": etag} if etag else None) as resp:
-                status = resp.status
-                raw = await resp.read()
-                if status == 200:
-                    etag = resp.headers.get("ETag")
-                    run = _decode_run(raw)
-                    if run.state in TERMINAL_STATES:
-                        return run
-                    errors = 0
-                    continue
-                if status == 304:
-                    errors = 0
-                    continue
-                tally.error("poll", f"HTTP {status}")
-                if status == 429:
-                    delay = max(delay, float(resp.headers.get("Retry-After", "1") or 1))
-                elif status < 500:
-                    return None
-        except _CLIENT_ERRORS as exc:
-            tally.error("poll", _kind(exc))
+            answer = await http.request("poll", "GET", path,
+                                        headers={"If-None-Match": etag} if etag else None)
+            if answer.status == 200:
+                etag = answer.etag
+                run = _decode_run(answer.body)
+                if run.state in TERMINAL_STATES:
+                    return Ending(run.state, run.finished_at, time.perf_counter())
+                errors = 0
+                continue
+            if answer.status == 304:
+                errors = 0
+                continue
+            tally.error("poll", f"HTTP {answer.status}")
+            if answer.status < 500 and answer.status != 429:
+                return None
+        except CLIENT_ERRORS as exc:
+            tally.error("poll", error_kind(exc))
         errors += 1
         if errors >= _POLL_ERRORS_BEFORE_GIVING_UP:
             return None
@@ -239,16 +218,16 @@ def parse_sse(buffer: bytearray, chunk: bytes) -> Iterator[tuple[str, int | None
             yield name, ident
 
 
-async def _follow_events(session: aiohttp.ClientSession, target: Target, tally: Tally,
-                         run_id: str) -> _RunView | None:
+async def _follow_run_events(http: Http, target: Target, tally: Tally,
+                             run_id: str) -> Ending | None:
     """Read the run's event stream until its terminal event (resuming with Last-Event-ID
     if it drops), then read the run record once for its times."""
-    url = f"{target.base}/api/runs/{run_id}/events"
+    url = http.url(f"/api/runs/{run_id}/events")
     last = 0
     for _ in range(_SSE_ATTEMPTS):
         headers = {"Accept": "text/event-stream", "Last-Event-ID": str(last)}
         try:
-            async with session.get(url, headers=headers, timeout=target.sse_timeout) as resp:
+            async with http.stream("events", url, headers, target.sse_timeout) as resp:
                 if resp.status != 200:
                     tally.error("events", f"HTTP {resp.status}")
                     break
@@ -261,28 +240,29 @@ async def _follow_events(session: aiohttp.ClientSession, target: Target, tally: 
                             last = ident
                         tally.events += 1
                         if name in TERMINAL_EVENTS:
-                            return await _poll(session, target, tally, run_id, 0)
+                            return await _poll(http, target, tally, run_id, 0)
                 tally.error("events", "stream closed before the terminal event")
-        except _CLIENT_ERRORS as exc:
-            tally.error("events", _kind(exc))
+        except CLIENT_ERRORS as exc:
+            tally.error("events", error_kind(exc))
     # The stream could not be followed: fall back to polling, so the run is still counted.
-    return await _poll(session, target, tally, run_id, target.first_poll_s)
+    return await _poll(http, target, tally, run_id, target.first_poll_s)
 
 
-async def drive(session: aiohttp.ClientSession, target: Target, tally: Tally) -> None:
-    """Start `tally.requested` runs, keeping `concurrency` in flight, each followed to its end."""
+async def drive(http: Http, target: Target, tally: Tally, follower: EventFollower | None) -> None:
+    """Start `tally.requested` runs, keeping `concurrency` in flight, each followed to its end
+    (by `follower` when there is one)."""
     indices = iter(range(tally.requested))
 
     async def worker() -> None:
         for index in indices:  # one iterator shared by every worker: each index once
             tally.in_flight += 1
             try:
-                await _one_run(session, target, tally, index)
+                await _one_run(http, target, tally, follower, index)
             except Exception as exc:  # a bug here must not stop the other workers
-                tally.error("loadtest", _kind(exc))
+                tally.error("loadtest", error_kind(exc))
             finally:
                 tally.in_flight -= 1
 
     async with asyncio.TaskGroup() as group:
         for _ in range(min(target.opts.concurrency, tally.requested)):
-            group.create_task(worker())
+            group.create_task(worker(), name="flowstage-loadtest-worker")

@@ -1,6 +1,7 @@
 """The figures of a load test: `Tally`, what the workers have counted so far, and `Summary`, the
 result `summarize` makes of it (printed by report.py, written by --json), with nearest-rank
-`percentiles` for every latency."""
+`percentiles` for every latency. A figure that was not measured is None (null in JSON, "n/a"
+on screen), never 0."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ import msgspec
 from flowstage.loadtest.options import Options
 
 __all__ = [
+    "FINAL_STATES",
     "MAKESPAN_SOURCE",
+    "CpuFigures",
     "Ideal",
     "Percentiles",
     "RunCounts",
     "StoppedBy",
+    "StreamFigures",
     "Summary",
     "Tally",
     "percentiles",
@@ -27,7 +31,9 @@ __all__ = [
 ]
 
 StoppedBy = Literal["completed", "duration", "interrupted"]
-MAKESPAN_SOURCE = "server: finishedAt - createdAt of the run record"
+MAKESPAN_SOURCE = ("server: finishedAt (the terminal event's ts when following events) - "
+                   "createdAt of the run record")
+FINAL_STATES = ("completed", "failed", "stopped")
 
 
 class Percentiles(msgspec.Struct, frozen=True, rename="camel"):
@@ -72,6 +78,29 @@ class Ideal(msgspec.Struct, frozen=True, rename="camel"):
     critical_path: list[str]
 
 
+class StreamFigures(msgspec.Struct, frozen=True, rename="camel"):
+    """The one `/api/events` stream of `--follow events`."""
+
+    # connections opened: the first, then one per reconnect (each resuming with Last-Event-ID)
+    connections: int
+    # stream.gap notices: events the server no longer held when the stream resumed
+    gaps: int
+    # runs read with GET /api/runs/{id} after a gap, so that none is lost
+    runs_read_after_gaps: int
+
+
+class CpuFigures(msgspec.Struct, frozen=True, rename="camel"):
+    """CPU seconds used during the test (from the first run started to the last followed)."""
+
+    load_tester_seconds: float
+    # None when the server's CPU is not known (see server_source)
+    server_seconds: float | None
+    # load tester / server; None when the server's CPU is not known
+    ratio: float | None
+    # where server_seconds comes from, or why it is not known
+    server_source: str
+
+
 class Summary(msgspec.Struct, frozen=True, rename="camel", kw_only=True):
     url: str
     workflow_ids: list[str]
@@ -97,6 +126,19 @@ class Summary(msgspec.Struct, frozen=True, rename="camel", kw_only=True):
     control_too_late: int
     errors: dict[str, int]
     error_total: int
+    # Added with --follow: how runs were followed, makespans by final state (no survivor bias:
+    # makespanMs mixes them), throttled requests (429, retried; not errors), the stream, CPU.
+    follow: str
+    makespan_by_state_ms: dict[str, Percentiles]
+    client_makespan_by_state_ms: dict[str, Percentiles]
+    throttled: dict[str, int]
+    throttled_total: int
+    # seconds into the test of the first and the last 429 (None: never throttled)
+    throttled_first_s: float | None
+    throttled_last_s: float | None
+    throttled_wait_seconds: float
+    stream: StreamFigures | None
+    cpu: CpuFigures
 
 
 class Tally:
@@ -106,8 +148,8 @@ class Tally:
         self.requested = requested
         self.started = 0
         self.states: Counter[str] = Counter()
-        self.makespan_ms: list[float] = []
-        self.client_ms: list[float] = []
+        self.makespan_ms: dict[str, list[float]] = {state: [] for state in FINAL_STATES}
+        self.client_ms: dict[str, list[float]] = {state: [] for state in FINAL_STATES}
         self.execute_ms: list[float] = []
         self.control_ms: dict[str, list[float]] = {"pause": [], "resume": []}
         self.control_too_late = 0
@@ -115,29 +157,79 @@ class Tally:
         # runs between their execute POST and their end (or giving up on them)
         self.in_flight = 0
         self.errors: Counter[str] = Counter()
+        self.throttled: Counter[str] = Counter()
+        self.throttle_times: list[float] = []  # perf_counter of the first and the last 429
+        self.throttle_wait = 0.0
+        self.connections = 0
+        self.gaps = 0
+        self.gap_reads = 0
         self.t0 = time.perf_counter()
+        self.cpu0 = time.process_time()
+        self._t_end: float | None = None
+        self._cpu_end: float | None = None
+
+    def start(self) -> None:
+        """The clock starts: the first run is about to be started."""
+        self.t0 = time.perf_counter()
+        self.cpu0 = time.process_time()
+
+    def stop(self) -> None:
+        """The clock stops (once): the figures from here on are final."""
+        if self._t_end is None:
+            self._t_end = time.perf_counter()
+            self._cpu_end = time.process_time()
 
     def error(self, phase: str, kind: str) -> None:
         self.errors[f"{phase}: {kind}"] += 1
+
+    def throttle(self, phase: str, wait: float) -> None:
+        """A request of `phase` was answered 429 and will be retried after `wait` s."""
+        self.throttled[phase] += 1
+        self.throttle_wait += wait
+        now = time.perf_counter()
+        if self.throttle_times:
+            self.throttle_times[1:] = [now]
+        else:
+            self.throttle_times = [now, now]
+
+    def ended(self, state: str, makespan_ms: float | None, client_ms: float) -> None:
+        """A run was seen to end in `state`; its makespans (server's None: not measured)."""
+        self.states[state] += 1
+        if state in self.client_ms:
+            self.client_ms[state].append(client_ms)
+            if makespan_ms is not None:
+                self.makespan_ms[state].append(makespan_ms)
 
     @property
     def finished(self) -> int:
         return sum(self.states.values())
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
+        end = time.perf_counter() if self._t_end is None else self._t_end
+        return end - self.t0
+
+    def cpu_seconds(self) -> float:
+        """This process's CPU time since the clock started (every thread, user + system)."""
+        end = time.process_time() if self._cpu_end is None else self._cpu_end
+        return end - self.cpu0
+
+
+def _since_start(tally: Tally, at: float) -> float:
+    return round(max(0.0, at - tally.t0), 3)
 
 
 def summarize(opts: Options, tally: Tally, workflow_ids: list[str], ideal: Ideal,
-              nodes: int, stopped_by: StoppedBy) -> Summary:
+              nodes: int, stopped_by: StoppedBy, cpu: CpuFigures) -> Summary:
     """The Summary of what `tally` counted, for a test of `opts` on a workflow of `nodes`
     nodes whose ideal makespan is `ideal`."""
     wall = tally.elapsed()
     finished = tally.finished
+    follow = opts.following
+    times = tally.throttle_times
     return Summary(
         url=opts.url, workflow_ids=workflow_ids, shape=None if opts.workflow else opts.shape,
         nodes=nodes, speed=opts.speed, failure_rate=opts.failure_rate,
-        concurrency=opts.concurrency, subscribe=opts.subscribe, stopped_by=stopped_by,
+        concurrency=opts.concurrency, subscribe=follow == "run-events", stopped_by=stopped_by,
         wall_seconds=round(wall, 3),
         runs=RunCounts(
             requested=tally.requested, started=tally.started, finished=finished,
@@ -148,10 +240,21 @@ def summarize(opts: Options, tally: Tally, workflow_ids: list[str], ideal: Ideal
         runs_per_second=round(finished / wall, 2) if wall > 0 else 0.0,
         events_per_second=round(tally.events / wall, 2) if wall > 0 else 0.0,
         ideal=ideal, makespan_source=MAKESPAN_SOURCE,
-        makespan_ms=percentiles(tally.makespan_ms),
-        client_makespan_ms=percentiles(tally.client_ms),
+        makespan_ms=percentiles([v for vs in tally.makespan_ms.values() for v in vs]),
+        client_makespan_ms=percentiles([v for vs in tally.client_ms.values() for v in vs]),
         execute_latency_ms=percentiles(tally.execute_ms),
         control_latency_ms={k: percentiles(v) for k, v in tally.control_ms.items() if v},
         control_too_late=tally.control_too_late,
         errors=dict(sorted(tally.errors.items())), error_total=sum(tally.errors.values()),
+        follow=follow,
+        makespan_by_state_ms={k: percentiles(v) for k, v in tally.makespan_ms.items()},
+        client_makespan_by_state_ms={k: percentiles(v) for k, v in tally.client_ms.items()},
+        throttled=dict(sorted(tally.throttled.items())),
+        throttled_total=sum(tally.throttled.values()),
+        throttled_first_s=_since_start(tally, times[0]) if times else None,
+        throttled_last_s=_since_start(tally, times[-1]) if times else None,
+        throttled_wait_seconds=round(tally.throttle_wait, 3),
+        stream=StreamFigures(tally.connections, tally.gaps, tally.gap_reads)
+        if follow == "events" else None,
+        cpu=cpu,
     )

@@ -13,6 +13,7 @@ __all__ = [
     "MAX_DURATION_S",
     "MAX_RUNS",
     "MIN_NODES",
+    "Follow",
     "LoadtestError",
     "Options",
     "Shape",
@@ -26,6 +27,10 @@ MAX_RUNS = 100_000
 MAX_DURATION_S = 3600.0
 
 Shape = Literal["chain", "diamond", "fanout"]
+# How runs are followed to their end: one multiplexed `/api/events` stream for all of them,
+# `GET /api/runs/{id}` polled per run, or one `/api/runs/{id}/events` stream per run.
+Follow = Literal["events", "poll", "run-events"]
+FOLLOW_CHOICES: tuple[Follow, ...] = ("events", "poll", "run-events")
 # The fewest nodes each shape can be built with (workload.build_workflow draws them).
 MIN_NODES: dict[str, int] = {"chain": 2, "diamond": 4, "fanout": 3}
 
@@ -39,11 +44,15 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     url: str = "http://127.0.0.1:8080"
     runs: int = 100
     concurrency: int = 10
+    # HTTP connections for requests (not streams), at most; None: one per run in flight.
+    connections: int | None = None
     workflow: str | None = None
     nodes: int = 10
     shape: Shape = "chain"
     speed: float = 100.0
     failure_rate: float = 0.0
+    follow: Follow = "events"
+    # The flag before --follow: true means one stream per run (--follow run-events).
     subscribe: bool = False
     duration: float = 600.0
     json_path: str | None = None
@@ -53,6 +62,13 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     # Seconds between two plain progress lines when the output is not a terminal.
     progress_interval: float = 2.0
     request_timeout: float = 30.0
+    # A 429 is retried after its Retry-After, but never waiting longer than this per retry.
+    max_retry_wait: float = 10.0
+
+    @property
+    def following(self) -> Follow:
+        """How runs are followed, `subscribe` (the older flag) included."""
+        return "run-events" if self.subscribe else self.follow
 
 
 def check_options(opts: Options) -> None:
@@ -66,6 +82,8 @@ def check_options(opts: Options) -> None:
                         "add --allow-large if you mean it")
     if opts.concurrency < 1:
         problems.append("--concurrency must be at least 1")
+    if opts.connections is not None and opts.connections < 1:
+        problems.append("--connections must be at least 1")
     if not (math.isfinite(opts.duration) and opts.duration > 0):
         problems.append("--duration must be a positive number of seconds")
     elif opts.duration > MAX_DURATION_S and not opts.allow_large:
@@ -75,6 +93,10 @@ def check_options(opts: Options) -> None:
         problems.append("--speed must be greater than 0 and at most 1e6")
     if not 0.0 <= opts.failure_rate <= 1.0:
         problems.append("--failure-rate must be between 0 and 1")
+    if opts.subscribe and opts.follow == "poll":
+        problems.append("--subscribe is --follow run-events; it cannot go with --follow poll")
+    if not (math.isfinite(opts.max_retry_wait) and 0 <= opts.max_retry_wait <= 600):
+        problems.append("--max-retry-wait must be between 0 and 600 seconds")
     if opts.control_sample < 0:
         problems.append("--control-sample must be 0 or more")
     if opts.workflow is None:
@@ -94,6 +116,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "without --allow-large)")
     parser.add_argument("--concurrency", type=int, default=d.concurrency, metavar="C",
                         help=f"runs in flight at once (default {d.concurrency})")
+    parser.add_argument("--connections", type=int, metavar="N",
+                        help="HTTP connections the requests share, at most (default: one per "
+                             "run in flight, as --concurrency); event streams are apart")
     parser.add_argument("--workflow", metavar="ID", help="run this existing workflow "
                         "instead of creating one")
     parser.add_argument("--nodes", type=int, default=d.nodes, metavar="K",
@@ -105,8 +130,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {d.speed:g})")
     parser.add_argument("--failure-rate", type=float, default=d.failure_rate, metavar="P",
                         help="execute failureRate: chance that each node fails (default 0)")
+    parser.add_argument("--follow", choices=FOLLOW_CHOICES, default=None,
+                        help="how runs are followed to their end: events (default: one "
+                             "/api/events stream for all runs), poll (GET /api/runs/{id} per "
+                             "run) or run-events (one /api/runs/{id}/events stream per run)")
     parser.add_argument("--subscribe", action="store_true",
-                        help="follow runs over SSE (/api/runs/{id}/events) instead of polling")
+                        help="the same as --follow run-events")
     parser.add_argument("--duration", type=float, default=d.duration, metavar="T",
                         help=f"stop after T seconds whatever is left (default {d.duration:g}; "
                              f"at most {MAX_DURATION_S:g} without --allow-large)")
@@ -114,6 +143,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write the summary as JSON to FILE")
     parser.add_argument("--control-sample", type=int, default=0, metavar="N",
                         help="pause and resume the first N runs once, timing the controls")
+    parser.add_argument("--max-retry-wait", type=float, default=d.max_retry_wait,
+                        metavar="SECONDS", help="a throttled request (429) is retried after its "
+                        f"Retry-After, waiting at most this long (default {d.max_retry_wait:g})")
     parser.add_argument("--allow-large", action="store_true",
                         help=f"allow --runs above {MAX_RUNS:,} and --duration above "
                              f"{MAX_DURATION_S:g} s")
@@ -124,10 +156,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace) -> Options:
     """The checked Options the flags of `add_arguments` ask for; LoadtestError if out of bounds."""
+    if args.subscribe and args.follow not in (None, "run-events"):
+        raise LoadtestError(f"--subscribe is --follow run-events; it cannot go with "
+                            f"--follow {args.follow}")
+    follow: Follow = args.follow or ("run-events" if args.subscribe else "events")
     opts = Options(url=args.url, runs=args.runs, concurrency=args.concurrency,
+                   connections=args.connections,
                    workflow=args.workflow, nodes=args.nodes, shape=args.shape,
                    speed=args.speed, failure_rate=args.failure_rate,
-                   subscribe=args.subscribe, duration=args.duration,
+                   follow=follow,
+                   duration=args.duration, max_retry_wait=args.max_retry_wait,
                    json_path=args.json_path, control_sample=args.control_sample,
                    allow_large=args.allow_large, progress_interval=args.progress_interval)
     check_options(opts)
