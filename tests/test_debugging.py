@@ -422,3 +422,31 @@ async def test_a_replay_cannot_be_stepped_given_breakpoints_or_retried(clocked: 
     assert (await get(clocked, f"/api/runs/{replay['id']}"))["state"] == "stopped"
     retry = await clocked.post(f"/api/runs/{replay['id']}/retry")
     assert (await retry.json())["detail"] == "Can't retry a replay run: only a workflow run is retried."
+
+
+async def test_a_pinned_router_takes_its_branch_and_a_merge_breakpoint_holds_the_merge(
+    clocked: Client, clock: ManualClock
+) -> None:
+    # t -> c (condition) -> yes | no -> m (merge): c pinned to its "true" branch.
+    workflow = {
+        "name": "Branch",
+        "nodes": [node("t", "manual_trigger"), node("c", "condition"), node("yes", "delay", ms=1000),
+                  node("no", "delay", ms=1000), node("m", "merge")],
+        "connections": [link("t", "c"), link("c", "yes", "true"), link("c", "no", "false"),
+                        link("yes", "m"), link("no", "m")],
+    }
+    wf = await create(clocked, workflow)
+    bad = await clocked.post(f"/api/workflows/{wf}/execute", json={"pinned": {"c": {"ok": True}}})
+    assert bad.status == 422
+    assert [e["loc"] for e in (await bad.json())["errors"]] == [["body", "pinned", "c", "branch"]]
+    run = await post(clocked, f"/api/workflows/{wf}/execute", 202,
+                     {"pinned": {"c": {"branch": "true", "data": {"n": 1}}}, "breakpoints": ["m"]})
+    await clock.run_until_idle()
+    held = await get(clocked, f"/api/runs/{run['id']}")
+    assert held["pausedAt"] == {"nodeId": "m", "reason": "breakpoint"}
+    assert states(held) == {"t": "completed", "c": "completed", "yes": "completed", "no": "skipped", "m": "queued"}
+    m = await get(clocked, f"/api/runs/{run['id']}/nodes/m")
+    assert m["inputs"] == {"yes-m": {"n": 1}} and m["waitingFor"] == []
+    await post(clocked, f"/api/runs/{run['id']}/resume", 200)
+    await clock.run_until_idle()
+    assert (await get(clocked, f"/api/runs/{run['id']}"))["state"] == "completed"
