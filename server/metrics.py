@@ -1,5 +1,6 @@
 """Prometheus metrics (`GET /metrics`): runs, node transitions, events emitted and delivered,
-SSE subscribers, mailbox depth, event-loop lag, and HTTP requests by route and status.
+SSE subscribers, mailbox depth, event-loop lag, HTTP requests by route and status, and the
+process's own CPU and memory.
 
 Each app has its own registry, so several apps in one process (tests) never share counts.
 Run and node figures are counted from the engine's event stream, so they agree with the
@@ -21,6 +22,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.process_collector import ProcessCollector
 
 __all__ = ["CONTENT_TYPE", "Metrics", "metrics_middleware"]
 
@@ -95,6 +97,9 @@ class Metrics:
         self.registry = r = CollectorRegistry(auto_describe=False)
         self.hot = _HotCounts()
         r.register(self.hot)  # a Collector: it has collect()
+        # The process's CPU seconds, memory and open files (Prometheus's standard `process_*`,
+        # read from /proc at scrape time): what a load tester compares its own CPU with.
+        ProcessCollector(registry=r)
         self.events_delivered = Counter("flowstage_events_delivered",
                                         "Run events written to SSE subscribers", ["stream"], registry=r)
         self.sse_subscribers = Gauge("flowstage_sse_subscribers", "Open SSE streams", ["stream"], registry=r)

@@ -5,6 +5,8 @@ event-loop lag histogram is there, and mailbox depth is read from the engine at 
 from __future__ import annotations
 
 import asyncio
+import resource
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -148,3 +150,19 @@ async def test_metrics_are_prometheus_text(client: TestClient[Any, web.Applicati
     assert "# TYPE flowstage_runs_started_total counter" in text
     assert "# TYPE flowstage_mailbox_depth gauge" in text
     assert "# TYPE flowstage_event_loop_lag_seconds histogram" in text
+
+
+async def test_the_process_cpu_and_memory_are_exposed(client: TestClient[Any, web.Application]) -> None:
+    """What a load tester on another machine compares its own CPU with."""
+
+    before = await scrape(client)
+    cpu = before[("process_cpu_seconds_total", frozenset())]
+    rss = before[("process_resident_memory_bytes", frozenset())]
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    assert 0 < cpu <= usage.ru_utime + usage.ru_stime + 0.05  # this process's own
+    assert rss > 10 * 2**20
+    spent = time.process_time()
+    while time.process_time() - spent < 0.05:  # burn 50 ms of CPU: /proc counts 10 ms ticks
+        pass
+    after = await scrape(client)
+    assert after[("process_cpu_seconds_total", frozenset())] > cpu
