@@ -4,7 +4,9 @@ Events are appended to a run's in-memory log and the run tells the flusher once 
 has something new (`mark_dirty`). About every `interval` seconds (or at once, when a caller
 waits: `flush_soon`) one flush collects every dirty run's new events and the snapshots
 that must be saved (new, paused/resumed/stopped and finished runs) into one `save_runs`
-and one `append_events` call. Every execute of a burst awaits the same flush.
+and one `append_events` call, or one `save` (a single transaction, one round trip to the
+database thread and one fsync) when the sink has it. Every execute of a burst awaits the same
+flush.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from flowstage.actors.clock import Clock, TimerHandle
 from flowstage.actors.eventlog import EventRows
@@ -21,7 +23,7 @@ from flowstage.actors.sink import RunSink
 from flowstage.simulation.errors import Unavailable
 from flowstage.simulation.models import Run
 
-__all__ = ["Flusher"]
+__all__ = ["Flusher", "OneWriteSink"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,14 @@ log = logging.getLogger(__name__)
 _SLICE = 1000
 _SNAPSHOT_COST = 10
 _FREE_SLICE = 100  # saved snapshots freed between two turns of the loop
+
+
+@runtime_checkable
+class OneWriteSink(Protocol):
+    """A sink that also takes snapshots and events in one write (the store's `RunRepo`)."""
+
+    async def save(self, runs: list[Run], events: EventRows) -> None:
+        ...
 
 
 class Flusher:
@@ -121,6 +131,17 @@ class Flusher:
             except Exception:
                 log.exception("flush failed; will retry")
 
+    async def _write(self, snapshots: list[Run], rows: EventRows) -> None:
+        sink = self.sink
+        if isinstance(sink, OneWriteSink):
+            if snapshots or rows:
+                await sink.save(snapshots, rows)
+            return
+        if snapshots:
+            await sink.save_runs(snapshots)
+        if rows:
+            await sink.append_events(rows)
+
     async def flush_once(self) -> None:
         async with self._lock:
             if self._timer is not None:
@@ -144,10 +165,7 @@ class Flusher:
                         work += _SNAPSHOT_COST
                 work += 1
             try:
-                if snapshots:
-                    await self.sink.save_runs(snapshots)
-                if rows:
-                    await self.sink.append_events(rows)
+                await self._write(snapshots, rows)
             except Exception as error:
                 for run in runs:
                     run.unpersisted()

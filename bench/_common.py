@@ -1,14 +1,17 @@
-"""Helpers the benchmark scripts share: a free port, CPU pinning, waiting for a server."""
+"""Helpers the benchmark scripts share: a free port, CPU pinning, waiting for a server, wrk."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
+import subprocess
 import time
+import urllib.error
 import urllib.request
 
-__all__ = ["free_port", "pinned", "wait_up"]
+__all__ = ["free_port", "pinned", "run_wrk", "wait_up"]
 
 
 def free_port() -> int:
@@ -23,12 +26,36 @@ def pinned(cmd: list[str], cpu: str) -> list[str]:
     return ["taskset", "-c", cpu, *cmd] if shutil.which("taskset") and many else cmd
 
 
-def wait_up(url: str, timeout: float = 15.0) -> None:
+def wait_up(url: str, timeout: float = 15.0, *, expect_http_error: bool = False) -> None:
+    """Wait until `url` answers (with any HTTP status, if `expect_http_error`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(url, timeout=1).read()
             return
+        except urllib.error.HTTPError:
+            if expect_http_error:
+                return
+            time.sleep(0.1)
         except OSError:
             time.sleep(0.1)
     raise SystemExit(f"server at {url} did not come up")
+
+
+def run_wrk(url: str, seconds: int, connections: int, extra: list[str] | None = None) -> tuple[float, float]:
+    """wrk (one thread, on CPU 1) against `url`: requests a second and p99 latency in ms.
+    Any answer that is not 2xx/3xx stops the benchmark: errors are not throughput."""
+    out = subprocess.run(
+        pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *(extra or []), url], "1"),
+        capture_output=True, text=True, check=True,
+    ).stdout
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if bad:
+        raise SystemExit(f"{bad.group(1)} answers were not 2xx/3xx from {url}:\n{out}")
+    rps_text = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert rps_text is not None
+    rps = float(rps_text.group(1))
+    p99_text = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    assert p99_text is not None
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99_text.group(2)]
+    return rps, float(p99_text.group(1)) * scale
