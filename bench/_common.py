@@ -59,3 +59,20 @@ def run_wrk(url: str, seconds: int, connections: int, extra: list[str] | None = 
     assert p99_text is not None
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99_text.group(2)]
     return rps, float(p99_text.group(1)) * scale
+
+
+def report(results: dict[str, list[tuple[float, float]]], title: str, goal: float) -> None:
+    """Print each server's median req/s and p99 over the rounds, and Flowstage's ratio to the
+    bare handler against the issue's `goal`."""
+    import statistics
+
+    print(f"\n{title}, medians:")
+    print(f"{'server':<24}{'req/s':>12}{'p99 ms':>10}")
+    medians = {}
+    for name, rows in results.items():
+        rps = statistics.median(r[0] for r in rows)
+        p99 = statistics.median(r[1] for r in rows)
+        medians[name] = rps
+        print(f"{name:<24}{rps:>12,.0f}{p99:>10.2f}")
+    ratio = medians["flowstage"] / medians["bare aiohttp+msgspec"]
+    print(f"\nratio flowstage / bare: {ratio:.2f}  (goal >= {goal})")

@@ -18,14 +18,13 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
-from _common import free_port, pinned, run_wrk, wait_up
+from _common import free_port, pinned, report, run_wrk, wait_up
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -89,17 +88,9 @@ def main() -> None:
             p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\nGET one 10-node workflow ({len(body):,} bytes), {args.connections} connections, "
-          f"{args.rounds} rounds of {args.seconds} s, rate limiter {'off' if args.no_limiter else 'on'}, medians:")
-    print(f"{'server':<24}{'req/s':>12}{'p99 ms':>10}")
-    medians = {}
-    for name, rows in results.items():
-        rps = statistics.median(r[0] for r in rows)
-        p99 = statistics.median(r[1] for r in rows)
-        medians[name] = rps
-        print(f"{name:<24}{rps:>12,.0f}{p99:>10.2f}")
-    ratio = medians["flowstage"] / medians["bare aiohttp+msgspec"]
-    print(f"\nratio flowstage / bare: {ratio:.2f}  (goal >= 0.85)")
+    limiter = "off" if args.no_limiter else "on"
+    report(results, f"GET one 10-node workflow ({len(body):,} bytes), {args.connections} connections, "
+           f"{args.rounds} rounds of {args.seconds} s, rate limiter {limiter}", 0.85)
 
 
 if __name__ == "__main__":
