@@ -10,18 +10,17 @@ from pathlib import Path
 import aiohttp_cors
 import msgspec
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Middleware
 
 from flowstage.actors.clock import Clock, ManualClock, SystemClock
 from flowstage.actors.engine import Engine, EngineConfig
 from flowstage.config import Settings
 from flowstage.server.demo import seed_demo_data
+from flowstage.server.edge import edge_middleware
 from flowstage.server.keys import CLOCK, ENGINE, LIFETIME, METRICS, NOW, OPENAPI, RUNS, SETTINGS, SSE, STORE, Lifetime
-from flowstage.server.metrics import Metrics, metrics_middleware
+from flowstage.server.metrics import Metrics
 from flowstage.server.openapi import build_openapi
-from flowstage.server.problems import problem_middleware
 from flowstage.server.processing import register_file_handlers
-from flowstage.server.ratelimit import TokenBuckets, rate_limit_middleware
+from flowstage.server.ratelimit import TokenBuckets
 from flowstage.server.routes import ALL_ROUTES
 from flowstage.server.routes.meta import VERSION
 from flowstage.server.runs import RunService, recover_interrupted
@@ -44,11 +43,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     clock = clock or SystemClock()
     now = clock.now
     metrics = Metrics()
-    middlewares: list[Middleware] = [metrics_middleware(metrics), problem_middleware]
+    buckets = None
     if settings.rate_limit_per_second > 0:
         buckets = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst, now)
-        middlewares.append(rate_limit_middleware(buckets))
-    app = web.Application(middlewares=middlewares, client_max_size=settings.max_request_bytes)
+    app = web.Application(middlewares=[edge_middleware(metrics, buckets)],
+                          client_max_size=settings.max_request_bytes)
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[NOW] = now
@@ -86,13 +85,19 @@ def _openapi_document() -> bytes:
     return msgspec.json.encode(build_openapi(ALL_ROUTES, VERSION))
 
 
+# aiohttp tries the patterns that share a prefix (every `/api/workflows/{id}/...`) one by one,
+# in the order they were added: the most requested go first. No two patterns match one path,
+# so the order changes nothing else (the OpenAPI document keeps ALL_ROUTES' order).
+_HOT_PATHS = frozenset({"/api/workflows/{id}/execute", "/api/workflows/{id}", "/api/runs/{runId}"})
+
+
 def _add_routes(app: web.Application, settings: Settings) -> None:
     defaults = aiohttp_cors.ResourceOptions(
         allow_credentials=False, expose_headers="*", allow_headers="*", max_age=3600,
     )
     cors = aiohttp_cors.setup(app, defaults=dict.fromkeys(settings.cors_origins, defaults))
     resources: dict[str, web.Resource] = {}
-    for route in ALL_ROUTES:
+    for route in sorted(ALL_ROUTES, key=lambda r: r.path not in _HOT_PATHS):
         resource = resources.get(route.path)
         if resource is None:
             resource = resources[route.path] = app.router.add_resource(route.path)

@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from bisect import bisect_left
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from itertools import accumulate
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
-__all__ = ["CONTENT_TYPE", "Metrics", "metrics_middleware"]
+__all__ = ["CONTENT_TYPE", "Metrics"]
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CONTENT_TYPE = CONTENT_TYPE_LATEST  # of what `Metrics.render` returns
 
 _TERMINAL = {"run.completed": "completed", "run.failed": "failed", "run.stopped": "stopped"}
@@ -140,26 +137,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def metrics_middleware(metrics: Metrics) -> Middleware:
-    """Count every request and time it, by method, route pattern and status."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            resource = request.match_info.route.resource
-            # The route's pattern, not the URL: ids would make every label unique.
-            route = resource.canonical if resource is not None else "unmatched"
-            metrics.hot.observe(request.method, route, status, time.perf_counter() - start)
-
-    return middleware

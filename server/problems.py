@@ -3,14 +3,13 @@
 `PROBLEMS` is the table of every named error (the domain's in `flowstage.simulation.errors`,
 the file errors of `simulation.image_decoding` and `simulation.parsing`, and HTTP's own in
 `server.errors`): its status, title and problem type. An error not listed answers as its nearest listed base class (an
-`IllegalTransition` is a `Conflict`). `problem_middleware` turns whatever a handler raises into
+`IllegalTransition` is a `Conflict`). `problem_response` turns whatever a handler raises into
 a response from that table; aiohttp's own HTTP errors (unknown path, wrong method, body too
 large) get a sentence a person can act on.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,7 +31,7 @@ from flowstage.simulation.errors import (
 from flowstage.simulation.image_decoding import CorruptFile, ImageTooLarge
 from flowstage.simulation.parsing import FileTooLarge, MalformedFile
 
-__all__ = ["PROBLEMS", "Problem", "ProblemError", "ProblemType", "problem_middleware"]
+__all__ = ["PROBLEMS", "Problem", "ProblemError", "ProblemType", "problem_middleware", "problem_response"]
 
 log = logging.getLogger("flowstage.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -139,19 +138,26 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
     return _response(exc.status, exc.reason, detail, slug, headers=headers)
 
 
+def problem_response(request: web.Request, error: Exception) -> web.Response:
+    """The problem+json answer to what a handler raised. Re-raises what is not an error
+    (a redirect, a cancelled request, a client gone)."""
+    if isinstance(error, web.HTTPException):
+        if error.status < 400:
+            raise error
+        return _from_http_exception(error)
+    if isinstance(error, FlowstageError):
+        return _from_error(error)
+    if isinstance(error, ConnectionResetError):
+        raise error
+    log.error("unhandled error in %s %s", request.method, request.path, exc_info=error)
+    status, title, slug = _INTERNAL
+    return _response(status, title, "A bug in Flowstage; it has been logged.", slug)
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`problem_response` as a middleware of its own (the server uses `server.edge`'s)."""
     try:
         return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _from_http_exception(exc)
-    except FlowstageError as error:
-        return _from_error(error)
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        status, title, slug = _INTERNAL
-        return _response(status, title, "A bug in Flowstage; it has been logged.", slug)
+    except Exception as error:  # CancelledError is a BaseException: it passes
+        return problem_response(request, error)

@@ -1,19 +1,16 @@
 """Rate limiting: a per-client token bucket; a client over its rate gets 429 with
-`Retry-After` (the error middleware, `server.problems`, writes the answer)."""
+`Retry-After` (`server.edge` checks every request; `server.problems` writes the answer)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from flowstage.server.errors import Throttled
 
-__all__ = ["TokenBuckets", "rate_limit_middleware"]
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+__all__ = ["TokenBuckets"]
 
 
 class TokenBuckets:
@@ -38,27 +35,20 @@ class TokenBuckets:
         self._buckets[client] = (tokens, now)
         return (1.0 - tokens) / self.rate
 
+    def check(self, request: web.Request) -> None:
+        """Take a token for `request`, or raise Throttled. Preflights and health checks are free."""
+        if request.method != "OPTIONS" and request.path != "/api/health":
+            wait = self.take(request.remote or "unknown")
+            if wait > 0:
+                raise Throttled(
+                    f"More than {self.rate:g} requests a second from this client; "
+                    f"retry in {wait:.2f} s.",
+                    retry_after=wait,
+                )
+
     def _forget_full(self, now: float) -> None:
         # A bucket that has refilled is the same as no bucket; dropping those bounds memory.
         self._buckets = {
             c: (t, last) for c, (t, last) in self._buckets.items()
             if t + (now - last) * self.rate < self.burst
         }
-
-
-def rate_limit_middleware(buckets: TokenBuckets) -> Middleware:
-    """Take a token for every request but preflights and health checks; Throttled when none is left."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method != "OPTIONS" and request.path != "/api/health":
-            wait = buckets.take(request.remote or "unknown")
-            if wait > 0:
-                raise Throttled(
-                    f"More than {buckets.rate:g} requests a second from this client; "
-                    f"retry in {wait:.2f} s.",
-                    retry_after=wait,
-                )
-        return await handler(request)
-
-    return middleware
