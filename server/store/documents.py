@@ -74,6 +74,10 @@ class DocumentRepo(Generic[D]):
     def forget_cached(self) -> None:
         self._cache.clear()
 
+    def cached_ids(self) -> list[str]:
+        """Ids whose encoded bodies are held, least recently read first (at most `cache_size`)."""
+        return list(self._cache)
+
     async def get_cached(self, doc_id: str) -> Cached[D]:
         hit = self._cache.get(doc_id)
         if hit is not None:
