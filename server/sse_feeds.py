@@ -5,7 +5,6 @@ subscribers at the same cursor share the join of their frames too."""
 
 from __future__ import annotations
 
-from itertools import islice
 from typing import Protocol
 
 from flowstage.actors.eventlog import EventLog
@@ -161,8 +160,11 @@ class EventRing:
         have = len(frames)
         if have < end:
             base = self.first
+            # A slice, not islice: islice walks the `have` entries before it (up to the whole
+            # ring, on every call), which under a steady trickle of events was most of the
+            # stream's cost.
             frames.extend([frame(base + i, e[3], e[4])
-                           for i, e in enumerate(islice(self.entries, have, end), have)])
+                           for i, e in enumerate(self.entries[have:end], have)])
 
     def clear(self) -> None:
         """Forget every event. Positions keep growing, so an id from before is reported as a

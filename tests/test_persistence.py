@@ -111,6 +111,10 @@ async def test_a_version_1_database_is_migrated_keeping_every_row(
                      ("wf_old", stamp, stamp, 3, json.dumps(workflow).encode()))
         conn.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
                      ("run_old", "wf_old", stamp, "completed", json.dumps(run).encode()))
+        for seq, name in ((1, "run.started"), (2, "run.completed")):
+            data = {"runId": "run_old", "workflowId": "wf_old", "seq": seq, "ts": stamp}
+            conn.execute("INSERT INTO run_events VALUES (?, ?, ?, ?)",
+                         ("run_old", seq, name, json.dumps(data).encode()))
         conn.execute("PRAGMA user_version = 1")
         conn.commit()
     finally:
@@ -124,13 +128,16 @@ async def test_a_version_1_database_is_migrated_keeping_every_row(
     debugging: dict[str, Any] = {"pausedAt": None, "breakpoints": [], "parentRunId": None, "replayOf": None}
     assert (await (await client.get("/api/runs")).json())["items"] == [{**run, **debugging}]
     assert (await (await client.get("/api/runs?state=completed")).json())["items"] == [{**run, **debugging}]
+    stream = await (await client.get("/api/runs/run_old/events")).text()
+    assert [line for line in stream.splitlines() if line.startswith(("id:", "event:"))] == [
+        "id: 1", "event: run.started", "id: 2", "event: run.completed"]
     await client.close()
 
     conn = sqlite3.connect(db)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert {"runs_newest", "runs_by_state_newest"} <= indexes
+        assert {"runs_newest", "runs_by_state_newest", "run_events_by_run"} <= indexes
         assert "runs_by_state" not in indexes
     finally:
         conn.close()

@@ -61,6 +61,18 @@ MIGRATIONS: tuple[str, ...] = (
         id TEXT PRIMARY KEY, created_at TEXT NOT NULL, run_id TEXT NOT NULL, workflow_id TEXT NOT NULL,
         doc BLOB NOT NULL);
     """,
+    # 4: run events in a rowid table, appended in the order they are flushed, with a unique
+    # index on (run_id, seq) for reading a run's log. Keyed by (run_id, seq) itself, each flush
+    # wrote into as many places in the table as there were runs with new events (thousands,
+    # under load): twice the write cost of appending rows and indexing their small keys.
+    """
+    CREATE TABLE run_events_log (
+        run_id TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL);
+    INSERT INTO run_events_log (run_id, seq, name, data) SELECT run_id, seq, name, data FROM run_events;
+    DROP TABLE run_events;
+    ALTER TABLE run_events_log RENAME TO run_events;
+    CREATE UNIQUE INDEX run_events_by_run ON run_events (run_id, seq);
+    """,
 )
 
 
