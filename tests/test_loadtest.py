@@ -49,7 +49,9 @@ from flowstage.loadtest.cpu import (
     listening_pid,
     process_cpu_seconds,
 )
+from flowstage.loadtest.figures import MemoryFigures
 from flowstage.loadtest.http import retry_after_seconds
+from flowstage.loadtest.memory import SAMPLE_S, MemoryWatch, rss_from_metrics
 from flowstage.loadtest.wire import Pool
 from flowstage.server import cli
 from flowstage.server.app import create_app
@@ -553,6 +555,65 @@ async def test_a_remote_servers_cpu_comes_from_its_metrics() -> None:
     figures = await server_cpu.end(1.0, metrics)
     assert (figures.server_seconds, figures.ratio, figures.server_source) == (
         4.0, 0.25, "GET /metrics process_cpu_seconds_total")
+
+
+async def test_a_local_servers_memory_is_read_before_at_the_peak_and_after() -> None:
+    # A process that grows by 64 MiB while the test runs and frees it before the end.
+    grower = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import socket, sys; s = socket.socket(); "
+        "s.bind(('127.0.0.1', 0)); s.listen(); print(s.getsockname()[1], flush=True); "
+        "sys.stdin.readline(); b = bytearray(64 << 20); print('grown', flush=True); "
+        "sys.stdin.readline(); del b; print('freed', flush=True); sys.stdin.read()",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert grower.stdin is not None and grower.stdout is not None
+
+    async def step(expect: bytes) -> None:
+        assert grower.stdin is not None and grower.stdout is not None
+        grower.stdin.write(b"go\n")
+        async with asyncio.timeout(WAIT):
+            assert (await grower.stdout.readline()).strip() == expect
+
+    async def no_metrics(path: str) -> tuple[int, bytes]:
+        raise AssertionError("a process found on this machine needs no /metrics")
+
+    try:
+        async with asyncio.timeout(WAIT):
+            port = int(await grower.stdout.readline())
+        watch = await MemoryWatch.begin(await ServerCpu.begin(f"http://127.0.0.1:{port}", no_metrics),
+                                        no_metrics)
+        await step(b"grown")
+        await asyncio.sleep(3 * SAMPLE_S)  # sampled at least twice while grown
+        await step(b"freed")
+        figures = await watch.end(settle=0.0)
+    finally:
+        grower.kill()
+        await grower.communicate()
+    assert figures.source == f"/proc/{grower.pid}/statm"
+    assert figures.before_mib is not None and figures.peak_mib is not None and figures.after_mib is not None
+    assert figures.peak_mib - figures.before_mib >= 60
+    assert figures.peak_mib - figures.after_mib >= 60
+
+
+async def test_a_remote_servers_memory_comes_from_its_metrics() -> None:
+    mib = 1024 * 1024
+    # Scraped for the CPU, then for the memory at the start, once while running, at the end.
+    rss = iter([100, 100, 180])
+
+    async def metrics(path: str) -> tuple[int, bytes]:
+        assert path == "/metrics"
+        return 200, (f"process_cpu_seconds_total 1.0\n"
+                     f"process_resident_memory_bytes {next(rss, 120) * mib:.6e}\n").encode()
+
+    watch = await MemoryWatch.begin(await ServerCpu.begin("http://flowstage.invalid:8080", metrics), metrics)
+    await asyncio.sleep(4 * SAMPLE_S + 0.2)  # one scrape while running
+    figures = await watch.end(settle=0.0)
+    assert figures == MemoryFigures(100.0, 180.0, 120.0, "GET /metrics process_resident_memory_bytes")
+
+
+def test_rss_is_read_from_a_metrics_exposition() -> None:
+    text = b"# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 5.24288e+07\n"
+    assert rss_from_metrics(text) == 52_428_800
+    assert rss_from_metrics(b"process_resident_memory_bytes_other 1\n") is None
 
 
 # --- pure parts ------------------------------------------------------------------------------

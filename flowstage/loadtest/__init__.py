@@ -6,13 +6,15 @@ flight, follows each to its end (by default through one `/api/events` stream for
 run's own stream), honours the server's throttling (429 Retry-After), shows live progress,
 and prints a summary: run makespan percentiles by final state against the ideal critical
 path, execute (and optionally pause/resume) latency, events received, runs by final state,
-throttled requests, errors by kind, and its own CPU next to the server's. `--json FILE`
+throttled requests, errors by kind, its own CPU next to the server's, and the server's
+memory before, at the peak and after. `--json FILE`
 writes the same summary for CI.
 
 Only HTTP: it runs against any Flowstage URL. The parts: options.py (what a test is asked to
 do, its flags and bounds), workload.py (the workflow it creates and its ideal makespan),
 http.py (every request, throttling honoured), driver.py (starting and following runs),
-follow.py (the one /api/events stream), cpu.py (the server's CPU), figures.py (what is
+follow.py (the one /api/events stream), cpu.py (the server's CPU), memory.py (its RSS),
+figures.py (what is
 counted, the Summary), report.py (the live frame and the summary tables, drawn with rich).
 This module holds the two
 entry points: `run_loadtest`, the async one (the tests call it directly), and `command`, what
@@ -40,6 +42,7 @@ from flowstage.loadtest.driver import Target, drive, parse_sse, prepare
 from flowstage.loadtest.figures import (
     CpuFigures,
     Ideal,
+    MemoryFigures,
     StoppedBy,
     Summary,
     Tally,
@@ -48,6 +51,7 @@ from flowstage.loadtest.figures import (
 )
 from flowstage.loadtest.follow import EventFollower, FrameScanner
 from flowstage.loadtest.http import Http
+from flowstage.loadtest.memory import MemoryWatch
 from flowstage.loadtest.options import (
     Follow,
     LoadtestError,
@@ -110,6 +114,15 @@ async def _cpu_at_end(server_cpu: ServerCpu, tally: Tally, fetch: Fetch) -> CpuF
                           "not known: the server did not answer in time at the end")
 
 
+async def _memory_at_end(memory: MemoryWatch) -> MemoryFigures:
+    """The memory figures: the last read once the server has let the finished runs go."""
+    try:
+        async with asyncio.timeout(5):
+            return await memory.end()
+    except TimeoutError:
+        return MemoryFigures(None, None, None, "not known: the server did not answer in time at the end")
+
+
 class _Outcome:
     """What a test got to, however it ended: its target, its workflow's size, the CPU."""
 
@@ -117,6 +130,7 @@ class _Outcome:
         self.target: Target | None = None
         self.nodes = nodes
         self.cpu = CpuFigures(0.0, None, None, "not known: the test did not start")
+        self.memory = MemoryFigures(None, None, None, "not known: the test did not start")
 
 
 async def _test(opts: Options, console: Console, tally: Tally, clock: Clock,
@@ -139,6 +153,7 @@ async def _test(opts: Options, console: Console, tally: Tally, clock: Clock,
                 return answer.status, answer.body
 
             server_cpu: ServerCpu | None = None
+            memory: MemoryWatch | None = None
             deadline = asyncio.timeout(None)
             try:
                 async with deadline:
@@ -146,12 +161,15 @@ async def _test(opts: Options, console: Console, tally: Tally, clock: Clock,
                     try:
                         outcome.target, outcome.nodes = await prepare(http, opts)
                         server_cpu = await ServerCpu.begin(opts.url, fetch)
+                        memory = await MemoryWatch.begin(server_cpu, fetch)
                         tally.start()
                         await _drive(http, opts, console, tally, outcome.target)
                     finally:
                         expiry.cancel()
                         if server_cpu is not None:
                             outcome.cpu = await _cpu_at_end(server_cpu, tally, fetch)
+                        if memory is not None:
+                            outcome.memory = await _memory_at_end(memory)
             except TimeoutError:
                 if not deadline.expired():
                     raise
@@ -186,7 +204,8 @@ async def run_loadtest(opts: Options, console: Console | None = None, *,
         workflow_ids: list[str] = []
     else:
         ideal, workflow_ids = target.ideal, [target.workflow_id]
-    summary = summarize(opts, tally, workflow_ids, ideal, outcome.nodes, stopped_by, outcome.cpu)
+    summary = summarize(opts, tally, workflow_ids, ideal, outcome.nodes, stopped_by, outcome.cpu,
+                        outcome.memory)
     console.print(render_summary(summary))
     if opts.json_path:
         data = msgspec.json.format(msgspec.json.encode(summary), indent=2) + b"\n"

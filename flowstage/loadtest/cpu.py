@@ -85,8 +85,8 @@ class ServerCpu:
     """The server's CPU, read at `begin` and at `end` of the test."""
 
     def __init__(self, pid: int | None, source: str, first: float | None) -> None:
-        self._pid = pid
-        self._source = source
+        self.pid = pid  # the server's process on this machine, when it was found
+        self.source = source
         self._first = first
 
     @classmethod
@@ -110,12 +110,12 @@ class ServerCpu:
         """The figures of the test, the load tester's own CPU being `load_tester_seconds`."""
         last: float | None = None
         if self._first is not None:
-            last = (process_cpu_seconds(self._pid) if self._pid is not None
+            last = (process_cpu_seconds(self.pid) if self.pid is not None
                     else await _metrics_cpu(fetch))
         server = None if last is None or self._first is None else round(last - self._first, 3)
         ratio = round(load_tester_seconds / server, 3) if server else None
-        source = self._source if last is not None or self._first is None else \
-            f"not known: {self._source} could not be read at the end"
+        source = self.source if last is not None or self._first is None else \
+            f"not known: {self.source} could not be read at the end"
         return CpuFigures(round(load_tester_seconds, 3), server, ratio, source)
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "MAKESPAN_SOURCE",
     "CpuFigures",
     "Ideal",
+    "MemoryFigures",
     "Percentiles",
     "RunCounts",
     "StoppedBy",
@@ -101,6 +102,17 @@ class CpuFigures(msgspec.Struct, frozen=True, rename="camel"):
     server_source: str
 
 
+class MemoryFigures(msgspec.Struct, frozen=True, rename="camel"):
+    """The server's resident memory (RSS, MiB) before the test, at its peak, and after it,
+    once the server has let finished runs go; None where not known (see source)."""
+
+    before_mib: float | None
+    peak_mib: float | None
+    after_mib: float | None
+    # where the figures come from, or why they are not known
+    source: str
+
+
 class Summary(msgspec.Struct, frozen=True, rename="camel", kw_only=True):
     url: str
     workflow_ids: list[str]
@@ -139,6 +151,8 @@ class Summary(msgspec.Struct, frozen=True, rename="camel", kw_only=True):
     throttled_wait_seconds: float
     stream: StreamFigures | None
     cpu: CpuFigures
+    # Added with the server's memory (issue 14): RSS before, at the peak and after the test.
+    memory: MemoryFigures
 
 
 class Tally:
@@ -219,7 +233,7 @@ def _since_start(tally: Tally, at: float) -> float:
 
 
 def summarize(opts: Options, tally: Tally, workflow_ids: list[str], ideal: Ideal,
-              nodes: int, stopped_by: StoppedBy, cpu: CpuFigures) -> Summary:
+              nodes: int, stopped_by: StoppedBy, cpu: CpuFigures, memory: MemoryFigures) -> Summary:
     """The Summary of what `tally` counted, for a test of `opts` on a workflow of `nodes`
     nodes whose ideal makespan is `ideal`."""
     wall = tally.elapsed()
@@ -257,4 +271,5 @@ def summarize(opts: Options, tally: Tally, workflow_ids: list[str], ideal: Ideal
         stream=StreamFigures(tally.connections, tally.gaps, tally.gap_reads)
         if follow == "events" else None,
         cpu=cpu,
+        memory=memory,
     )

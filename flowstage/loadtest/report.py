@@ -122,6 +122,14 @@ def _cpu(summary: Summary) -> str:
             f"({cpu.server_source}); load tester CPU / server CPU = {ratio}")
 
 
+def _memory(summary: Summary) -> str:
+    m = summary.memory
+    if m.before_mib is None:
+        return f"server memory: {NA} ({m.source})"
+    return (f"server memory (RSS): before {_fmt(m.before_mib)} MiB, peak {_fmt(m.peak_mib)} MiB, "
+            f"after {_fmt(m.after_mib)} MiB ({m.source})")
+
+
 def render_summary(summary: Summary) -> Group:
     head = Text(f"{summary.url}  workflow {', '.join(summary.workflow_ids) or NA}  "
                 f"{summary.shape or 'given'} of {summary.nodes} nodes  speed {summary.speed:g}  "
@@ -148,7 +156,8 @@ def render_summary(summary: Summary) -> Group:
         counts.add_row(*left, *right)
     lat = Table(box=box.SIMPLE_HEAD, title="latency (ms)")
     for col in ("", "n", "p50", "p95", "p99", "max", "mean"):
-        lat.add_column(col, justify="right" if col else "left", no_wrap=not col)
+        # Figures never wrap nor shorten ("10,0…"); the label wraps when the terminal is narrow.
+        lat.add_column(col, justify="right" if col else "left", no_wrap=bool(col))
 
     def row(label: str, p: Percentiles) -> None:
         lat.add_row(label, f"{p.count:,}", _fmt(p.p50), _fmt(p.p95), _fmt(p.p99), _fmt(p.max),
@@ -176,7 +185,7 @@ def render_summary(summary: Summary) -> Group:
         notes.append(f"stream: {summary.stream.connections:,} connection(s) to /api/events, "
                      f"{summary.stream.gaps:,} gap(s), {summary.stream.runs_read_after_gaps:,} "
                      "run(s) read after gaps")
-    notes += [_throttling(summary), _cpu(summary)]
+    notes += [_throttling(summary), _cpu(summary), _memory(summary)]
     errors = Table(box=box.SIMPLE_HEAD, title=f"errors: {summary.error_total:,}")
     errors.add_column("kind")
     errors.add_column("count", justify="right")
