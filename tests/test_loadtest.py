@@ -161,6 +161,26 @@ async def test_the_summary_counts_match_the_servers_run_records_and_the_json_fil
     assert "errors: 0" in text
 
 
+async def test_batch_starts_runs_with_count_and_follows_every_one(server: TestServer) -> None:
+    console, _ = captured()
+    # 23 runs, 10 per execute: 10 + 10 + 3, two executes in flight at once.
+    opts = Options(url=url_of(server), runs=23, concurrency=20, batch=10, speed=1000, nodes=4,
+                   control_sample=2)
+    summary = await run_loadtest(opts, console)
+    records = await runs_on_server(opts.url, summary.workflow_ids[0])
+    assert (summary.runs.started, summary.runs.completed, len(records)) == (23, 23, 23)
+    assert summary.execute_latency_ms.count == 3
+    assert summary.makespan_ms.count == 21  # the two paused and resumed are kept out
+    timed = summary.control_latency_ms["pause"].count if "pause" in summary.control_latency_ms else 0
+    assert timed + summary.control_too_late == 2  # the first two runs of the first batch
+    assert summary.error_total == 0
+
+
+async def test_batch_beyond_an_executes_count_is_refused() -> None:
+    with pytest.raises(LoadtestError, match=r"--batch must be between 1 and 1000"):
+        await run_loadtest(Options(batch=1001), captured()[0])
+
+
 async def test_failed_runs_are_counted_as_runs_not_errors(server: TestServer) -> None:
     console, _ = captured()
     opts = Options(url=url_of(server), runs=20, concurrency=5, speed=1000, nodes=4,

@@ -1,10 +1,11 @@
 """Driving the server over HTTP: `prepare` checks that the URL is a Flowstage server and creates
 (or reads) the workflow, then `drive` keeps C runs in flight, each started with one execute
-POST, optionally paused and resumed once to time the controls, and followed to its end: by
-the test's one `/api/events` stream (follow.py, the default), by polling `GET /api/runs/{id}`
-with a backoff, or by reading the run's own event stream (`parse_sse`). Every request goes
-through `Http`, which waits out and retries throttled ones. Once the test has started, every
-problem is counted in the Tally; none is raised."""
+POST (or B at a time with `--batch B`: an execute with `count`), optionally paused and
+resumed once to time the controls, and followed to its end: by the test's one `/api/events`
+stream (follow.py, the default), by polling `GET /api/runs/{id}` with a backoff, or by reading
+the run's own event stream (`parse_sse`). Every request goes through `Http`, which waits out
+and retries throttled ones. Once the test has started, every problem is counted in the Tally;
+none is raised."""
 
 from __future__ import annotations
 
@@ -50,11 +51,23 @@ class Target:
         body: dict[str, Any] = {"speed": opts.speed}
         if opts.failure_rate:
             body["failureRate"] = opts.failure_rate
-        self.execute = http.encode("POST", f"/api/workflows/{workflow_id}/execute",
-                                   data=msgspec.json.encode(body), headers=_JSON)
+        self._http = http
+        self._body = body
+        self._executes: dict[int, bytes] = {}  # by count: each request is encoded once
         self.first_poll_s = min(max(ideal.ms / 1000, 0.005), _POLL_CAP_S)
         self.sse_timeout = aiohttp.ClientTimeout(total=None, connect=opts.request_timeout,
                                                  sock_read=60)
+
+    def execute(self, count: int) -> bytes:
+        """The execute POST that starts `count` runs: with `--batch` it carries `count` (and is
+        answered with a page of runs), else it is a plain execute."""
+        request = self._executes.get(count)
+        if request is None:
+            body = self._body if self.opts.batch == 1 else {**self._body, "count": count}
+            request = self._executes[count] = self._http.encode(
+                "POST", f"/api/workflows/{self.workflow_id}/execute", data=msgspec.json.encode(body),
+                headers=_JSON)
+        return request
 
 
 async def _get_json(http: Http, path: str) -> tuple[int, Any]:
@@ -96,12 +109,20 @@ async def prepare(http: Http, opts: Options) -> tuple[Target, int]:
     return Target(http, opts, workflow["id"], ideal), len(workflow["nodes"])
 
 
-async def _one_run(http: Http, target: Target, tally: Tally, follower: EventFollower | None,
-                   index: int) -> None:
-    """Start one run and follow it to its end; every problem is counted, none raised."""
+class _Page(msgspec.Struct):
+    items: list[RunView]
+
+
+_decode_page = msgspec.json.Decoder(_Page).decode
+
+
+async def _start(http: Http, target: Target, tally: Tally, follower: EventFollower | None,
+                 first: int, count: int) -> None:
+    """Start `count` runs with one execute (the first being run number `first` of the test)
+    and follow each to its end; every problem is counted, none raised."""
     epoch = follower.epoch if follower is not None else 0
     try:
-        answer = await http.send("execute", target.execute)
+        answer = await http.send("execute", target.execute(count))
     except CLIENT_ERRORS as exc:
         tally.error("execute", error_kind(exc))
         return
@@ -111,12 +132,25 @@ async def _one_run(http: Http, target: Target, tally: Tally, follower: EventFoll
     # Timed from the attempt that was accepted: throttled attempts are counted apart.
     sent = time.perf_counter() - answer.seconds
     tally.execute_ms.append(answer.seconds * 1000)
-    tally.started += 1
     try:
-        run = _decode_run(answer.body)
+        runs = [_decode_run(answer.body)] if target.opts.batch == 1 else _decode_page(answer.body).items
     except msgspec.DecodeError:
         tally.error("execute", "undecodable run")
         return
+    tally.started += len(runs)
+    if len(runs) == 1:
+        await _follow(http, target, tally, follower, runs[0], first, sent, epoch)
+        return
+    outcomes = await asyncio.gather(*(_follow(http, target, tally, follower, run, first + i, sent, epoch)
+                                      for i, run in enumerate(runs)), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):  # a bug here must not stop the other runs
+            tally.error("loadtest", error_kind(outcome))
+
+
+async def _follow(http: Http, target: Target, tally: Tally, follower: EventFollower | None,
+                  run: RunView, index: int, sent: float, epoch: int) -> None:
+    """Follow one started run to its end and count it (`sent`: when its execute was sent)."""
     sampled = index < target.opts.control_sample
     if sampled:
         await _control_sample(http, tally, run.id)
@@ -251,18 +285,21 @@ async def _follow_run_events(http: Http, target: Target, tally: Tally,
 async def drive(http: Http, target: Target, tally: Tally, follower: EventFollower | None) -> None:
     """Start `tally.requested` runs, keeping `concurrency` in flight, each followed to its end
     (by `follower` when there is one)."""
-    indices = iter(range(tally.requested))
+    batch = target.opts.batch
+    firsts = iter(range(0, tally.requested, batch))
 
     async def worker() -> None:
-        for index in indices:  # one iterator shared by every worker: each index once
-            tally.in_flight += 1
+        for first in firsts:  # one iterator shared by every worker: each run once
+            count = min(batch, tally.requested - first)
+            tally.in_flight += count
             try:
-                await _one_run(http, target, tally, follower, index)
+                await _start(http, target, tally, follower, first, count)
             except Exception as exc:  # a bug here must not stop the other workers
                 tally.error("loadtest", error_kind(exc))
             finally:
-                tally.in_flight -= 1
+                tally.in_flight -= count
 
     async with asyncio.TaskGroup() as group:
-        for _ in range(min(target.opts.concurrency, tally.requested)):
+        # C runs in flight: C / B executes of B runs each (at least one).
+        for _ in range(min(-(-target.opts.concurrency // batch), -(-tally.requested // batch))):
             group.create_task(worker(), name="flowstage-loadtest-worker")

@@ -25,6 +25,7 @@ __all__ = [
 # Without --allow-large a test is refused beyond these: a typo must not start a day-long flood.
 MAX_RUNS = 100_000
 MAX_DURATION_S = 3600.0
+MAX_BATCH = 1000  # the most runs one execute starts (its `count`)
 
 Shape = Literal["chain", "diamond", "fanout"]
 # How runs are followed to their end: one multiplexed `/api/events` stream for all of them,
@@ -46,6 +47,8 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     concurrency: int = 10
     # HTTP connections for requests (not streams), at most; None: one per run in flight.
     connections: int | None = None
+    # Runs started by each execute POST (its `count`); 1: one POST per run, as clients do.
+    batch: int = 1
     workflow: str | None = None
     nodes: int = 10
     shape: Shape = "chain"
@@ -84,6 +87,8 @@ def check_options(opts: Options) -> None:
         problems.append("--concurrency must be at least 1")
     if opts.connections is not None and opts.connections < 1:
         problems.append("--connections must be at least 1")
+    if not 1 <= opts.batch <= MAX_BATCH:
+        problems.append(f"--batch must be between 1 and {MAX_BATCH} (an execute's count)")
     if not (math.isfinite(opts.duration) and opts.duration > 0):
         problems.append("--duration must be a positive number of seconds")
     elif opts.duration > MAX_DURATION_S and not opts.allow_large:
@@ -119,6 +124,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connections", type=int, metavar="N",
                         help="HTTP connections the requests share, at most (default: one per "
                              "run in flight, as --concurrency); event streams are apart")
+    parser.add_argument("--batch", type=int, default=d.batch, metavar="B",
+                        help="runs each execute POST starts (its \"count\", at most "
+                             f"{MAX_BATCH}); default {d.batch}: one POST per run, as clients do. "
+                             "For a generator that needs runs rather than requests")
     parser.add_argument("--workflow", metavar="ID", help="run this existing workflow "
                         "instead of creating one")
     parser.add_argument("--nodes", type=int, default=d.nodes, metavar="K",
@@ -161,7 +170,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
                             f"--follow {args.follow}")
     follow: Follow = args.follow or ("run-events" if args.subscribe else "events")
     opts = Options(url=args.url, runs=args.runs, concurrency=args.concurrency,
-                   connections=args.connections,
+                   connections=args.connections, batch=args.batch,
                    workflow=args.workflow, nodes=args.nodes, shape=args.shape,
                    speed=args.speed, failure_rate=args.failure_rate,
                    follow=follow,

@@ -154,10 +154,11 @@ def render_summary(summary: Summary) -> Group:
              ("throttled", f"{summary.throttled_total:,}"), ("", "")]
     for left, right in zip(pairs[0::2], pairs[1::2], strict=True):
         counts.add_row(*left, *right)
-    lat = Table(box=box.SIMPLE_HEAD, title="latency (ms)")
+    # Nothing wraps or shortens ("10,0…"): with one space between columns, 80 columns hold the
+    # longest label and six figures of up to 100,000.
+    lat = Table(box=box.SIMPLE_HEAD, title="latency (ms)", padding=(0, 0), show_edge=False)
     for col in ("", "n", "p50", "p95", "p99", "max", "mean"):
-        # Figures never wrap nor shorten ("10,0…"); the label wraps when the terminal is narrow.
-        lat.add_column(col, justify="right" if col else "left", no_wrap=bool(col))
+        lat.add_column(col, justify="right" if col else "left", no_wrap=True)
 
     def row(label: str, p: Percentiles) -> None:
         lat.add_row(label, f"{p.count:,}", _fmt(p.p50), _fmt(p.p95), _fmt(p.p99), _fmt(p.max),
