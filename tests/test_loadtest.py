@@ -636,6 +636,17 @@ def test_rss_is_read_from_a_metrics_exposition() -> None:
     assert rss_from_metrics(b"process_resident_memory_bytes_other 1\n") is None
 
 
+def test_connections_are_bounded_by_the_open_file_limit() -> None:
+    import resource
+
+    from flowstage.loadtest import connection_budget
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    expected = 1_000_000 if hard == resource.RLIM_INFINITY else max(16, hard - 256)
+    assert connection_budget() == expected
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard  # raised to the hard limit
+
+
 # --- pure parts ------------------------------------------------------------------------------
 
 

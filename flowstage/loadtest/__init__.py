@@ -28,6 +28,8 @@ Only `flowstage loadtest` imports this package: `flowstage serve` loads neither 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import resource
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,6 +78,7 @@ __all__ = [
     "build_workflow",
     "check_options",
     "command",
+    "connection_budget",
     "critical_path",
     "options_from_args",
     "parse_sse",
@@ -123,6 +126,18 @@ async def _memory_at_end(memory: MemoryWatch) -> MemoryFigures:
         return MemoryFigures(None, None, None, "not known: the server did not answer in time at the end")
 
 
+def connection_budget() -> int:
+    """Connections this process can open: its open-file limit, raised to the hard limit, less
+    room for streams, the event loop and the summary file. 20,000 runs in flight with one
+    connection each would otherwise end in "Too many open files" on a default Linux limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return 1_000_000 if soft == resource.RLIM_INFINITY else max(16, soft - 256)
+
+
 class _Outcome:
     """What a test got to, however it ended: its target, its workflow's size, the CPU."""
 
@@ -137,8 +152,10 @@ async def _test(opts: Options, console: Console, tally: Tally, clock: Clock,
                 outcome: _Outcome) -> StoppedBy:
     """Prepare and drive the test; "completed", or "duration" if that ran out first."""
     # Requests share a pool of connections, one per run in flight unless --connections says
-    # otherwise (plus a few for control samples and reads after a gap); streams have their own.
-    pool = Pool(URL(opts.url), (opts.connections or opts.concurrency) + 16, opts.request_timeout)
+    # otherwise or the open-file limit is lower (plus a few for control samples and reads after
+    # a gap); streams have their own.
+    connections = opts.connections or min(opts.concurrency, connection_budget())
+    pool = Pool(URL(opts.url), connections + 16, opts.request_timeout)
     streams = (opts.concurrency if opts.following == "run-events" else 1) + 4
     connector = aiohttp.TCPConnector(limit=streams, limit_per_host=0, ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(total=opts.request_timeout)

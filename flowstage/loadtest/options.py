@@ -123,7 +123,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"runs in flight at once (default {d.concurrency})")
     parser.add_argument("--connections", type=int, metavar="N",
                         help="HTTP connections the requests share, at most (default: one per "
-                             "run in flight, as --concurrency); event streams are apart")
+                             "run in flight, as --concurrency, within the open-file limit); "
+                             "event streams are apart")
     parser.add_argument("--batch", type=int, default=d.batch, metavar="B",
                         help="runs each execute POST starts (its \"count\", at most "
                              f"{MAX_BATCH}); default {d.batch}: one POST per run, as clients do. "
