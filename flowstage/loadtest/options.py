@@ -64,7 +64,9 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     allow_large: bool = False
     # Seconds between two plain progress lines when the output is not a terminal.
     progress_interval: float = 2.0
-    request_timeout: float = 30.0
+    # Seconds a request may take (k6's default): at C runs in flight a server that starts X
+    # runs/s answers an execute in about C / X s, and a request given up is an error.
+    request_timeout: float = 60.0
     # A 429 is retried after its Retry-After, but never waiting longer than this per retry.
     max_retry_wait: float = 10.0
 
@@ -100,6 +102,8 @@ def check_options(opts: Options) -> None:
         problems.append("--failure-rate must be between 0 and 1")
     if opts.subscribe and opts.follow == "poll":
         problems.append("--subscribe is --follow run-events; it cannot go with --follow poll")
+    if not (math.isfinite(opts.request_timeout) and 0 < opts.request_timeout <= 3600):
+        problems.append("--request-timeout must be more than 0 and at most 3600 seconds")
     if not (math.isfinite(opts.max_retry_wait) and 0 <= opts.max_retry_wait <= 600):
         problems.append("--max-retry-wait must be between 0 and 600 seconds")
     if opts.control_sample < 0:
@@ -159,6 +163,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-large", action="store_true",
                         help=f"allow --runs above {MAX_RUNS:,} and --duration above "
                              f"{MAX_DURATION_S:g} s")
+    parser.add_argument("--request-timeout", type=float, default=d.request_timeout, metavar="SECONDS",
+                        help=f"seconds a request may take before it is an error (default "
+                             f"{d.request_timeout:g}, as k6)")
     parser.add_argument("--progress-interval", type=float, default=d.progress_interval,
                         metavar="SECONDS", help="seconds between plain progress lines when "
                         "the output is not a terminal")
@@ -177,6 +184,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
                    follow=follow,
                    duration=args.duration, max_retry_wait=args.max_retry_wait,
                    json_path=args.json_path, control_sample=args.control_sample,
-                   allow_large=args.allow_large, progress_interval=args.progress_interval)
+                   allow_large=args.allow_large, progress_interval=args.progress_interval,
+                   request_timeout=args.request_timeout)
     check_options(opts)
     return opts
