@@ -88,7 +88,7 @@ def _openapi_document() -> bytes:
 # aiohttp tries the patterns that share a prefix (every `/api/workflows/{id}/...`) one by one,
 # in the order they were added: the most requested go first. No two patterns match one path,
 # so the order changes nothing else (the OpenAPI document keeps ALL_ROUTES' order).
-_HOT_PATHS = frozenset({"/api/workflows/{id}/execute", "/api/workflows/{id}", "/api/runs/{runId}"})
+_HOT_PATHS = ("/api/workflows/{id}", "/api/workflows/{id}/execute", "/api/runs/{runId}")
 
 
 def _add_routes(app: web.Application, settings: Settings) -> None:
@@ -97,7 +97,8 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
     )
     cors = aiohttp_cors.setup(app, defaults=dict.fromkeys(settings.cors_origins, defaults))
     resources: dict[str, web.Resource] = {}
-    for route in sorted(ALL_ROUTES, key=lambda r: r.path not in _HOT_PATHS):
+    hot = {path: i for i, path in enumerate(_HOT_PATHS)}
+    for route in sorted(ALL_ROUTES, key=lambda r: hot.get(r.path, len(hot))):
         resource = resources.get(route.path)
         if resource is None:
             resource = resources[route.path] = app.router.add_resource(route.path)
