@@ -4,6 +4,7 @@ save (PUT), delete, and list with pagination and tag filtering."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -295,6 +296,14 @@ def test_ids_made_in_the_same_millisecond_sort_in_the_order_they_were_made() -> 
     ids = [new_id("wf") for _ in range(2000)]
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_the_time_part_of_ids_stays_the_clocks_however_many_are_made() -> None:
+    # 20,000 ids take a few ms here: a time part that moved on by one ms per id ran 20 s ahead.
+    ids = [new_id("run") for _ in range(20_000)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert int(ids[-1][len("run_"):len("run_") + 12], 16) <= time.time_ns() // 1_000_000
+    assert {len(i) for i in ids} == {len("run_") + 22}
 
 
 async def test_list_is_newest_first(client: Client) -> None:
