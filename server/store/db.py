@@ -61,17 +61,18 @@ MIGRATIONS: tuple[str, ...] = (
         id TEXT PRIMARY KEY, created_at TEXT NOT NULL, run_id TEXT NOT NULL, workflow_id TEXT NOT NULL,
         doc BLOB NOT NULL);
     """,
-    # 4: run events in a rowid table, appended in the order they are flushed, with a unique
-    # index on (run_id, seq) for reading a run's log. Keyed by (run_id, seq) itself, each flush
-    # wrote into as many places in the table as there were runs with new events (thousands,
-    # under load): twice the write cost of appending rows and indexing their small keys.
+    # 4: run events stored one row per run per flush (server.store.event_chunks): a JSON array
+    # of [name, data] for first_seq..last_seq. Each event was a row of its own before, and a
+    # flush under load wrote tens of thousands of them.
     """
-    CREATE TABLE run_events_log (
-        run_id TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL);
-    INSERT INTO run_events_log (run_id, seq, name, data) SELECT run_id, seq, name, data FROM run_events;
+    CREATE TABLE run_event_chunks (
+        run_id TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, events BLOB NOT NULL);
+    INSERT INTO run_event_chunks (run_id, first_seq, last_seq, events)
+        SELECT run_id, seq, seq, CAST('[[' || json_quote(name) || ',' || CAST(data AS TEXT) || ']]' AS BLOB)
+        FROM run_events ORDER BY run_id, seq;
     DROP TABLE run_events;
-    ALTER TABLE run_events_log RENAME TO run_events;
-    CREATE UNIQUE INDEX run_events_by_run ON run_events (run_id, seq);
+    ALTER TABLE run_event_chunks RENAME TO run_events;
+    CREATE UNIQUE INDEX run_events_by_run ON run_events (run_id, first_seq);
     """,
 )
 

@@ -2,7 +2,7 @@
 
 The engine keeps live runs in memory and flushes snapshots and events here every few tens of
 milliseconds (group commit); finished runs are read from here. Events are stored encoded, as
-they go on the wire, so replaying a log never re-encodes.
+they go on the wire, a run's new events of a flush in one row (`event_chunks`).
 """
 
 from __future__ import annotations
@@ -14,16 +14,21 @@ import msgspec
 
 from flowstage.server.store.common import Page, decode_cursor, newest_first, page_of
 from flowstage.server.store.db import Database
+from flowstage.server.store.event_chunks import EventRow, chunks, events_of
 from flowstage.simulation.models import Run, Workflow
 
 __all__ = ["EventRow", "RunRepo"]
-
-EventRow = tuple[str, int, str, bytes]  # run id, seq, event name, encoded JSON data
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Run)
 _workflow_decoder = msgspec.json.Decoder(Workflow)
 _ACTIVE = ("running", "paused")
+# A chunk sent again (its flush failed, and more events came since) replaces the stored one.
+_SAVE_EVENTS = (
+    "INSERT INTO run_events (run_id, first_seq, last_seq, events) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (run_id, first_seq) DO UPDATE SET last_seq = excluded.last_seq, events = excluded.events "
+    "WHERE excluded.last_seq > run_events.last_seq")
+_LAST_SEQ = "SELECT last_seq FROM run_events WHERE run_id = {} ORDER BY first_seq DESC LIMIT 1"
 
 
 class RunRepo:
@@ -39,7 +44,7 @@ class RunRepo:
             await self.save(runs, ())
 
     async def append_events(self, rows: Iterable[EventRow]) -> None:
-        """Append events; a (run, seq) already stored is kept (the engine's sink)."""
+        """Append events (the engine's sink)."""
         # The engine hands over a lazy batch (falsy when empty); executemany iterates it.
         if rows:
             await self.save((), rows)
@@ -55,10 +60,7 @@ class RunRepo:
                     "ON CONFLICT (id) DO UPDATE SET state = excluded.state, doc = excluded.doc",
                     run_rows,
                 )
-            conn.executemany(
-                "INSERT OR IGNORE INTO run_events (run_id, seq, name, data) VALUES (?, ?, ?, ?)",
-                events,
-            )
+            conn.executemany(_SAVE_EVENTS, chunks(events))  # on the database thread
 
         await self._db.write(write)
 
@@ -108,24 +110,32 @@ class RunRepo:
         return page_of([_decoder.decode(r) for r in rows], more)
 
     async def events_after(self, run_id: str, seq: int, limit: int = 10_000) -> list[tuple[int, str, bytes]]:
-        return await self._db.read(lambda conn: [
-            (int(s), str(n), bytes(d)) for s, n, d in conn.execute(
-                "SELECT seq, name, data FROM run_events WHERE run_id = ? AND seq > ? "
-                "ORDER BY seq LIMIT ?", (run_id, seq, limit))
-        ])
+        """The run's stored events after `seq`, at most `limit`: (seq, name, data)."""
+
+        def query(conn: sqlite3.Connection) -> list[tuple[int, str, bytes]]:
+            out: list[tuple[int, str, bytes]] = []
+            # From the chunk holding seq + 1 on (the index finds it), in order.
+            for first, events in conn.execute(
+                    "SELECT first_seq, events FROM run_events WHERE run_id = ?1 AND first_seq >= coalesce("
+                    "(SELECT max(first_seq) FROM run_events WHERE run_id = ?1 AND first_seq <= ?2 + 1), 0) "
+                    "ORDER BY first_seq", (run_id, seq)):
+                out.extend(e for e in events_of(first, events) if e[0] > seq)
+                if len(out) >= limit:
+                    break
+            return out[:limit]
+
+        return await self._db.read(query)
 
     async def last_seq(self, run_id: str) -> int:
         """The seq of the run's last stored event (0 if none)."""
-        row = await self._db.read(lambda conn: conn.execute(
-            "SELECT max(seq) FROM run_events WHERE run_id = ?", (run_id,)).fetchone())
-        return int(row[0] or 0)
+        row = await self._db.read(lambda conn: conn.execute(_LAST_SEQ.format("?"), (run_id,)).fetchone())
+        return 0 if row is None else int(row[0])
 
     async def active(self) -> list[tuple[Run, int]]:
         """Runs stored as running or paused, each with the last seq of its event log."""
 
         def query(conn: sqlite3.Connection) -> list[tuple[bytes, int]]:
             return [(r[0], int(r[1] or 0)) for r in conn.execute(
-                "SELECT doc, (SELECT max(seq) FROM run_events e WHERE e.run_id = runs.id) "
-                "FROM runs WHERE state IN (?, ?)", _ACTIVE)]
+                f"SELECT doc, ({_LAST_SEQ.format('runs.id')}) FROM runs WHERE state IN (?, ?)", _ACTIVE)]
 
         return [(_decoder.decode(doc), last) for doc, last in await self._db.read(query)]
