@@ -144,6 +144,16 @@ def _resolve_handle(
     return given
 
 
+def _labelled(item: NodeSpec) -> NodeData:
+    """A node a client sends without a label (missing or empty) is named after its type, as an
+    editor's palette names a dropped node. A stored node keeps what it has: an edit elsewhere in
+    the graph does not rename it."""
+    node_type = CATALOGUE.get(item.type)
+    if item.data.label or isinstance(item, Node) or node_type is None:
+        return item.data
+    return NodeData(label=node_type.label, config=item.data.config)
+
+
 def build_graph(
     nodes_in: Sequence[NodeSpec],
     connections_in: Sequence[LinkSpec],
@@ -166,7 +176,7 @@ def build_graph(
             # Shifts (template offsets) can push a decoded, valid position out of range.
             if not -COORDINATE_LIMIT <= value <= COORDINATE_LIMIT:
                 errors.append(FieldError((*loc, "position", axis), f"must be within ±{COORDINATE_LIMIT:g}"))
-        node = Node(id=node_id, type=item.type, position=item.position, data=item.data)
+        node = Node(id=node_id, type=item.type, position=item.position, data=_labelled(item))
         nodes.append(node)
         by_id.setdefault(node_id, node)
 

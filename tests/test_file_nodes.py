@@ -239,7 +239,9 @@ async def test_json_parse_is_a_node_type_and_file_ids_are_part_of_the_config(flo
     kinds = {kind["type"]: kind for kind in (await resp.json())["items"]}
     assert (kinds["json_parse"]["category"], kinds["json_parse"]["label"]) == ("file", "Parse JSON")
     for parser in ("csv_parse", "json_parse"):
-        assert kinds[parser]["configSchema"]["properties"]["fileIds"] == {"type": "array", "items": {"type": "string"}}
+        assert kinds[parser]["configSchema"]["properties"]["fileIds"] == {
+            "type": "array", "items": {"type": "string"}, "title": "Files",
+            "description": "Ids of uploaded files to work on (from POST /api/files/upload)."}
 
     bad = await flowstage.client.post("/api/workflows", json={"name": "Bad", **pipeline(
         node("p", "csv_parse", fileIds="file_1"))})

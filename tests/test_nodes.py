@@ -68,7 +68,7 @@ async def test_adding_a_node_without_an_id_gets_a_server_id(client: Client, wf: 
     assert first["id"] and second["id"]
     assert first["id"] != second["id"]
     assert first["id"] not in {"t", "h", "o"}
-    assert first["data"] == {"label": "", "config": {}}
+    assert first["data"] == {"label": "Delay", "config": {}}
     doc = await stored(client, wf)
     assert doc["version"] == 3
     assert [n["id"] for n in doc["nodes"]][-2:] == [first["id"], second["id"]]

@@ -159,7 +159,7 @@ async def test_node_types_cover_every_category_with_complete_descriptions(client
         assert {"type", "label", "category", "description", "inputs", "outputs",
                 "configSchema", "defaults", "timing"} <= set(t), t["type"]
         for handle in (*t["inputs"], *t["outputs"]):
-            assert set(handle) == {"id", "label"}
+            assert set(handle) == {"id", "label", "position"}
         assert t["configSchema"]["type"] == "object"
         assert set(t["defaults"]) <= set(t["configSchema"]["properties"]), t["type"]
         assert t["timing"]["kind"] in {"fixed", "uniform", "lognormal"}

@@ -64,8 +64,8 @@ async def test_create_answers_201_with_location_etag_and_the_stored_workflow(
         "id": "h", "type": "http_request", "position": {"x": 200, "y": 0},
         "data": {"label": "Fetch", "config": {"url": "https://example.com/a"}},
     }
-    # A node sent without data gets React Flow's shape, with an empty label and config.
-    assert body["nodes"][0]["data"] == {"label": "", "config": {}}
+    # A node sent without data gets React Flow's shape: its type's label and an empty config.
+    assert body["nodes"][0]["data"] == {"label": "Manual trigger", "config": {}}
     # c2 was sent without handles: single-handle node types resolve them.
     assert body["connections"] == [
         {"id": "c1", "source": "t", "target": "h", "sourceHandle": "out", "targetHandle": "in"},
@@ -436,7 +436,7 @@ STORED_NODES = [
     {"id": "h", "type": "http_request", "position": {"x": 260.5, "y": 40.0},
      "data": {"label": "Fetch", "config": {"url": "https://example.com/a"}}},
     {"id": "o", "type": "output", "position": {"x": 520.0, "y": 40.0},
-     "data": {"label": "", "config": {}}},
+     "data": {"label": "Output", "config": {}}},
 ]
 STORED_CONNECTIONS = [
     {"id": "xy-edge__t-h", "source": "t", "target": "h", "sourceHandle": "out", "targetHandle": "in"},

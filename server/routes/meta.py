@@ -4,16 +4,19 @@ catalogue."""
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import get_args
 
 import msgspec
 from aiohttp import web
 
-from flowstage.server.http import json_response
+from flowstage.server.http import content_etag, etag_response, json_response
 from flowstage.server.keys import ENGINE, LIFETIME, METRICS, NOW, OPENAPI
 from flowstage.server.metrics import CONTENT_TYPE
-from flowstage.server.openapi import Route
+from flowstage.server.openapi import Param, Route
+from flowstage.server.routes.workflows import IF_NONE_MATCH
 from flowstage.server.store import Page
-from flowstage.simulation.catalogue import CATALOGUE, NodeType
+from flowstage.simulation.catalogue import CATALOGUE, Category, NodeType
+from flowstage.simulation.errors import NotFound
 
 __all__ = ["ROUTES", "VERSION", "Health"]
 
@@ -29,6 +32,13 @@ class Health(msgspec.Struct, frozen=True, rename="camel"):
 
 
 _NODE_TYPES = msgspec.json.encode(Page(items=list(CATALOGUE.values()), next_cursor=None))
+# The catalogue never changes while the server runs: every answer is encoded once.
+_BY_CATEGORY = {
+    category: msgspec.json.encode(Page(items=[t for t in CATALOGUE.values() if t.category == category],
+                                       next_cursor=None))
+    for category in get_args(Category)
+}
+_ONE_TYPE = {name: msgspec.json.encode(t) for name, t in CATALOGUE.items()}
 
 
 async def health(request: web.Request) -> web.Response:
@@ -48,7 +58,17 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def node_types(request: web.Request) -> web.Response:
-    return web.Response(body=_NODE_TYPES, content_type="application/json")
+    category = request.query.get("category")  # checked against Category by the route table
+    body = _NODE_TYPES if category is None else _BY_CATEGORY[category]
+    return web.Response(body=body, content_type="application/json")
+
+
+async def node_type(request: web.Request) -> web.Response:
+    name = request.match_info["type"]
+    body = _ONE_TYPE.get(name)
+    if body is None:
+        raise NotFound(f"No node type {name!r}; GET /api/node-types lists them.")
+    return etag_response(request, body, content_etag(body))
 
 
 ROUTES = (
@@ -59,5 +79,8 @@ ROUTES = (
     Route("GET", "/metrics", metrics, "Prometheus metrics (text exposition format)", "meta",
           operation_id="getMetrics", response_content={"text/plain": {"type": "string"}}, errors=()),
     Route("GET", "/api/node-types", node_types, "Every node type an editor can place", "meta",
-          operation_id="listNodeTypes", response=Page[NodeType], errors=()),
+          operation_id="listNodeTypes", response=Page[NodeType],
+          query=(Param("category", "Only the node types of this category", Category),), errors=(422,)),
+    Route("GET", "/api/node-types/{type}", node_type, "One node type", "meta",
+          operation_id="getNodeType", response=NodeType, headers=IF_NONE_MATCH, errors=(304, 404)),
 )
