@@ -70,6 +70,9 @@ def check_contents(wheel: Path) -> None:
                     sys.exit(f"wheel-check: the wheel lacks {wanted}")
     if "flowstage/config/defaults.toml" not in names:
         sys.exit("wheel-check: the wheel lacks flowstage/config/defaults.toml")
+    for asset in (ROOT / "server" / "static" / "viewer").iterdir():
+        if f"flowstage/server/static/viewer/{asset.name}" not in names:
+            sys.exit(f"wheel-check: the wheel lacks the viewer's {asset.name}")
     step(f"{wheel.name}: {len(names)} files, one top-level name: flowstage")
 
 
@@ -112,6 +115,13 @@ def serve_and_execute(venv: Path, workdir: Path) -> None:
     try:
         wait_until("/api/health", lambda: call(base, "GET", "/api/health"), 30, proc)
         step(f"flowstage serve answers on {base} from {workdir}")
+        with urllib.request.urlopen(f"{base}/viewer/main.js", timeout=10) as page:
+            if b"import" not in page.read():
+                sys.exit("wheel-check: GET /viewer/main.js did not answer the viewer's module")
+        with urllib.request.urlopen(f"{base}/", timeout=10) as page:
+            if b'src="/viewer/main.js"' not in page.read():
+                sys.exit("wheel-check: GET / did not answer the viewer's page")
+        step("the viewer is served at /")
         workflows = call(base, "GET", "/api/workflows")["items"]
         if not workflows:
             sys.exit("wheel-check: no demo workflow was seeded")

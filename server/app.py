@@ -27,6 +27,7 @@ from flowstage.server.runs import RunService, recover_interrupted
 from flowstage.server.sse import EventHub
 from flowstage.server.store import Store
 from flowstage.server.testmode import enable_test_mode
+from flowstage.server.viewer import add_viewer_routes
 
 __all__ = ["create_app"]
 
@@ -73,6 +74,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(hub.cleanup_ctx)
     app.on_shutdown.append(hub.on_shutdown)
     _add_routes(app, settings)
+    add_viewer_routes(app)
     if settings.test_mode:
         enable_test_mode(app, clock, engine, store, hub, autojump=settings.autojump)
     return app

@@ -1,0 +1,29 @@
+// The few calls the viewer makes, all to Flowstage's public HTTP API. A problem+json answer
+// becomes an Error carrying its `detail`.
+
+async function call(method, path, body) {
+  const init = { method, headers: { Accept: "application/json" } };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const resp = await fetch(path, init);
+  const text = await resp.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!resp.ok) {
+    throw new Error((data && (data.detail || data.title)) || `${method} ${path}: HTTP ${resp.status}`);
+  }
+  return data;
+}
+
+export const api = {
+  workflows: () => call("GET", "/api/workflows?limit=100"),
+  workflow: (id) => call("GET", `/api/workflows/${encodeURIComponent(id)}`),
+  status: (id) => call("GET", `/api/workflows/${encodeURIComponent(id)}/status`),
+  nodeTypes: () => call("GET", "/api/node-types"),
+  run: (id) => call("GET", `/api/runs/${encodeURIComponent(id)}`),
+  node: (runId, nodeId) =>
+    call("GET", `/api/runs/${encodeURIComponent(runId)}/nodes/${encodeURIComponent(nodeId)}`),
+  execute: (id, body) => call("POST", `/api/workflows/${encodeURIComponent(id)}/execute`, body),
+  control: (runId, action) => call("POST", `/api/runs/${encodeURIComponent(runId)}/${action}`),
+};
