@@ -6,8 +6,9 @@
 const SVG = "http://www.w3.org/2000/svg";
 const W = 180;
 const H = 64;
-const ICONS = { play: "▶", webhook: "⚡", clock: "◷", globe: "◍", database: "⛁", mail: "✉",
-  sparkles: "✦", branch: "⑂", merge: "⋈", timer: "⧗", code: "</>", resize: "⤡", image: "▣",
+// Glyphs every common font has (no icon font is fetched): the type's icon name -> a symbol.
+const ICONS = { play: "▶", webhook: "⚡", clock: "◷", globe: "◍", database: "▤", mail: "✉",
+  sparkles: "✦", branch: "↱", merge: "⋈", timer: "◔", code: "</>", resize: "⤡", image: "▣",
   convert: "⇄", table: "▦", braces: "{ }", flag: "⚑" };
 const STATE_TEXT = { idle: "idle", queued: "queued", running: "running", paused: "paused",
   completed: "completed", failed: "failed", skipped: "skipped", stopped: "stopped" };
@@ -87,6 +88,20 @@ export class Canvas {
       edgesLayer.append(group);
       this.edges.set(c.id, { group, count, timer: 0 });
     }
+    this.fit(workflow.nodes);
+  }
+
+  fit(nodes) {
+    // The whole graph in view at first (never enlarged), with a margin.
+    const xs = nodes.map((n) => n.position.x);
+    const ys = nodes.map((n) => n.position.y);
+    const box = this.svg.getBoundingClientRect();
+    if (!xs.length || !box.width) { this.apply(); return; }
+    const [minX, minY] = [Math.min(...xs), Math.min(...ys)];
+    const width = Math.max(...xs) - minX + W + 80;
+    const height = Math.max(...ys) - minY + H + 80;
+    const zoom = Math.min(1, box.width / width, box.height / height);
+    this.pan = { x: 40 - minX * zoom, y: 40 - minY * zoom, zoom };
     this.apply();
   }
 
