@@ -210,3 +210,30 @@ async def test_a_200_node_workflow_renders_and_its_live_frames_stay_short(page: 
     slowest = sorted(frames)[int(len(frames) * 0.95)]
     assert slowest < 50, f"95th percentile frame {slowest:.1f} ms (max {max(frames):.1f} ms)"
     assert set((await states(page)).values()) == {"completed"}
+
+
+async def test_a_breakpoint_set_in_the_inspector_pauses_the_run_and_history_replays_it(
+    page: Page, server: TestServer
+) -> None:
+    wf = await create(server, chain(node("t", "manual_trigger", 0), node("a", "transform", 220),
+                                    node("b", "transform", 440), node("o", "output", 660)))
+    await open_workflow(page, server, wf)
+    await page.click('[data-node-id="b"]')
+    await page.check("#breakpoint")
+    await page.fill("#speed", "20")
+    await page.click('[data-action="execute"]')
+    await page.wait_for_selector('[data-run-state="paused"]')
+    assert await states(page) == {"t": "completed", "a": "completed", "b": "queued", "o": "idle"}
+    await page.click('[data-action="step"]')  # b starts, and the run pauses again
+    await page.wait_for_selector('[data-node-id="b"][data-state="paused"]')
+    await page.click('[data-action="resume"]')
+    await page.wait_for_selector('[data-run-state="completed"]')
+    first = await page.text_content("#run-id")
+    await page.wait_for_selector("#runs li")
+    await page.click('[data-action="replay"]')
+    await page.wait_for_selector("#runs li:nth-child(2)")
+    await page.wait_for_selector('[data-run-state="completed"]')
+    assert await page.text_content("#run-id") != first
+    await page.click(f'#runs [data-run-id="{first}"] button')
+    await page.wait_for_function(f"document.querySelector('#run-id').textContent === '{first}'")
+    assert await states(page) == {"t": "completed", "a": "completed", "b": "completed", "o": "completed"}

@@ -21,6 +21,10 @@ export const api = {
   workflow: (id) => call("GET", `/api/workflows/${encodeURIComponent(id)}`),
   status: (id) => call("GET", `/api/workflows/${encodeURIComponent(id)}/status`),
   nodeTypes: () => call("GET", "/api/node-types"),
+  runs: (id) => call("GET", `/api/workflows/${encodeURIComponent(id)}/runs?limit=20`),
+  replay: (runId) => call("POST", `/api/runs/${encodeURIComponent(runId)}/replay`, {}),
+  breakpoints: (runId, nodeIds) =>
+    call("PUT", `/api/runs/${encodeURIComponent(runId)}/breakpoints`, { nodeIds }),
   run: (id) => call("GET", `/api/runs/${encodeURIComponent(id)}`),
   node: (runId, nodeId) =>
     call("GET", `/api/runs/${encodeURIComponent(runId)}/nodes/${encodeURIComponent(nodeId)}`),

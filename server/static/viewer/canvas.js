@@ -118,6 +118,10 @@ export class Canvas {
     node.group.querySelector(".bar").setAttribute("width", String((W - 28) * (pct / 100)));
   }
 
+  markBreakpoints(ids) {
+    for (const [id, node] of this.nodes) node.group.classList.toggle("breakpoint", ids.has(id));
+  }
+
   states() {
     return Object.fromEntries([...this.nodes].map(([id, n]) => [id, n.state]));
   }

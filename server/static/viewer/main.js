@@ -11,7 +11,8 @@ const NODE_STATE = { "node.queued": "queued", "node.started": "running", "node.p
   "node.completed": "completed", "node.failed": "failed", "node.skipped": "skipped", "node.stopped": "stopped" };
 const FINAL = new Set(["completed", "failed", "stopped"]);
 
-const page = { workflow: null, run: null, types: new Map(), progress: new Map(), stop: null };
+const page = { workflow: null, run: null, types: new Map(), progress: new Map(), stop: null,
+  breakpoints: new Set(), inspected: null };
 const canvas = new Canvas($("#canvas"), inspect);
 
 function say(text) { $("#message").textContent = text || ""; }
@@ -25,7 +26,7 @@ function setRun(id, state) {
   const entry = page.workflow && document.querySelector(`[data-workflow-id="${page.workflow.id}"] .state`);
   if (entry && state) entry.textContent = state;
   const can = { execute: Boolean(page.workflow), pause: state === "running", resume: state === "paused",
-    step: state === "paused", stop: state === "running" || state === "paused" };
+    step: state === "paused", stop: state === "running" || state === "paused", replay: FINAL.has(state) };
   for (const [action, enabled] of Object.entries(can)) {
     document.querySelector(`[data-action="${action}"]`).disabled = !enabled;
   }
@@ -38,6 +39,28 @@ function showRun(run) {
     page.progress.set(id, node.progress);
     canvas.setNode(id, node.state, node.progress);
   }
+}
+
+// The workflow's latest runs, newest first; opening one shows its final (or current) state.
+async function refreshRuns() {
+  if (!page.workflow) return;
+  const list = $("#runs");
+  try {
+    const runs = (await api.runs(page.workflow.id)).items;
+    list.replaceChildren(...runs.map((run) => {
+      const item = document.createElement("li");
+      item.dataset.runId = run.id;
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = `${run.createdAt.slice(11, 19)} ${run.kind === "replay" ? "replay " : ""}${run.state}`;
+      button.setAttribute("aria-current", String(Boolean(page.run && page.run.id === run.id)));
+      button.addEventListener("click", async () => {
+        try { showRun(await api.run(run.id)); } catch (error) { say(error.message); }
+      });
+      item.append(button);
+      return item;
+    }));
+  } catch (error) { say(error.message); }
 }
 
 async function reload() {
@@ -60,6 +83,7 @@ function onEvent(name, data) {
     for (const id of Object.keys(canvas.states())) canvas.setNode(id, "idle", 0);
     canvas.clearEdges();
     setRun(data.runId, "running");
+    refreshRuns();
     return;
   }
   if (!page.run || data.runId !== page.run.id) return;
@@ -78,6 +102,7 @@ function onEvent(name, data) {
     setRun(page.run.id, to);
   } else if (name.startsWith("run.")) {
     setRun(page.run.id, name.slice(4));
+    refreshRuns();
   }
 }
 
@@ -91,8 +116,10 @@ async function open(workflowId) {
     page.workflow = await api.workflow(workflowId);
     canvas.draw(page.workflow, page.types);
     setRun(null, null);
+    page.breakpoints.clear();
     const status = await api.status(workflowId);
     if (status.id) showRun(status);
+    refreshRuns();
   } catch (error) {
     say(error.message);
     return;
@@ -112,6 +139,8 @@ async function inspect(nodeId) {
   const node = page.workflow.nodes.find((n) => n.id === nodeId);
   const panel = $("#inspector");
   panel.hidden = false;
+  page.inspected = nodeId;
+  $("#breakpoint").checked = page.breakpoints.has(nodeId);
   $("#inspector-title").textContent = `${node.data.label || node.type} (${nodeId})`;
   let detail = { config: node.data.config };
   if (page.run) {
@@ -130,8 +159,12 @@ async function control(action) {
     if (action === "execute") {
       const body = { speed: Number($("#speed").value) || 1, failureRate: Number($("#failure-rate").value) || 0 };
       if ($("#seed").value !== "") body.seed = Number($("#seed").value);
+      if (page.breakpoints.size) body.breakpoints = [...page.breakpoints];
       const run = await api.execute(page.workflow.id, body);
       if (!page.run || page.run.id !== run.id) showRun(run);
+    } else if (action === "replay" && page.run) {
+      const run = await api.replay(page.run.id);
+      if (page.run.id !== run.id) showRun(run);
     } else if (page.run) {
       const run = await api.control(page.run.id, action);
       if (!FINAL.has(page.run.state)) setRun(run.id, run.state);
@@ -165,7 +198,14 @@ async function start() {
     say(error.message);
   }
   $("#controls").addEventListener("submit", (e) => { e.preventDefault(); control("execute"); });
-  for (const action of ["pause", "resume", "step", "stop"]) {
+  $("#breakpoint").addEventListener("change", async (e) => {
+    if (e.target.checked) page.breakpoints.add(page.inspected); else page.breakpoints.delete(page.inspected);
+    canvas.markBreakpoints(page.breakpoints);
+    if (page.run && !FINAL.has(page.run.state)) {
+      try { await api.breakpoints(page.run.id, [...page.breakpoints]); } catch (error) { say(error.message); }
+    }
+  });
+  for (const action of ["pause", "resume", "step", "stop", "replay"]) {
     document.querySelector(`[data-action="${action}"]`).addEventListener("click", () => control(action));
   }
 }
