@@ -198,17 +198,25 @@ async def test_a_200_node_workflow_renders_and_its_live_frames_stay_short(page: 
     await open_workflow(page, server, wf)
     assert await page.locator("[data-node-id]").count() == 200
     assert await page.locator("[data-edge-id]").count() == len(connections)
-    await page.evaluate("""() => { window.frames_ms = []; let last = performance.now();
+    await page.fill("#speed", "1")  # about 1.5 s of streaming: ten chains of 20 transforms
+    await page.click('[data-action="execute"]')
+    await page.wait_for_selector('[data-state="running"]')
+    # While the run streams: the browser's own account of slow frames (a long animation frame is
+    # one whose work, script, style, layout and paint, took 50 ms or more), and the intervals
+    # between frames, for the report.
+    await page.evaluate("""() => {
+        window.long_frames = []; window.frames_ms = []; let last = performance.now();
+        new PerformanceObserver((list) => { for (const e of list.getEntries()) window.long_frames.push(e.duration); })
+            .observe({ type: "long-animation-frame" });
         const tick = (now) => { window.frames_ms.push(now - last); last = now;
                                 if (!window.stop_frames) requestAnimationFrame(tick); };
         requestAnimationFrame(tick); }""")
-    await page.fill("#speed", "1")  # about 1.5 s of streaming: ten chains of 20 transforms
-    await page.click('[data-action="execute"]')
     await page.wait_for_selector('[data-run-state="completed"]', timeout=60_000)
     frames: list[float] = await page.evaluate("() => { window.stop_frames = true; return window.frames_ms.slice(1); }")
+    long_frames: list[float] = await page.evaluate("() => window.long_frames")
     assert len(frames) > 20
-    slowest = sorted(frames)[int(len(frames) * 0.95)]
-    assert slowest < 50, f"95th percentile frame {slowest:.1f} ms (max {max(frames):.1f} ms)"
+    print(f"frames: {len(frames)}, longest interval {max(frames):.1f} ms, long animation frames {long_frames}")
+    assert long_frames == [], f"frames of {long_frames} ms while the run streamed"
     assert set((await states(page)).values()) == {"completed"}
 
 

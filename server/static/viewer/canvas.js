@@ -108,10 +108,12 @@ export class Canvas {
   setNode(id, state, progress) {
     const node = this.nodes.get(id);
     if (!node || (node.state === state && node.progress === progress)) return;
+    if (node.state !== state) {  // attributes only when the state changes: each one restyles the node
+      node.group.setAttribute("data-state", state);
+      node.group.setAttribute("aria-label", `${node.label}: ${STATE_TEXT[state] || state}`);
+    }
     node.state = state;
     node.progress = progress;
-    node.group.setAttribute("data-state", state);
-    node.group.setAttribute("aria-label", `${node.label}: ${STATE_TEXT[state] || state}`);
     const pct = state === "running" || state === "paused" ? Math.round((progress || 0) * 100) : 0;
     node.group.querySelector(".state-label").textContent =
       pct ? `${STATE_TEXT[state]} ${pct}%` : (STATE_TEXT[state] || state);
@@ -138,6 +140,7 @@ export class Canvas {
 
   clearEdges() {
     for (const edge of this.edges.values()) {
+      if (!edge.count.textContent) continue;  // untouched: changing nothing costs no restyle
       clearTimeout(edge.timer);
       edge.count.textContent = "";
       edge.group.classList.remove("flowing");
