@@ -198,7 +198,7 @@ async def test_a_200_node_workflow_renders_and_its_live_frames_stay_short(page: 
     await open_workflow(page, server, wf)
     assert await page.locator("[data-node-id]").count() == 200
     assert await page.locator("[data-edge-id]").count() == len(connections)
-    await page.fill("#speed", "1")  # about 1.5 s of streaming: ten chains of 20 transforms
+    await page.fill("#speed", "1")  # about 1.5 s of streaming, ~1,000 events a second: ten chains of 20
     await page.click('[data-action="execute"]')
     await page.wait_for_selector('[data-state="running"]')
     # While the run streams: the browser's own account of slow frames (a long animation frame is
@@ -245,3 +245,29 @@ async def test_a_breakpoint_set_in_the_inspector_pauses_the_run_and_history_repl
     await page.click(f'#runs [data-run-id="{first}"] button')
     await page.wait_for_function(f"document.querySelector('#run-id').textContent === '{first}'")
     assert await states(page) == {"t": "completed", "a": "completed", "b": "completed", "o": "completed"}
+
+
+async def test_a_template_is_applied_and_a_dropped_image_shows_its_thumbnail(
+    page: Page, server: TestServer, tmp_path: Path
+) -> None:
+    wf = await create(server, chain(node("t", "manual_trigger", 0), node("o", "output", 220)))
+    async with aiohttp.ClientSession() as session, session.post(
+            server.make_url("/api/templates"), json={"fromWorkflowId": wf, "name": "Two steps"}) as resp:
+        assert resp.status == 201, await resp.text()
+        template = (await resp.json())["id"]
+    await page.goto(str(server.make_url("/")))
+    await page.click(f'[data-template-id="{template}"] button')
+    await page.wait_for_selector('#stream-status[data-stream="live"]')
+    opened = await page.get_attribute('#workflows li:first-child', "data-workflow-id")
+    assert opened not in (None, wf)
+    assert await page.get_attribute(f'[data-workflow-id="{opened}"] button', "aria-current") == "true"
+    assert list((await states(page)).values()) == ["idle", "idle"]  # the template's two nodes, new ids
+
+    from PIL import Image
+
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (64, 32), "red").save(picture)
+    await page.set_input_files("#file-input", str(picture))
+    thumbnail = page.locator('#files img[alt="red.png"]')
+    await thumbnail.wait_for()
+    assert await thumbnail.evaluate("img => img.complete && img.naturalWidth > 0")

@@ -18,9 +18,8 @@ async def test_the_page_and_its_modules_are_served_from_this_origin_only(client:
     html = await page.text()
     assert '<script type="module" src="/viewer/main.js"></script>' in html
     assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
-    for name, content_type in (("main.js", "text/javascript"), ("canvas.js", "text/javascript"),
-                               ("live.js", "text/javascript"), ("api.js", "text/javascript"),
-                               ("viewer.css", "text/css")):
+    modules = ("main.js", "canvas.js", "live.js", "api.js", "library.js")
+    for name, content_type in (*((m, "text/javascript") for m in modules), ("viewer.css", "text/css")):
         resp = await client.get(f"/viewer/{name}")
         assert (resp.status, resp.content_type) == (200, content_type), name
         # Nothing from elsewhere: the only absolute URL is SVG's namespace name, never fetched.

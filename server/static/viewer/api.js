@@ -16,7 +16,20 @@ async function call(method, path, body) {
   return data;
 }
 
+async function upload(fileList) {
+  const form = new FormData();
+  for (const file of fileList) form.append("file", file, file.name);
+  const resp = await fetch("/api/files/upload", { method: "POST", body: form });
+  const data = await resp.json();
+  if (!resp.ok) throw new Error(data.detail || data.title || `upload: HTTP ${resp.status}`);
+  return data;
+}
+
 export const api = {
+  templates: () => call("GET", "/api/templates?limit=50"),
+  applyTemplate: (id, name) => call("POST", `/api/templates/${encodeURIComponent(id)}/apply`, { name }),
+  files: () => call("GET", "/api/files?limit=50"),
+  upload,
   workflows: () => call("GET", "/api/workflows?limit=100"),
   workflow: (id) => call("GET", `/api/workflows/${encodeURIComponent(id)}`),
   status: (id) => call("GET", `/api/workflows/${encodeURIComponent(id)}/status`),

@@ -4,6 +4,7 @@
 
 import { api } from "./api.js";
 import { Canvas } from "./canvas.js";
+import { setupLibrary } from "./library.js";
 import { follow } from "./live.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -174,22 +175,24 @@ async function control(action) {
   }
 }
 
+function addWorkflow(wf, first = false) {
+  const item = document.createElement("li");
+  item.dataset.workflowId = wf.id;
+  const button = document.createElement("button");
+  button.type = "button";
+  button.innerHTML = '<span class="name"></span><span class="state"></span>';
+  button.querySelector(".name").textContent = wf.name;
+  button.addEventListener("click", () => open(wf.id));
+  item.append(button);
+  const list = $("#workflows");
+  if (first) list.prepend(item); else list.append(item);
+}
+
 async function start() {
   try {
     for (const type of (await api.nodeTypes()).items) page.types.set(type.type, type);
-    const list = $("#workflows");
     const workflows = (await api.workflows()).items;
-    for (const wf of workflows) {
-      const item = document.createElement("li");
-      item.dataset.workflowId = wf.id;
-      const button = document.createElement("button");
-      button.type = "button";
-      button.innerHTML = '<span class="name"></span><span class="state"></span>';
-      button.querySelector(".name").textContent = wf.name;
-      button.addEventListener("click", () => open(wf.id));
-      item.append(button);
-      list.append(item);
-    }
+    for (const wf of workflows) addWorkflow(wf);
     await Promise.all(workflows.map(async (wf) => {
       const status = await api.status(wf.id);
       document.querySelector(`[data-workflow-id="${wf.id}"] .state`).textContent = status.state;
@@ -197,6 +200,7 @@ async function start() {
   } catch (error) {
     say(error.message);
   }
+  setupLibrary((workflow) => { addWorkflow(workflow, true); open(workflow.id); }, say);
   $("#controls").addEventListener("submit", (e) => { e.preventDefault(); control("execute"); });
   $("#breakpoint").addEventListener("change", async (e) => {
     if (e.target.checked) page.breakpoints.add(page.inspected); else page.breakpoints.delete(page.inspected);
