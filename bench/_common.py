@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
-__all__ = ["free_port", "pinned", "run_wrk", "wait_up"]
+__all__ = ["alternate_rounds", "free_port", "pinned", "report", "run_wrk", "wait_up"]
 
 
 def free_port() -> int:
@@ -59,6 +59,21 @@ def run_wrk(url: str, seconds: int, connections: int, extra: list[str] | None = 
     assert p99_text is not None
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99_text.group(2)]
     return rps, float(p99_text.group(1)) * scale
+
+
+def alternate_rounds(targets: dict[str, str], rounds: int, seconds: int, connections: int,
+                     extra: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
+    """wrk against each target in turn, `rounds` times after a 1 s warm-up of each: every
+    target's (req/s, p99 ms) per round, a line printed per round."""
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
+    for url in targets.values():
+        run_wrk(url, 1, connections, extra)
+    for round_no in range(rounds):
+        for name, url in targets.items():
+            results[name].append(run_wrk(url, seconds, connections, extra))
+        print(f"round {round_no + 1}/{rounds}: "
+              + ", ".join(f"{n} {r[-1][0]:,.0f} req/s" for n, r in results.items()), flush=True)
+    return results
 
 
 def report(results: dict[str, list[tuple[float, float]]], title: str, goal: float) -> None:

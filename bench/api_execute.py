@@ -22,7 +22,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from _common import free_port, pinned, report, run_wrk, wait_up
+from _common import alternate_rounds, free_port, pinned, report, wait_up
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -74,14 +74,7 @@ def main() -> None:
             "bare aiohttp+msgspec": f"http://127.0.0.1:{bare_port}/api/workflows/{wf_id}/execute",
         }
         extra = ["-s", str(tmp / "post.lua")]
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
-        for url in targets.values():  # warm up
-            run_wrk(url, 1, args.connections, extra)
-        for round_no in range(args.rounds):
-            for name, url in targets.items():
-                results[name].append(run_wrk(url, args.seconds, args.connections, extra))
-            print(f"round {round_no + 1}/{args.rounds}: "
-                  + ", ".join(f"{n} {r[-1][0]:,.0f} req/s" for n, r in results.items()), flush=True)
+        results = alternate_rounds(targets, args.rounds, args.seconds, args.connections, extra)
     finally:
         for p in procs:
             p.terminate()
