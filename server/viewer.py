@@ -5,12 +5,11 @@ public HTTP API and SSE streams; docs/viewer.md says what it shows."""
 
 from __future__ import annotations
 
-import hashlib
 from importlib.resources import files
 
 from aiohttp import web
 
-from flowstage.server.http import not_modified
+from flowstage.server.http import content_etag, not_modified
 from flowstage.simulation.errors import NotFound
 
 __all__ = ["add_viewer_routes"]
@@ -31,7 +30,7 @@ def _assets() -> dict[str, tuple[bytes, str, str]]:
         suffix = "." + entry.name.rpartition(".")[2]
         if entry.is_file() and suffix in _TYPES:
             body = entry.read_bytes()
-            found[entry.name] = (body, _TYPES[suffix], f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"')
+            found[entry.name] = (body, _TYPES[suffix], content_etag(body))
     return found
 
 
