@@ -243,7 +243,7 @@ async def test_a_breakpoint_set_in_the_inspector_pauses_the_run_and_history_repl
     await page.wait_for_selector('[data-run-state="completed"]')
     assert await page.text_content("#run-id") != first
     await page.click(f'#runs [data-run-id="{first}"] button')
-    await page.wait_for_function(f"document.querySelector('#run-id').textContent === '{first}'")
+    await page.wait_for_selector(f'#run-id:text-is("{first}")')  # no eval: the page's CSP forbids it
     assert await states(page) == {"t": "completed", "a": "completed", "b": "completed", "o": "completed"}
 
 
