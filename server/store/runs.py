@@ -45,7 +45,7 @@ class RunRepo:
 
     async def append_events(self, rows: Iterable[EventRow]) -> None:
         """Append events (the engine's sink)."""
-        # The engine hands over a lazy batch (falsy when empty); executemany iterates it.
+        # The engine hands over a lazy batch (falsy when empty); `save` cuts it into chunks.
         if rows:
             await self.save((), rows)
 
