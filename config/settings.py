@@ -31,7 +31,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str
     port: Annotated[int, Meta(ge=0, le=65535)]
     data_dir: str
-    storage: Literal["sqlite", "memory"]
+    storage: Literal["sqlite", "memory", "postgres"]
+    database_url: str
     speed: Annotated[float, Meta(gt=0)]
     failure_rates: dict[str, Annotated[float, Meta(ge=0, le=1)]]
     mailbox_size: Annotated[int, Meta(ge=1)]
@@ -123,4 +124,7 @@ def load_settings(
     for source, layer in layers:
         _check({**merged, **layer}, source)
         merged.update(layer)
-    return msgspec.convert(merged, Settings, strict=False)
+    settings = msgspec.convert(merged, Settings, strict=False)
+    if settings.storage == "postgres" and not settings.database_url:
+        raise SettingsError('storage = "postgres" needs database_url (postgresql://user@host:5432/dbname)')
+    return settings

@@ -25,7 +25,7 @@ from flowstage.server.routes import ALL_ROUTES
 from flowstage.server.routes.meta import VERSION
 from flowstage.server.runs import RunService, recover_interrupted
 from flowstage.server.sse import EventHub
-from flowstage.server.store import Store
+from flowstage.server.store import Store, database_for
 from flowstage.server.testmode import enable_test_mode
 from flowstage.server.viewer import add_viewer_routes
 
@@ -55,8 +55,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[METRICS] = metrics
     app[LIFETIME] = Lifetime()
     data_dir = Path(settings.data_dir)
-    db_path = None if settings.storage == "memory" else data_dir / "flowstage.db"
-    app[STORE] = store = Store(db_path, data_dir / "files", now)
+    database = database_for(settings.storage, data_dir, settings.database_url)
+    app[STORE] = store = Store(database, data_dir / "files", now)
     engine_config = EngineConfig(default_speed=settings.speed, mailbox_size=settings.mailbox_size,
                                  failure_rates=dict(settings.failure_rates))
     app[ENGINE] = engine = Engine(clock, store.runs, engine_config)

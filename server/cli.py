@@ -20,6 +20,7 @@ from aiohttp import web
 
 from flowstage.actors.tuning import tune_gc
 from flowstage.config import SettingsError, defaults, load_settings
+from flowstage.server.store import BackendMissing, StoreUnavailable
 from flowstage.server.store.db import SchemaTooNew
 
 __all__ = ["main"]
@@ -59,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help=f"where the database and files live (default {default['data_dir']})")
     serve.add_argument("--config", help="a TOML file overriding the defaults")
     serve.add_argument("--speed", type=float, help="default simulated-time scale")
-    serve.add_argument("--storage", choices=("sqlite", "memory"), help="storage backend")
+    serve.add_argument("--storage", choices=("sqlite", "memory", "postgres"), help="storage backend")
+    serve.add_argument("--database-url", help="the PostgreSQL of --storage postgres (postgresql://...)")
     serve.add_argument("--test-mode", action="store_const", const=True,
                        help="virtual time, scripts, a journal and /__flowstage/* (docs/testing.md)")
     _add_loop_argument(serve, "event loop (uvloop needs: pip install -e '.[uvloop]')")
@@ -146,7 +148,8 @@ def _serve(args: argparse.Namespace) -> int:
         settings = load_settings(
             args.config, os.environ,
             {"host": args.host, "port": args.port, "data_dir": args.data_dir,
-             "speed": args.speed, "storage": args.storage, "test_mode": args.test_mode},
+             "speed": args.speed, "storage": args.storage, "database_url": args.database_url,
+             "test_mode": args.test_mode},
         )
     except SettingsError as exc:
         print(f"flowstage: configuration error: {exc}", file=sys.stderr)
@@ -170,7 +173,9 @@ def _serve(args: argparse.Namespace) -> int:
                     # Cancel a handler when its client goes away: an idle SSE stream is freed
                     # at once instead of at its next ping.
                     handler_cancellation=True)
-    except SchemaTooNew as exc:
+    except (SchemaTooNew, StoreUnavailable, BackendMissing) as exc:
+        # One line: a database that is newer, unreachable (its URL without the password) or
+        # without its driver installed.
         print(f"flowstage: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -4,6 +4,8 @@ aiohttp test client talking to it over real HTTP."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
+from servers import PostgresServer, RedisServer, running
 
 from flowstage.actors.clock import ManualClock
 from flowstage.config import Settings, load_settings
@@ -33,6 +36,40 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the session (tests/servers.py); each test gets a schema."""
+    with running(PostgresServer()) as server:
+        assert isinstance(server, PostgresServer)
+        yield server
+
+
+_schemas = itertools.count(1)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A `database_url` whose tables start empty: a new schema of the session's server."""
+    return postgres_server.schema_url(f"test_{next(_schemas)}")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with running(RedisServer()) as server:
+        assert isinstance(server, RedisServer)
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings on each durable store: a SQLite file, and a PostgreSQL (a fresh schema). The
+    store's tests take this fixture, and so run against both."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        return make_settings(tmp_path / "data", storage="postgres", database_url=url)
+    return make_settings(tmp_path / "data", storage="sqlite")
 
 
 @pytest.fixture

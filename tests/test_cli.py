@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from servers import free_port
 
 from flowstage.server import cli
 from flowstage.server.keys import SETTINGS
@@ -160,7 +161,7 @@ def test_an_out_of_range_port_flag_exits_2(
     ("argv", "says"),
     [
         (["serve", "--port", "abc"], "--port"),
-        (["serve", "--storage", "postgres"], "--storage"),
+        (["serve", "--storage", "mysql"], "--storage"),
         (["serve", "--bogus"], "--bogus"),
         (["loadtest", "--bogus"], "--bogus"),
         (["loadtest", "--runs", "abc"], "--runs"),
@@ -177,6 +178,23 @@ def test_bad_arguments_exit_2_with_usage(
     assert "usage: flowstage" in err
     assert says in err
     assert served == []
+
+
+def test_serve_on_an_unreachable_postgres_exits_2_naming_it_without_its_password(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    url = f"postgresql://flowstage:s3cret@127.0.0.1:{port}/flowstage"
+    done = subprocess.run([sys.executable, "-m", "flowstage", "serve", "--port", "0", "--storage", "postgres",
+                           "--database-url", url, "--data-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"flowstage: PostgreSQL at postgresql://flowstage:***@127.0.0.1:{port}/flowstage "
+                                  "is unreachable: ")
+    assert done.stderr.count("\n") == 1 and "s3cret" not in done.stderr
+
+
+def test_storage_postgres_without_a_database_url_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["serve", "--port", "0", "--storage", "postgres"]) == 2
+    assert "needs database_url" in capsys.readouterr().err
 
 
 def test_loadtest_help_lists_its_flags(capsys: pytest.CaptureFixture[str]) -> None:

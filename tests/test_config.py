@@ -89,7 +89,7 @@ def test_an_unknown_environment_variable_is_named() -> None:
     [
         ('port = "high"\n', "port"),
         ("port = 70000\n", "port"),
-        ('storage = "postgres"\n', "storage"),
+        ('storage = "mysql"\n', "storage"),
         ("speed = 0\n", "speed"),
         ('cors_origins = "*"\n', "cors_origins"),
         ("failure_rates = { http_request = 2 }\n", "failure_rates"),

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from flowstage.server.keys import STORE
-from flowstage.server.store import Store
+from flowstage.server.store import Store, database_for
 from flowstage.server.store.documents import DocumentRepo
 from flowstage.simulation.models import Workflow
 
@@ -95,7 +95,7 @@ def _workflow(n: int) -> Workflow:
 
 
 async def test_the_cache_holds_at_most_its_size_and_drops_the_least_recently_read(tmp_path: Path) -> None:
-    store = Store(None, tmp_path / "files", time.time)
+    store = Store(database_for("memory", tmp_path), tmp_path / "files", time.time)
     await store.open()
     try:
         repo: DocumentRepo[Workflow] = DocumentRepo(store.db, "workflows", Workflow, "workflow", time.time,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flowstage.server.store import Store
+from flowstage.config import Settings
+from flowstage.server.store import Store, database_for
 from flowstage.server.store.event_chunks import chunks, events_of
 
 DATA = [b'{"runId":"r","seq":1}', b'{"text":"caf\\u00e9 \xe2\x9c\x93","n":[1,2.5,null]}', b'{}',
@@ -25,8 +26,10 @@ def test_chunks_cut_at_each_new_run_and_each_break_in_seq() -> None:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> Store:
-    opened = Store(tmp_path / "db.sqlite", tmp_path / "files", time.time)
+async def store(durable: Settings) -> Store:
+    """A store on SQLite and one on PostgreSQL."""
+    data_dir = Path(durable.data_dir)
+    opened = Store(database_for(durable.storage, data_dir, durable.database_url), data_dir / "files", time.time)
     await opened.open()
     return opened
 

@@ -1,5 +1,6 @@
-"""SQLite storage survives a restart: a second app on the same data dir reads back exactly what
-the first one stored; demo data is seeded once; a newer schema is refused clearly."""
+"""Storage survives a restart, on SQLite and on PostgreSQL (the `durable` fixture): a second
+app on the same store reads back exactly what the first one stored; demo data is seeded once;
+a newer schema is refused clearly."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -31,9 +33,9 @@ async def start(aiohttp_client: Any, settings: Settings) -> Client:
 
 
 async def test_a_workflow_and_its_edits_survive_a_restart(
-    aiohttp_client: Any, on_disk: Settings, simple_workflow: dict[str, Any]
+    aiohttp_client: Any, durable: Settings, simple_workflow: dict[str, Any]
 ) -> None:
-    first = await start(aiohttp_client, on_disk)
+    first = await start(aiohttp_client, durable)
     wf = await (await first.post("/api/workflows", json=simple_workflow)).json()
     url = f"/api/workflows/{wf['id']}"
     assert (await first.post(f"{url}/nodes", json={
@@ -47,7 +49,7 @@ async def test_a_workflow_and_its_edits_survive_a_restart(
     before_list = await (await first.get("/api/workflows")).json()
     await first.close()
 
-    second = await start(aiohttp_client, on_disk)
+    second = await start(aiohttp_client, durable)
     after = await second.get(url)
     assert after.status == 200
     assert after.headers["ETag"] == before.headers["ETag"] == '"4"'
@@ -62,9 +64,9 @@ async def test_a_workflow_and_its_edits_survive_a_restart(
 
 
 async def test_a_viewport_and_edges_saved_by_an_editor_survive_a_restart(
-    aiohttp_client: Any, on_disk: Settings
+    aiohttp_client: Any, durable: Settings
 ) -> None:
-    first = await start(aiohttp_client, on_disk)
+    first = await start(aiohttp_client, durable)
     saved = await (await first.post("/api/workflows", json={
         "name": "Camera",
         "nodes": [{"id": "t", "type": "manual_trigger", "position": {"x": 0, "y": 0}, "selected": True},
@@ -75,7 +77,7 @@ async def test_a_viewport_and_edges_saved_by_an_editor_survive_a_restart(
     url = f"/api/workflows/{saved['id']}"
     await first.close()
 
-    second = await start(aiohttp_client, on_disk)
+    second = await start(aiohttp_client, durable)
     after = await (await second.get(url)).json()
     assert after == saved
     assert after["viewport"] == {"x": -40.25, "y": 12.0, "zoom": 0.75}
@@ -84,7 +86,7 @@ async def test_a_viewport_and_edges_saved_by_an_editor_survive_a_restart(
     assert (await (await second.put(url, json={"viewport": None})).json())["viewport"] is None
     await second.close()
 
-    third = await start(aiohttp_client, on_disk)
+    third = await start(aiohttp_client, durable)
     assert (await (await third.get(url)).json())["viewport"] is None
 
 
@@ -144,15 +146,15 @@ async def test_a_version_1_database_is_migrated_keeping_every_row(
 
 
 async def test_a_deleted_workflow_stays_deleted_after_a_restart(
-    aiohttp_client: Any, on_disk: Settings, simple_workflow: dict[str, Any]
+    aiohttp_client: Any, durable: Settings, simple_workflow: dict[str, Any]
 ) -> None:
-    first = await start(aiohttp_client, on_disk)
+    first = await start(aiohttp_client, durable)
     keep = await (await first.post("/api/workflows", json=simple_workflow)).json()
     gone = await (await first.post("/api/workflows", json={"name": "temporary"})).json()
     assert (await first.delete(f"/api/workflows/{gone['id']}")).status == 204
     await first.close()
 
-    second = await start(aiohttp_client, on_disk)
+    second = await start(aiohttp_client, durable)
     assert (await second.get(f"/api/workflows/{gone['id']}")).status == 404
     page = await (await second.get("/api/workflows")).json()
     assert [w["id"] for w in page["items"]] == [keep["id"]]
@@ -186,9 +188,9 @@ async def test_memory_storage_keeps_nothing_between_starts(
 
 
 async def test_demo_data_is_seeded_once_and_deleting_it_is_respected(
-    aiohttp_client: Any, tmp_path: Path
+    aiohttp_client: Any, durable: Settings
 ) -> None:
-    settings = make_settings(tmp_path / "data", storage="sqlite", seed_demo_data=True)
+    settings = msgspec.structs.replace(durable, seed_demo_data=True)
     first = await start(aiohttp_client, settings)
     page = await (await first.get("/api/workflows")).json()
     demo_ids = {w["id"] for w in page["items"]}
@@ -243,3 +245,25 @@ async def test_a_database_from_a_newer_flowstage_is_refused(
         assert conn.execute("SELECT count(*) FROM workflows").fetchone()[0] == 1
     finally:
         conn.close()
+
+
+async def test_a_postgres_schema_from_a_newer_flowstage_is_refused(
+    aiohttp_client: Any, tmp_path: Path, postgres_url: str
+) -> None:
+    import psycopg
+
+    settings = make_settings(tmp_path, storage="postgres", database_url=postgres_url)
+    first = await start(aiohttp_client, settings)
+    assert (await first.post("/api/workflows", json={"name": "from the future"})).status == 201
+    await first.close()
+    newer = len(MIGRATIONS) + 1
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            str(len(MIGRATIONS)),)
+        conn.execute("UPDATE meta SET value = %s WHERE key = 'schema_version'", (str(newer),))
+
+    runner = web.AppRunner(create_app(settings))
+    with pytest.raises(RuntimeError, match=rf"schema version {newer} is newer.*upgrade Flowstage"):
+        await runner.setup()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM workflows").fetchone() == (1,)

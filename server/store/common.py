@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import secrets
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
+from flowstage.server.store.db import Connection
 from flowstage.simulation.errors import FieldError, Invalid
 
 __all__ = [
@@ -42,7 +42,7 @@ _hex_at = 0
 
 
 def newest_first(
-    conn: sqlite3.Connection,
+    conn: Connection,
     table: str,
     limit: int,
     after: tuple[str, str] | None,

@@ -1,20 +1,26 @@
-"""The SQLite database: one connection on one dedicated thread, so blocking calls never run on
-the event loop; explicit transactions; a schema version with forward migrations.
+"""The database behind the repositories: one connection on one dedicated thread, so blocking
+calls never run on the event loop; explicit transactions; a schema version with forward
+migrations.
 
-`storage = "memory"` uses SQLite's in-memory database through exactly the same code, which is
-what the tests use.
+`SQLiteDatabase` is the embedded default (`storage = "sqlite"`, or `"memory"`: SQLite's
+in-memory database through exactly the same code, which is what the tests use).
+`server.store.postgres.PostgresDatabase` is the shared one (`storage = "postgres"`). The
+repositories write their SQL once, with `?` placeholders, against the `Connection` protocol;
+where the two dialects differ they ask `Database.dialect`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
-__all__ = ["MIGRATIONS", "Database", "SchemaTooNew"]
+from flowstage.simulation.errors import Unavailable
+
+__all__ = ["MIGRATIONS", "Connection", "Cursor", "Database", "SQLiteDatabase", "SchemaTooNew", "StoreUnavailable"]
 
 T = TypeVar("T")
 
@@ -81,18 +87,42 @@ class SchemaTooNew(RuntimeError):
     """The database was written by a newer Flowstage; refusing it protects its data."""
 
 
-class Database:
-    """Owns the connection and the one thread that touches it."""
+class StoreUnavailable(Unavailable):
+    """The database cannot be reached (a 503 problem); the request changed nothing."""
 
-    def __init__(self, path: str | Path | None) -> None:
-        """`path=None` is an in-memory database."""
-        self._path = ":memory:" if path is None else str(path)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowstage-db")
-        self._conn: sqlite3.Connection | None = None
+
+class Cursor(Protocol):
+    """What the repositories use of a cursor: sqlite3's and psycopg's both have it."""
 
     @property
-    def path(self) -> str:
-        return self._path
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """What the repositories use of a connection. SQL has `?` placeholders in both dialects."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> object: ...
+
+
+Dialect = Literal["sqlite", "postgres"]
+
+
+class Database:
+    """Owns the connection and the one thread that touches it; subclasses connect."""
+
+    dialect: Dialect
+    # Whether other processes share this database (they cache nothing it holds unchecked).
+    shared = False
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowstage-db")
+        self._opened = False
 
     async def open(self) -> None:
         try:
@@ -100,29 +130,64 @@ class Database:
         except BaseException:
             self._executor.shutdown(wait=False)
             raise
+        self._opened = True
 
     async def close(self) -> None:
-        if self._conn is not None:
+        if self._opened:
+            self._opened = False
             await self._submit(self._close)
         self._executor.shutdown(wait=True)
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(conn)` on the database thread."""
-        return await self._submit(lambda: fn(self._connection()))
+        return await self._submit(lambda: self._read(fn))
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(conn)` in one transaction on the database thread; committed before return."""
         return await self._submit(lambda: self._transaction(fn))
+
+    async def _submit(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    # On the database thread:
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def _read(self, fn: Callable[[Connection], T]) -> T:
+        raise NotImplementedError
+
+    def _transaction(self, fn: Callable[[Connection], T]) -> T:
+        raise NotImplementedError
+
+
+class SQLiteDatabase(Database):
+    """A SQLite file, or SQLite's in-memory database."""
+
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, path: str | Path | None) -> None:
+        """`path=None` is an in-memory database."""
+        super().__init__()
+        self._path = ":memory:" if path is None else str(path)
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def path(self) -> str:
+        return self._path
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             raise RuntimeError("database is not open")
         return self._conn
 
-    async def _submit(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+    def _read(self, fn: Callable[[Connection], T]) -> T:
+        return fn(self._connection())
 
-    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _transaction(self, fn: Callable[[Connection], T]) -> T:
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -1,15 +1,17 @@
 """Repository of versioned graph documents — workflows and templates share it.
 
 Each document is stored whole as JSON beside the columns that lists sort on. Writes to one
-document are serialised by a per-id lock and bump `version` by one; reads of single documents
-come from a small cache of already-encoded bodies, so the hottest request of an editor (GET a
-workflow) neither touches SQLite nor encodes JSON.
+document are serialised by a per-id lock and bump `version` by one, and each is stored only
+over the version it was made from; reads of single documents come from a small cache of
+already-encoded bodies, so the hottest request of an editor (GET a workflow) neither touches
+SQLite nor encodes JSON. On a database other processes share (PostgreSQL), a cached body is
+served only after one query has found its version still stored.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import functools
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -19,7 +21,7 @@ import msgspec
 
 from flowstage.server.errors import PreconditionFailed
 from flowstage.server.store.common import Page, decode_cursor, etag_for, etag_matches, newest_first, page_of
-from flowstage.server.store.db import Database
+from flowstage.server.store.db import Connection, Database
 from flowstage.simulation.errors import NotFound
 from flowstage.simulation.messages import no_such
 from flowstage.simulation.models import Template, Workflow
@@ -30,6 +32,15 @@ __all__ = ["Cached", "DocumentRepo"]
 D = TypeVar("D", Workflow, Template)
 
 _encoder = msgspec.json.Encoder()
+# A document whose `tags` hold the one parameter.
+_HAS_TAG = {
+    "sqlite": "EXISTS (SELECT 1 FROM json_each(doc, '$.tags') WHERE value = ?)",
+    "postgres": "convert_from(doc, 'UTF8')::jsonb -> 'tags' @> to_jsonb(?::text)",
+}
+
+
+class _Changed(Exception):
+    """The stored version moved between reading and writing (another process wrote it)."""
 
 
 class Cached(Generic[D]):
@@ -81,11 +92,13 @@ class DocumentRepo(Generic[D]):
     async def get_cached(self, doc_id: str) -> Cached[D]:
         hit = self._cache.get(doc_id)
         if hit is not None:
-            self._cache.move_to_end(doc_id)
-            return hit
+            if not self._db.shared:
+                self._cache.move_to_end(doc_id)
+                return hit
+            return await self._revalidated(hit)
         table = self._table
 
-        def load(conn: sqlite3.Connection) -> bytes | None:
+        def load(conn: Connection) -> bytes | None:
             row = conn.execute(f"SELECT doc FROM {table} WHERE id = ?", (doc_id,)).fetchone()
             return None if row is None else row[0]
 
@@ -94,6 +107,26 @@ class DocumentRepo(Generic[D]):
             raise NotFound(no_such(self._kind, doc_id))
         return self._remember(self._decoder.decode(raw))
 
+    async def _revalidated(self, hit: Cached[D]) -> Cached[D]:
+        """A shared database may have been written by another process: the cached body is
+        served only while the stored version is still its version. One round trip, which
+        carries the document only when it changed."""
+        table, doc_id, version = self._table, hit.doc.id, hit.doc.version
+
+        def check(conn: Connection) -> tuple[bytes | None] | None:
+            row = conn.execute(f"SELECT CASE WHEN version = ? THEN NULL ELSE doc END FROM {table} WHERE id = ?",
+                               (version, doc_id)).fetchone()
+            return None if row is None else (row[0],)
+
+        found = await self._db.read(check)
+        if found is None:
+            self._cache.pop(doc_id, None)
+            raise NotFound(no_such(self._kind, doc_id))
+        if found[0] is None:
+            self._cache.move_to_end(doc_id)
+            return hit
+        return self._remember(self._decoder.decode(found[0]))
+
     async def get(self, doc_id: str) -> D:
         return (await self.get_cached(doc_id)).doc
 
@@ -101,7 +134,7 @@ class DocumentRepo(Generic[D]):
         after = decode_cursor(cursor) if cursor else None
         filters: list[tuple[str, object]] = []
         if tag is not None:
-            filters.append(("EXISTS (SELECT 1 FROM json_each(doc, '$.tags') WHERE value = ?)", tag))
+            filters.append((_HAS_TAG[self._db.dialect], tag))
         table = self._table
         rows, more = await self._db.read(lambda conn: newest_first(conn, table, limit, after, filters))
         return page_of([self._decoder.decode(raw) for raw in rows], more)
@@ -131,33 +164,42 @@ class DocumentRepo(Generic[D]):
         the change; nothing is written then). Version and `updatedAt` are set here, not by it.
         """
         async with self._lock(doc_id):
-            current = await self.get_cached(doc_id)
-            self._check_if_match(current, if_match)
-            changed = change(current.doc)
-            if isinstance(changed, Awaitable):
-                changed = await changed
-            if changed == current.doc:
-                return current.doc  # nothing changed: no new version
-            new = msgspec.structs.replace(
-                changed,
-                id=current.doc.id,
-                created_at=current.doc.created_at,
-                version=current.doc.version + 1,
-                updated_at=self.now_iso(),
-            )
-            await self._db.write(lambda conn: self._update(conn, new))
-            self._remember(new)
-            return new
+            while True:  # again only when another process wrote the document meanwhile
+                current = await self.get_cached(doc_id)
+                self._check_if_match(current, if_match)
+                changed = change(current.doc)
+                if isinstance(changed, Awaitable):
+                    changed = await changed
+                if changed == current.doc:
+                    return current.doc  # nothing changed: no new version
+                new = msgspec.structs.replace(
+                    changed,
+                    id=current.doc.id,
+                    created_at=current.doc.created_at,
+                    version=current.doc.version + 1,
+                    updated_at=self.now_iso(),
+                )
+                try:
+                    await self._db.write(functools.partial(self._update, doc=new))
+                except _Changed:
+                    self._cache.pop(doc_id, None)
+                    continue
+                self._remember(new)
+                return new
 
     async def delete(self, doc_id: str, if_match: str | None = None) -> None:
         async with self._lock(doc_id):
-            current = await self.get_cached(doc_id)
-            self._check_if_match(current, if_match)
-            table = self._table
-            await self._db.write(
-                lambda conn: conn.execute(f"DELETE FROM {table} WHERE id = ?", (doc_id,))
-            )
-            self._cache.pop(doc_id, None)
+            while True:  # again only when another process wrote the document meanwhile
+                current = await self.get_cached(doc_id)
+                self._check_if_match(current, if_match)
+                version = current.doc.version
+                try:
+                    await self._db.write(functools.partial(self._delete, doc_id=doc_id, version=version))
+                except _Changed:
+                    self._cache.pop(doc_id, None)
+                    continue
+                self._cache.pop(doc_id, None)
+                return
 
     # --- internals --------------------------------------------------------------------------
 
@@ -183,15 +225,24 @@ class DocumentRepo(Generic[D]):
             self._cache.popitem(last=False)
         return entry
 
-    def _insert(self, conn: sqlite3.Connection, doc: D) -> None:
+    def _insert(self, conn: Connection, doc: D) -> None:
         conn.execute(
             f"INSERT INTO {self._table} (id, created_at, updated_at, version, doc) "
             "VALUES (?, ?, ?, ?, ?)",
             (doc.id, doc.created_at, doc.updated_at, doc.version, _encoder.encode(doc)),
         )
 
-    def _update(self, conn: sqlite3.Connection, doc: D) -> None:
-        conn.execute(
-            f"UPDATE {self._table} SET updated_at = ?, version = ?, doc = ? WHERE id = ?",
-            (doc.updated_at, doc.version, _encoder.encode(doc), doc.id),
+    def _update(self, conn: Connection, doc: D) -> None:
+        """Store `doc` over the version before it, or raise _Changed: never over a version
+        this process did not read."""
+        cursor = conn.execute(
+            f"UPDATE {self._table} SET updated_at = ?, version = ?, doc = ? WHERE id = ? AND version = ?",
+            (doc.updated_at, doc.version, _encoder.encode(doc), doc.id, doc.version - 1),
         )
+        if cursor.rowcount != 1:
+            raise _Changed
+
+    def _delete(self, conn: Connection, doc_id: str, version: int) -> None:
+        cursor = conn.execute(f"DELETE FROM {self._table} WHERE id = ? AND version = ?", (doc_id, version))
+        if cursor.rowcount != 1:
+            raise _Changed

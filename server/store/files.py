@@ -1,4 +1,4 @@
-"""Uploaded files: rows in SQLite, bytes on disk, stored once per distinct content.
+"""Uploaded files: rows in the database, bytes on disk, stored once per distinct content.
 
 Layout under `<data_dir>/files/`: `blobs/<sha256>` (the bytes), `thumbs/<sha256>.webp`, and
 `tmp/` for uploads in flight. A row and its bytes appear together or not at all: bytes are
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import secrets
-import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import msgspec
 
 from flowstage.server.errors import PreconditionFailed
 from flowstage.server.store.common import Page, decode_cursor, etag_matches, newest_first, page_of
-from flowstage.server.store.db import Database
+from flowstage.server.store.db import Connection, Database
 from flowstage.simulation.errors import NotFound
 from flowstage.simulation.inspection import Inspection
 from flowstage.simulation.messages import no_such
@@ -29,6 +30,14 @@ __all__ = ["FileRepo", "StagedFile"]
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(FileInfo)
+_SHARED_ORPHAN_AGE = 3600.0  # seconds
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return math.inf  # gone already
 
 
 class StagedFile(msgspec.Struct, frozen=True):
@@ -60,22 +69,33 @@ class FileRepo:
         await self.clean_orphans()
 
     async def clean_orphans(self) -> int:
-        """Remove uploads in flight and bytes no row names (a crash between rename and commit)."""
+        """Remove uploads in flight and bytes no row names (a crash between rename and commit).
+
+        When other processes share the database and this directory, what looks orphaned may
+        be their upload in flight: only what is older than an hour is removed then."""
         known = set(await self._db.read(
             lambda conn: [r[0] for r in conn.execute("SELECT DISTINCT sha256 FROM files")]))
+        oldest = time.time() - _SHARED_ORPHAN_AGE if self._db.shared else math.inf
         removed = 0
         for path in [*self.tmp_dir.iterdir(), *self.blob_dir.iterdir(), *self.thumb_dir.iterdir()]:
             sha = path.name.split(".")[0]
-            if path.parent == self.tmp_dir or sha not in known:
+            if (path.parent == self.tmp_dir or sha not in known) and _modified(path) < oldest:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
 
+    def _lock_content(self, conn: Connection, sha256: str) -> None:
+        """Until this transaction ends, no other process adds or deletes a row of these bytes
+        (SQLite needs nothing: one process, one writer)."""
+        if self._db.dialect == "postgres":
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (sha256,))
+
     async def commit(self, staged: Sequence[StagedFile]) -> None:
         """Move every staged upload into place and commit their rows in one transaction."""
 
-        def write(conn: sqlite3.Connection) -> None:
-            for item in staged:
+        def write(conn: Connection) -> None:
+            for item in sorted(staged, key=lambda item: item.info.sha256):  # locks in one order
+                self._lock_content(conn, item.info.sha256)
                 blob = self.blob_path(item.info.sha256)
                 if blob.exists():  # identical bytes are kept once
                     Path(item.tmp_path).unlink(missing_ok=True)
@@ -120,7 +140,7 @@ class FileRepo:
         return _decoder.decode(row[0])
 
     async def get_many(self, file_ids: Sequence[str]) -> dict[str, FileInfo]:
-        def query(conn: sqlite3.Connection) -> list[bytes]:
+        def query(conn: Connection) -> list[bytes]:
             marks = ",".join("?" * len(file_ids))
             return [r[0] for r in conn.execute(f"SELECT doc FROM files WHERE id IN ({marks})", list(file_ids))]
 
@@ -143,17 +163,18 @@ class FileRepo:
         """Delete the row; the bytes and thumbnail go with the last row that names them.
         `if_match` is compared with the file's ETag (its content hash)."""
 
-        def remove(conn: sqlite3.Connection) -> None:
+        def remove(conn: Connection) -> None:
             row = conn.execute("SELECT sha256 FROM files WHERE id = ?", (file_id,)).fetchone()
             if row is None:
                 raise NotFound(no_such("file", file_id))
             sha = str(row[0])
+            self._lock_content(conn, sha)
             if if_match is not None and not etag_matches(if_match, f'"{sha}"'):
                 raise PreconditionFailed(f"If-Match {if_match} does not match the file's ETag.")
             conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
             (others,) = conn.execute("SELECT count(*) FROM files WHERE sha256 = ?", (sha,)).fetchone()
-            # Here, on the database thread, so no upload of the same bytes can commit between
-            # the count and the unlink (commit() runs on this thread too).
+            # Here, on the database thread and holding the content's lock, so no upload of the
+            # same bytes can commit between the count and the unlink.
             if others == 0:
                 self.blob_path(sha).unlink(missing_ok=True)
                 self.thumb_path(sha).unlink(missing_ok=True)

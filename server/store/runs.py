@@ -7,13 +7,12 @@ they go on the wire, a run's new events of a flush in one row (`event_chunks`).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 
 import msgspec
 
 from flowstage.server.store.common import Page, decode_cursor, newest_first, page_of
-from flowstage.server.store.db import Database
+from flowstage.server.store.db import Connection, Database
 from flowstage.server.store.event_chunks import EventRow, chunks, events_of
 from flowstage.simulation.models import Run, Workflow
 
@@ -53,7 +52,7 @@ class RunRepo:
         """Snapshots and events in one transaction: one fsync for both."""
         run_rows = [(r.id, r.workflow_id, r.created_at, r.state, _encoder.encode(r)) for r in runs]
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: Connection) -> None:
             if run_rows:
                 conn.executemany(
                     "INSERT INTO runs (id, workflow_id, created_at, state, doc) VALUES (?, ?, ?, ?, ?) "
@@ -70,7 +69,7 @@ class RunRepo:
         if key in self._frozen:
             return
         await self._db.write(lambda conn: conn.execute(
-            "INSERT OR IGNORE INTO workflow_versions (workflow_id, version, doc) VALUES (?, ?, ?)",
+            "INSERT INTO workflow_versions (workflow_id, version, doc) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             (workflow.id, workflow.version, _encoder.encode(workflow))))
         if len(self._frozen) > 100_000:  # a bound on memory, not on correctness
             self._frozen.clear()
@@ -112,13 +111,13 @@ class RunRepo:
     async def events_after(self, run_id: str, seq: int, limit: int = 10_000) -> list[tuple[int, str, bytes]]:
         """The run's stored events after `seq`, at most `limit`: (seq, name, data)."""
 
-        def query(conn: sqlite3.Connection) -> list[tuple[int, str, bytes]]:
+        def query(conn: Connection) -> list[tuple[int, str, bytes]]:
             out: list[tuple[int, str, bytes]] = []
             # From the chunk holding seq + 1 on (the index finds it), in order.
             for first, events in conn.execute(
-                    "SELECT first_seq, events FROM run_events WHERE run_id = ?1 AND first_seq >= coalesce("
-                    "(SELECT max(first_seq) FROM run_events WHERE run_id = ?1 AND first_seq <= ?2 + 1), 0) "
-                    "ORDER BY first_seq", (run_id, seq)):
+                    "SELECT first_seq, events FROM run_events WHERE run_id = ? AND first_seq >= coalesce("
+                    "(SELECT max(first_seq) FROM run_events WHERE run_id = ? AND first_seq <= ?), 0) "
+                    "ORDER BY first_seq", (run_id, run_id, seq + 1)):
                 out.extend(e for e in events_of(first, events) if e[0] > seq)
                 if len(out) >= limit:
                     break
@@ -134,7 +133,7 @@ class RunRepo:
     async def active(self) -> list[tuple[Run, int]]:
         """Runs stored as running or paused, each with the last seq of its event log."""
 
-        def query(conn: sqlite3.Connection) -> list[tuple[bytes, int]]:
+        def query(conn: Connection) -> list[tuple[bytes, int]]:
             return [(r[0], int(r[1] or 0)) for r in conn.execute(
                 f"SELECT doc, ({_LAST_SEQ.format('runs.id')}) FROM runs WHERE state IN (?, ?)", _ACTIVE)]
 

@@ -1,0 +1,115 @@
+"""Two Flowstage processes on one PostgreSQL and one files directory (`storage = "postgres"`):
+what one writes, the other reads at once, although each caches encoded documents; writes made
+through both at the same time are all kept, each as a new version; files uploaded through one
+are served by the other."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import FormData, web
+from aiohttp.test_utils import TestClient
+from conftest import ClientFactory, make_settings
+
+from flowstage.config import Settings
+from flowstage.server.app import create_app
+
+Client = TestClient[Any, web.Application]
+
+
+@pytest.fixture
+def shared(tmp_path: Path, postgres_url: str) -> Settings:
+    return make_settings(tmp_path / "shared", storage="postgres", database_url=postgres_url)
+
+
+@pytest.fixture
+async def pair(aiohttp_client: ClientFactory, shared: Settings) -> tuple[Client, Client]:
+    """Two apps, as two workers would be: each its own engine, cache and connection."""
+    return await aiohttp_client(create_app(shared)), await aiohttp_client(create_app(shared))
+
+
+async def ok(resp: Any, status: int = 200) -> dict[str, Any]:
+    assert resp.status == status, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    return body
+
+
+async def test_an_edit_through_one_worker_is_read_through_the_other(
+    pair: tuple[Client, Client], simple_workflow: dict[str, Any]
+) -> None:
+    a, b = pair
+    wf = await ok(await a.post("/api/workflows", json=simple_workflow), 201)
+    path = f"/api/workflows/{wf['id']}"
+    assert (await ok(await b.get(path)))["version"] == 1  # now in b's cache
+    await ok(await a.put(path, json={"name": "Renamed through A"}))
+    seen = await b.get(path)
+    assert (await ok(seen))["name"] == "Renamed through A"
+    assert seen.headers["ETag"] == '"2"'
+    # b's If-Match is checked against the stored version, not its cached one.
+    stale = await b.put(path, json={"name": "Lost"}, headers={"If-Match": '"1"'})
+    assert stale.status == 412
+    await ok(await b.put(path, json={"name": "Kept"}, headers={"If-Match": '"2"'}))
+    assert (await ok(await a.get(path)))["name"] == "Kept"
+    assert (await a.delete(path)).status == 204
+    assert (await b.get(path)).status == 404
+    assert (await b.put(path, json={"name": "Ghost"})).status == 404
+
+
+async def test_edits_made_through_both_workers_at_once_are_all_kept(
+    pair: tuple[Client, Client], simple_workflow: dict[str, Any]
+) -> None:
+    a, b = pair
+    wf = await ok(await a.post("/api/workflows", json=simple_workflow), 201)
+    path = f"/api/workflows/{wf['id']}"
+    await ok(await b.get(path))
+
+    async def add(client: Client, n: int) -> None:
+        node = {"id": f"n{n}", "type": "transform", "position": {"x": n, "y": 0}}
+        await ok(await client.post(f"{path}/nodes", json=node), 201)
+
+    await asyncio.gather(*(add(a if n % 2 else b, n) for n in range(20)))
+    for client in (a, b):
+        doc = await ok(await client.get(path))
+        assert doc["version"] == 21
+        assert {n["id"] for n in doc["nodes"]} == {"t", "h", "o"} | {f"n{n}" for n in range(20)}
+
+
+async def test_lists_and_tags_read_the_shared_database(
+    pair: tuple[Client, Client], simple_workflow: dict[str, Any]
+) -> None:
+    a, b = pair
+    made = [await ok(await (a if i % 2 else b).post("/api/workflows", json={**simple_workflow, "name": f"W{i}",
+                                                                          "tags": [f"t{i % 3}"]}), 201)
+            for i in range(6)]
+    for client in (a, b):
+        page = await ok(await client.get("/api/workflows", params={"limit": "4"}))
+        assert [w["id"] for w in page["items"]] == [w["id"] for w in reversed(made)][:4]
+        rest = await ok(await client.get("/api/workflows", params={"cursor": page["nextCursor"]}))
+        assert [w["id"] for w in rest["items"]] == [made[1]["id"], made[0]["id"]]
+        tagged = await ok(await client.get("/api/workflows", params={"tag": "t1"}))
+        assert [w["name"] for w in tagged["items"]] == ["W4", "W1"]
+
+
+async def test_a_file_uploaded_through_one_worker_is_served_by_the_other(pair: tuple[Client, Client]) -> None:
+    a, b = pair
+    content = b"name,count\nwidgets,3\n"
+
+    def form() -> FormData:
+        data = FormData()
+        data.add_field("file", content, filename="counts.csv", content_type="text/csv")
+        return data
+
+    first = (await ok(await a.post("/api/files/upload", data=form()), 201))["items"][0]
+    same = (await ok(await b.post("/api/files/upload", data=form()), 201))["items"][0]
+    assert first["sha256"] == same["sha256"] and first["id"] != same["id"]
+    served = await b.get(f"/api/files/{first['id']}/content")
+    assert served.status == 200 and await served.read() == content
+    assert (await b.delete(f"/api/files/{first['id']}")).status == 204
+    # The bytes stay while another row names them, whichever worker deleted the first.
+    served = await a.get(f"/api/files/{same['id']}/content")
+    assert served.status == 200 and await served.read() == content
+    assert (await a.delete(f"/api/files/{same['id']}")).status == 204
+    assert (await b.get(f"/api/files/{same['id']}/content")).status == 404
