@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 from msgspec import Meta
 
-__all__ = ["DEFAULTS_FILE", "Settings", "SettingsError", "load_settings"]
+__all__ = ["DEFAULTS_FILE", "Settings", "SettingsError", "load_settings", "redact_url"]
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
 ENV_PREFIX = "FLOWSTAGE_"
@@ -33,6 +34,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     data_dir: str
     storage: Literal["sqlite", "memory", "postgres"]
     database_url: str
+    bus: Literal["local", "redis"]
+    redis_url: str
     speed: Annotated[float, Meta(gt=0)]
     failure_rates: dict[str, Annotated[float, Meta(ge=0, le=1)]]
     mailbox_size: Annotated[int, Meta(ge=1)]
@@ -127,4 +130,19 @@ def load_settings(
     settings = msgspec.convert(merged, Settings, strict=False)
     if settings.storage == "postgres" and not settings.database_url:
         raise SettingsError('storage = "postgres" needs database_url (postgresql://user@host:5432/dbname)')
+    if settings.bus == "redis" and not settings.redis_url:
+        raise SettingsError('bus = "redis" needs redis_url (redis://host:6379/0)')
+    if settings.bus == "redis" and settings.storage != "postgres":
+        raise SettingsError('bus = "redis" shares runs between processes, which need a store they share: '
+                            'storage = "postgres"')
     return settings
+
+
+def redact_url(url: str) -> str:
+    """`url` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = (parts.username or "") + ":***"
+    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))

@@ -71,6 +71,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     # waits for open requests to finish.
     app[SSE] = hub = EventHub(settings, engine, store, metrics)
     engine.add_listener(hub.on_event)
+    app.cleanup_ctx.insert(0, hub.bus_lifecycle)
     app.cleanup_ctx.append(hub.cleanup_ctx)
     app.on_shutdown.append(hub.on_shutdown)
     _add_routes(app, settings)
@@ -132,9 +133,15 @@ async def _store_lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    ended = await recover_interrupted(app[STORE], app[NOW]())
-    if ended:
-        log.warning("%d runs were active when the previous process stopped; marked failed", ended)
+    store = app[STORE]
+    if store.db.shared:
+        # Runs stored as active may be another live process's: nobody can tell which are
+        # orphans until processes hold ownership leases (docs/scaling.md), so none is ended.
+        log.info("shared database: runs other processes left active are not ended at start")
+    else:
+        ended = await recover_interrupted(store, app[NOW]())
+        if ended:
+            log.warning("%d runs were active when the previous process stopped; marked failed", ended)
     engine = app[ENGINE]
     await engine.start()
     yield

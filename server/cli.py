@@ -20,8 +20,9 @@ from aiohttp import web
 
 from flowstage.actors.tuning import tune_gc
 from flowstage.config import SettingsError, defaults, load_settings
-from flowstage.server.store import BackendMissing, StoreUnavailable
+from flowstage.server.store import BackendMissing
 from flowstage.server.store.db import SchemaTooNew
+from flowstage.simulation.errors import Unavailable
 
 __all__ = ["main"]
 
@@ -62,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--speed", type=float, help="default simulated-time scale")
     serve.add_argument("--storage", choices=("sqlite", "memory", "postgres"), help="storage backend")
     serve.add_argument("--database-url", help="the PostgreSQL of --storage postgres (postgresql://...)")
+    serve.add_argument("--bus", choices=("local", "redis"), help="where run events go (redis: shared by processes)")
+    serve.add_argument("--redis-url", help="the Redis of --bus redis (redis://host:6379/0)")
     serve.add_argument("--test-mode", action="store_const", const=True,
                        help="virtual time, scripts, a journal and /__flowstage/* (docs/testing.md)")
     _add_loop_argument(serve, "event loop (uvloop needs: pip install -e '.[uvloop]')")
@@ -149,6 +152,7 @@ def _serve(args: argparse.Namespace) -> int:
             args.config, os.environ,
             {"host": args.host, "port": args.port, "data_dir": args.data_dir,
              "speed": args.speed, "storage": args.storage, "database_url": args.database_url,
+             "bus": args.bus, "redis_url": args.redis_url,
              "test_mode": args.test_mode},
         )
     except SettingsError as exc:
@@ -173,9 +177,9 @@ def _serve(args: argparse.Namespace) -> int:
                     # Cancel a handler when its client goes away: an idle SSE stream is freed
                     # at once instead of at its next ping.
                     handler_cancellation=True)
-    except (SchemaTooNew, StoreUnavailable, BackendMissing) as exc:
-        # One line: a database that is newer, unreachable (its URL without the password) or
-        # without its driver installed.
+    except (SchemaTooNew, Unavailable, BackendMissing) as exc:
+        # One line: a database that is newer, PostgreSQL or Redis unreachable (its URL without
+        # the password), or a driver not installed.
         print(f"flowstage: {exc}", file=sys.stderr)
         return 2
     finally:

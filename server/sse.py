@@ -27,19 +27,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from flowstage.actors.engine import Engine
 from flowstage.config import Settings
 from flowstage.server.metrics import Metrics
-from flowstage.server.sse_feeds import EventRing
+from flowstage.server.sse_feeds import Entry, EventRing, RunEvents
+from flowstage.server.sse_remote import RemoteRunLog
 from flowstage.server.sse_subscribers import Subscriber, Subscribers
 from flowstage.server.sse_wire import gap_frame, requested_event_id
 from flowstage.server.sse_writer import SseWriter
-from flowstage.server.store import Store
+from flowstage.server.store import BackendMissing, Store
 from flowstage.simulation.errors import NotFound, Unavailable
 from flowstage.simulation.messages import no_such
+
+if TYPE_CHECKING:  # redis is the redis extra, imported only with bus = "redis"
+    from flowstage.server.bus import RedisBus
 
 __all__ = ["EventHub"]
 
@@ -64,20 +69,56 @@ class EventHub:
         self._flush_handle: asyncio.Handle | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._closing = False
+        # bus = "redis": the ring holds the global stream, as every process numbers it; this
+        # process's events reach it through Redis, and their local streams are woken directly.
+        self.bus: RedisBus | None = None
+        if settings.bus == "redis":
+            try:
+                from flowstage.server.bus import RedisBus
+            except ImportError:
+                raise BackendMissing('bus = "redis" needs redis-py: pip install \'flowstage[redis]\'') from None
+            self.bus = RedisBus(settings.redis_url, settings.event_ring_size, self._on_bus_event)
+        self._local_runs: set[str] = set()
+        self._remote: dict[str, RemoteRunLog] = {}
+        self._refills: set[asyncio.Task[None]] = set()
 
     # --- the engine's side ------------------------------------------------------------------
 
     def on_event(self, run_id: str, workflow_id: str, seq: int, name: str, data: bytes) -> None:
         """Engine listener: append, and make sure a wake-up is scheduled. Nothing else."""
+        if self.bus is not None:
+            self.bus.publish((run_id, workflow_id, seq, name, data))
+            self._local_runs.add(run_id)
+        else:
+            ring = self._ring
+            if ring.append((run_id, workflow_id, seq, name, data)):
+                self._subscribers.after_trim(ring.first - 1, ring.notified)
+        if self._flush_handle is None and self._loop is not None:
+            self._flush_handle = self._loop.call_later(self._batch, self._flush)
+
+    def _on_bus_event(self, position: int, entry: Entry) -> None:
+        """An event of any process, from the global stream, at its global position."""
         ring = self._ring
-        if ring.append((run_id, workflow_id, seq, name, data)):
+        if ring.append_at(position, entry):
             self._subscribers.after_trim(ring.first - 1, ring.notified)
+        remote = self._remote.get(entry[0])
+        if remote is not None:
+            if not remote.add(entry[2], entry[3], entry[4]):
+                remote.refill()
+                task = asyncio.get_running_loop().create_task(self._refill(remote))
+                self._refills.add(task)
+                task.add_done_callback(self._refills.discard)
+            if remote.finished:
+                del self._remote[entry[0]]
         if self._flush_handle is None and self._loop is not None:
             self._flush_handle = self._loop.call_later(self._batch, self._flush)
 
     def _flush(self) -> None:
         self._flush_handle = None
         self._subscribers.wake(self._ring)
+        if self._local_runs:
+            self._subscribers.wake_runs(self._local_runs)
+            self._local_runs = set()
 
     # --- what tests and test mode read ------------------------------------------------------
 
@@ -113,10 +154,12 @@ class EventHub:
     async def run_stream(self, request: web.Request, run_id: str) -> web.StreamResponse:
         after = requested_event_id(request)
         self._check_open()
-        event_log = self._engine.events(run_id)
+        event_log: RunEvents | None = self._engine.events(run_id)
         # The log object stays readable after its run leaves memory, so there is no race
         # between this look-up and the reads. A run not in memory was persisted whole before
         # it was evicted (or belongs to an earlier process), so the store has all of it.
+        if event_log is None and self.bus is not None:
+            event_log = await self._remote_log(run_id)
         if event_log is None:
             if await self._store.runs.get(run_id) is None:
                 raise NotFound(no_such("run", run_id))
@@ -133,6 +176,44 @@ class EventHub:
         sub.run_id = run_id
         sub.feed = self._subscribers.feed_for(run_id, event_log)
         return await self._writer.serve(sub)
+
+    async def _remote_log(self, run_id: str) -> RemoteRunLog | None:
+        """A run that another process is running (the Redis bus): its log, read from its
+        Redis stream and followed. None when the store has the run ended, or nobody has it."""
+        remote = self._remote.get(run_id)
+        if remote is not None:
+            return remote
+        stored = await self._store.runs.get(run_id)
+        if stored is not None and stored.state not in ("running", "paused"):
+            return None  # ended, and stored whole
+        remote = self._remote[run_id] = RemoteRunLog(run_id)
+        try:
+            found = await self._fill(remote)
+        except BaseException:
+            self._remote.pop(run_id, None)
+            raise
+        if not found or remote.finished:
+            self._remote.pop(run_id, None)
+        return remote if found else None
+
+    async def _refill(self, remote: RemoteRunLog) -> None:
+        """An event of a followed run went missing (trimmed before it was read): read the
+        run's stream again, until Redis answers."""
+        from flowstage.server.bus import BusUnavailable
+
+        while True:
+            try:
+                await self._fill(remote)
+                return
+            except BusUnavailable:
+                await asyncio.sleep(0.5)
+
+    async def _fill(self, remote: RemoteRunLog) -> bool:
+        """Fill `remote` from its run's Redis stream; whether the stream had any event."""
+        assert self.bus is not None
+        events = await self.bus.run_events(remote.run_id)
+        remote.fill(events)
+        return bool(events)
 
     async def workflow_stream(self, request: web.Request, workflow_id: str) -> web.StreamResponse:
         self._check_open()
@@ -189,6 +270,19 @@ class EventHub:
                 handle.cancel()
         self._flush_handle = self._sweep_handle = None
         self._loop = None
+
+    async def bus_lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+        """bus = "redis": reach Redis before anything else starts (unreachable: the process
+        stops before touching the store), and stop after the engine, so that the events of
+        its shutdown are published too."""
+        if self.bus is None:
+            yield
+            return
+        await self.bus.start()
+        if not self._ring.entries:  # nothing recent: positions go on from the bus's
+            self._ring.clear(self.bus.position)
+        yield
+        await self.bus.stop()
 
     async def on_shutdown(self, app: web.Application) -> None:
         """Stop every stream (aborting any stuck in a write) and wait briefly for them to end,

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from flowstage.actors.eventlog import EventLog
 from flowstage.server.sse_wire import frame, gap_frame
 
-__all__ = ["Entry", "EventRing", "Reader", "RunFeed"]
+__all__ = ["Entry", "EventRing", "Reader", "RunEvents", "RunFeed"]
 
 # (run_id, workflow_id, seq, name, data): one event as the engine's listeners receive it.
 Entry = tuple[str, str, int, str, bytes]
@@ -20,12 +19,25 @@ _MAX_SCAN = 8192
 _EMPTY: frozenset[str] = frozenset()
 
 
+class RunEvents(Protocol):
+    """What a run's feed reads: the engine's `EventLog` of a run in this process, or a
+    `server.remote.RemoteRunLog` of a run in another one (the Redis bus)."""
+
+    @property
+    def last_seq(self) -> int: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    def events_after(self, seq: int) -> list[tuple[int, str, bytes]]: ...
+
+
 class RunFeed:
     """A live run's frames, built once from its event log and shared by its subscribers."""
 
     __slots__ = ("chunk", "frames", "key", "log", "users")
 
-    def __init__(self, event_log: EventLog) -> None:
+    def __init__(self, event_log: RunEvents) -> None:
         self.log = event_log
         self.frames: list[bytes] = []
         self.users = 0
@@ -91,6 +103,14 @@ class EventRing:
         del self._frames_seq[:drop]
         self.first += drop
         return True
+
+    def append_at(self, position: int, entry: Entry) -> bool:
+        """Add the event at global `position` (the Redis bus numbers them). A jump forward
+        (events trimmed away before this process read them) forgets what the ring held, so
+        a subscriber that needed them is told of the gap."""
+        if position != self.head + 1:
+            self.clear(position - 1)
+        return self.append(entry)
 
     def mark_notified(self) -> int:
         """Record that subscribers are being woken for every event so far. Returns the index in
@@ -166,10 +186,11 @@ class EventRing:
             frames.extend([frame(base + i, e[3], e[4])
                            for i, e in enumerate(self.entries[have:end], have)])
 
-    def clear(self) -> None:
-        """Forget every event. Positions keep growing, so an id from before is reported as a
-        gap, never confused with a later event."""
-        head = self.head
+    def clear(self, head: int | None = None) -> None:
+        """Forget every event; the next one is at `head` + 1 (by default, where it would have
+        been). Positions keep growing, so an id from before is reported as a gap, never
+        confused with a later event."""
+        head = self.head if head is None else head
         self.first = head + 1
         self.notified = head
         self.entries.clear()

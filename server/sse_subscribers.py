@@ -17,9 +17,8 @@ from typing import Literal
 
 from aiohttp import web
 
-from flowstage.actors.eventlog import EventLog
 from flowstage.server.metrics import Metrics
-from flowstage.server.sse_feeds import EventRing, RunFeed
+from flowstage.server.sse_feeds import EventRing, RunEvents, RunFeed
 from flowstage.server.sse_wire import SseResponse
 
 __all__ = ["StreamKind", "Subscriber", "Subscribers"]
@@ -106,7 +105,7 @@ class Subscribers:
         """Whether a write to some subscriber is under way."""
         return any(sub.writing_since for sub in self._subs)
 
-    def feed_for(self, run_id: str, event_log: EventLog) -> RunFeed:
+    def feed_for(self, run_id: str, event_log: RunEvents) -> RunFeed:
         """The feed a new stream of a run in memory reads: the one its other streams share."""
         feed = self._run_feeds.get(run_id)
         if feed is None or feed.log is not event_log:
@@ -187,6 +186,11 @@ class Subscribers:
             _wake_keyed(by_run, {entry[0] for entry in batch})
         if by_workflow:
             _wake_keyed(by_workflow, {entry[1] for entry in batch})
+
+    def wake_runs(self, run_ids: set[str]) -> None:
+        """Wake the streams of these runs (their events reached their logs, not the ring)."""
+        if self._by_run:
+            _wake_keyed(self._by_run, run_ids)
 
     def sweep(self, now: float, head: int) -> None:
         """Cut off subscribers stuck in a write since before `now` - the write timeout, or

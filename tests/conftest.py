@@ -62,6 +62,16 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    return redis_server.url
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Settings on each durable store: a SQLite file, and a PostgreSQL (a fresh schema). The

@@ -108,7 +108,8 @@ class PostgresServer:
 
 
 class RedisServer:
-    """A redis-server of its own: no persistence, loopback only."""
+    """A redis-server of its own on loopback, with its append-only file in its directory, as a
+    production Redis has: stopped (`stop`) and started again, it has everything it had."""
 
     def __init__(self) -> None:
         self.binary = need("Redis", shutil.which("redis-server") or _existing("/usr/bin/redis-server"),
@@ -124,8 +125,9 @@ class RedisServer:
     def start(self) -> None:
         self._process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--save", "", "--appendonly", "no", "--protected-mode", "no"],
-            stdout=(self.dir / "log").open("ab"), stderr=subprocess.STDOUT)
+             "--save", "", "--appendonly", "yes", "--protected-mode", "no",
+             "--logfile", str(self.dir / "log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2) as sock:
@@ -135,14 +137,15 @@ class RedisServer:
             time.sleep(0.02)
         raise RuntimeError(f"redis-server did not answer on {self.port}: {(self.dir / 'log').read_text()[-2000:]}")
 
-    def stop(self) -> None:
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """SIGTERM: Redis writes its append-only file and exits, as `systemctl stop` does."""
         process, self._process = self._process, None
         if process is not None:
-            process.send_signal(signal.SIGKILL)
+            process.send_signal(sig)
             process.wait(10)
 
     def remove(self) -> None:
-        self.stop()
+        self.stop(signal.SIGKILL)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -113,3 +113,27 @@ async def test_a_file_uploaded_through_one_worker_is_served_by_the_other(pair: t
     assert served.status == 200 and await served.read() == content
     assert (await a.delete(f"/api/files/{same['id']}")).status == 204
     assert (await b.get(f"/api/files/{same['id']}/content")).status == 404
+
+
+async def test_a_process_starting_on_the_shared_database_leaves_the_others_runs_running(
+    aiohttp_client: ClientFactory, shared: Settings, pair: tuple[Client, Client], simple_workflow: dict[str, Any]
+) -> None:
+    a, _ = pair
+    wf = await ok(await a.post("/api/workflows", json={**simple_workflow, "nodes": [
+        {"id": "t", "type": "manual_trigger", "position": {"x": 0, "y": 0}},
+        {"id": "d", "type": "delay", "position": {"x": 1, "y": 0}, "data": {"config": {"ms": 60_000}}},
+    ], "connections": [{"id": "c", "source": "t", "target": "d"}]}), 201)
+    run = await ok(await a.post(f"/api/workflows/{wf['id']}/execute", json={}), 202)
+    async with asyncio.timeout(10):
+        while (await listed_running(a, run["id"])) != "running":
+            await asyncio.sleep(0.02)
+    late = await aiohttp_client(create_app(shared))  # starts while the run is stored as running
+    assert await listed_running(late, run["id"]) == "running"
+    assert (await ok(await a.get(f"/api/runs/{run['id']}")))["state"] == "running"
+
+
+async def listed_running(client: Client, run_id: str) -> str | None:
+    """The run's state as stored (a process that does not run it reads the store)."""
+    resp = await client.get("/api/runs", params={"state": "running"})
+    items = (await ok(resp))["items"]
+    return "running" if any(r["id"] == run_id for r in items) else None

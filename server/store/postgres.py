@@ -17,13 +17,13 @@ import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from flowstage.config.settings import redact_url
 from flowstage.server.store.db import Connection, Cursor, Database, Dialect, SchemaTooNew, StoreUnavailable
 
-__all__ = ["POSTGRES_BASE_VERSION", "POSTGRES_MIGRATIONS", "PostgresDatabase", "redact_url"]
+__all__ = ["POSTGRES_BASE_VERSION", "POSTGRES_MIGRATIONS", "PostgresDatabase"]
 
 T = TypeVar("T")
 
@@ -64,16 +64,6 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     """,
 )
 _MIGRATION_LOCK = 0x666C6F77  # "flow": the advisory lock key held while migrating
-
-
-def redact_url(url: str) -> str:
-    """`url` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = (parts.username or "") + ":***"
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
 
 
 @functools.lru_cache(maxsize=512)

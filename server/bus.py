@@ -1,0 +1,229 @@
+"""The Redis event bus (`bus = "redis"`, `redis_url`): every process's run events in Redis
+Streams, so that every process serves every run's events over SSE.
+
+- A stream per run, `flowstage:run:<runId>`, whose entry ids are `<seq>-0`; it expires a day
+  after its last event (the store keeps runs' events for good).
+- One global stream, `flowstage:events`, whose entry ids are `<position>-0`: the positions are
+  the ids of `GET /api/events`, the same in every process. It is trimmed to about
+  `event_ring_size` entries.
+
+Publishing: the engine's events are queued in memory and appended in batches by one task,
+through a Lua script that appends each event to its run's stream and to the global stream in
+one step, and skips an event whose seq its run's stream already has. A batch sent again (Redis
+went away before its reply came) therefore adds nothing twice. While Redis is unreachable the
+queue keeps growing, runs go on in memory, and the batch is retried until Redis is back.
+
+Reading: one task per process follows the global stream (XREAD BLOCK) from where it left off
+and hands each entry to the hub; at start it reads the last `event_ring_size` entries first, so
+a client can resume `/api/events` with an id from before this process started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
+
+from flowstage.config.settings import redact_url
+from flowstage.server.sse_feeds import Entry
+from flowstage.simulation.errors import Unavailable
+
+__all__ = ["GLOBAL_STREAM", "BusUnavailable", "RedisBus", "run_stream_key"]
+
+log = logging.getLogger(__name__)
+
+GLOBAL_STREAM = "flowstage:events"
+_COUNTER = "flowstage:events:position"
+_RUN_PREFIX = "flowstage:run:"
+_RUN_TTL_SECONDS = 86_400
+_BATCH = 2_000  # events per script call
+_RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)
+_LOST = (RedisConnectionError, RedisTimeout, OSError)
+_Entries = list[tuple[bytes, dict[bytes, bytes]]]  # stream entries as redis-py returns them
+
+# KEYS: the global stream, the position counter. ARGV: maxlen, run-stream prefix, ttl, then
+# (run id, workflow id, seq, name, data) per event. Returns how many events were added.
+_APPEND = """
+local maxlen, prefix, ttl = ARGV[1], ARGV[2], ARGV[3]
+local top = {}
+local added = 0
+for i = 4, #ARGV, 5 do
+  local run, seq = ARGV[i], tonumber(ARGV[i + 2])
+  local key = prefix .. run
+  local last = top[run]
+  if last == nil then
+    last = 0
+    local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+    if #newest > 0 then last = tonumber(string.match(newest[1][1], '^(%d+)')) end
+    redis.call('EXPIRE', key, ttl)
+  end
+  if seq > last then
+    redis.call('XADD', key, seq .. '-0', 'n', ARGV[i + 3], 'd', ARGV[i + 4])
+    local position = redis.call('INCR', KEYS[2])
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, position .. '-0',
+               'r', run, 'w', ARGV[i + 1], 's', seq, 'n', ARGV[i + 3], 'd', ARGV[i + 4])
+    last = seq
+    added = added + 1
+  end
+  top[run] = last
+end
+return added
+"""
+
+
+class BusUnavailable(Unavailable):
+    """Redis cannot be reached (a 503 problem where a request needs it)."""
+
+
+def run_stream_key(run_id: str) -> str:
+    return _RUN_PREFIX + run_id
+
+
+def _position(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[0])
+
+
+class RedisBus:
+    """Publishes this process's events and follows everybody's."""
+
+    def __init__(self, url: str, ring_size: int, deliver: Callable[[int, Entry], None]) -> None:
+        """`deliver(position, entry)` is called on the loop for every event of the global
+        stream, in order."""
+        self.url = url
+        self._ring_size = ring_size
+        self._deliver = deliver
+        self._redis: aioredis.Redis = aioredis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=5)
+        self._append = self._redis.register_script(_APPEND)
+        self._queue: list[Entry] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.position = 0  # the last global position delivered
+        self.available = True
+        self.published = 0
+
+    def unreachable(self, exc: BaseException | None = None) -> BusUnavailable:
+        why = f": {exc}" if exc is not None and str(exc) else ""
+        return BusUnavailable(f"Redis at {redact_url(self.url)} is unreachable{why}")
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check Redis answers, read the recent history, start publishing and following."""
+        try:
+            await self._redis.ping()
+            await self._preload()
+        except _LOST as exc:
+            await self._redis.aclose()
+            raise self.unreachable(exc) from None
+        self._tasks = [asyncio.create_task(self._publish_forever(), name="flowstage-bus-publish"),
+                       asyncio.create_task(self._follow_forever(), name="flowstage-bus-follow")]
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Publish what is queued (for up to `grace` s), then stop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                while self._queue and self.available:
+                    self._wake.set()
+                    await asyncio.sleep(0.01)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._redis.aclose()
+
+    # --- publishing -------------------------------------------------------------------------
+
+    def publish(self, entry: Entry) -> None:
+        """Queue one of this process's events (called by the hub for every engine event)."""
+        self._queue.append(entry)
+        if len(self._queue) == 1:
+            self._wake.set()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def _publish_forever(self) -> None:
+        failures = 0
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            batch = self._queue[:_BATCH]
+            args: list[Any] = [self._ring_size, _RUN_PREFIX, _RUN_TTL_SECONDS]
+            for run_id, workflow_id, seq, name, data in batch:
+                args += (run_id, workflow_id, seq, name, data)
+            try:
+                await self._append(keys=[GLOBAL_STREAM, _COUNTER], args=args)
+            except _LOST as exc:
+                failures = self._lost(exc, failures)
+                await asyncio.sleep(_RETRY_SECONDS[min(failures, len(_RETRY_SECONDS)) - 1])
+                continue
+            except RedisError:
+                log.exception("Redis refused a batch of %d events; dropped", len(batch))
+            del self._queue[:len(batch)]
+            self.published += len(batch)
+            failures = self._recovered(failures)
+
+    def _lost(self, exc: BaseException, failures: int) -> int:
+        if self.available:
+            log.warning("Redis at %s lost (%s); %d events wait", redact_url(self.url), exc, len(self._queue))
+        self.available = False
+        return failures + 1
+
+    def _recovered(self, failures: int) -> int:
+        if not self.available:
+            log.warning("Redis at %s is back", redact_url(self.url))
+        self.available = True
+        return 0
+
+    # --- following --------------------------------------------------------------------------
+
+    async def _preload(self) -> None:
+        newest = cast(_Entries, await self._redis.xrevrange(GLOBAL_STREAM, count=self._ring_size))
+        for entry_id, fields in reversed(newest):
+            self._take(entry_id, fields)
+        if not newest:
+            self.position = int(await self._redis.get(_COUNTER) or 0)
+
+    def _take(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        position = _position(entry_id)
+        if position <= self.position:
+            return
+        self.position = position
+        self._deliver(position, (fields[b"r"].decode(), fields[b"w"].decode(), int(fields[b"s"]),
+                                 fields[b"n"].decode(), fields[b"d"]))
+
+    async def _follow_forever(self) -> None:
+        failures = 0
+        while True:
+            try:
+                found = cast(list[tuple[bytes, _Entries]], await self._redis.xread(
+                    {GLOBAL_STREAM: f"{self.position}-0"}, count=5_000, block=1_000))
+            except _LOST as exc:
+                failures = self._lost(exc, failures)
+                await asyncio.sleep(_RETRY_SECONDS[min(failures, len(_RETRY_SECONDS)) - 1])
+                continue
+            failures = self._recovered(failures)
+            for _stream, entries in found or ():
+                for entry_id, fields in entries:
+                    self._take(entry_id, fields)
+
+    # --- a run's stream ---------------------------------------------------------------------
+
+    async def run_events(self, run_id: str) -> list[tuple[int, str, bytes]]:
+        """Every event of the run's stream: (seq, name, data). BusUnavailable when Redis is."""
+        try:
+            entries = cast(_Entries, await self._redis.xrange(run_stream_key(run_id)))
+        except _LOST as exc:
+            raise self.unreachable(exc) from None
+        return [(_position(entry_id), fields[b"n"].decode(), fields[b"d"]) for entry_id, fields in entries]

@@ -1,0 +1,140 @@
+"""The Redis bus (`bus = "redis"`): two Flowstage processes on one PostgreSQL and one Redis
+(real servers, tests/servers.py) serve each other's run events over SSE: `/api/events` through
+either numbers every run's events alike, a run's stream through the other process is its
+events byte for byte and resumes with `Last-Event-ID`, and an outage of Redis loses and
+duplicates nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from conftest import ClientFactory, make_settings
+from servers import RedisServer, free_port
+from test_sse import TERMINAL, Frame, parse, read_all, read_until, with_delay
+
+from flowstage.config import Settings
+from flowstage.server.app import create_app
+from flowstage.server.keys import SSE
+
+Client = TestClient[Any, web.Application]
+
+
+@pytest.fixture
+def clustered(tmp_path: Path, postgres_url: str, redis_url: str) -> Settings:
+    return make_settings(tmp_path / "shared", storage="postgres", database_url=postgres_url,
+                         bus="redis", redis_url=redis_url)
+
+
+@pytest.fixture
+async def pair(aiohttp_client: ClientFactory, clustered: Settings) -> tuple[Client, Client]:
+    """Two apps, as two workers would be: each its own engine, hub and connections."""
+    return await aiohttp_client(create_app(clustered)), await aiohttp_client(create_app(clustered))
+
+
+async def execute(client: Client, workflow: dict[str, Any], speed: float = 20.0) -> str:
+    resp = await client.post("/api/workflows", json=workflow)
+    assert resp.status == 201, await resp.text()
+    wf = (await resp.json())["id"]
+    resp = await client.post(f"/api/workflows/{wf}/execute", json={"speed": speed})
+    assert resp.status == 202, await resp.text()
+    return str((await resp.json())["id"])
+
+
+def ended(run_ids: set[str]) -> Any:
+    def done(frames: list[Frame]) -> bool:
+        return {f["data"].split('"runId":"')[1].split('"')[0] for f in frames if f["event"] in TERMINAL} >= run_ids
+    return done
+
+
+def by_run(frames: list[Frame]) -> dict[str, list[int]]:
+    seqs: dict[str, list[int]] = {}
+    for f in frames:
+        if f["event"] != "stream.gap":
+            run = f["data"].split('"runId":"')[1].split('"')[0]
+            seqs.setdefault(run, []).append(int(f["data"].split('"seq":')[1].split(",")[0].rstrip("}")))
+    return seqs
+
+
+async def test_all_events_through_either_worker_has_every_run_with_the_same_ids(pair: tuple[Client, Client]) -> None:
+    a, b = pair
+    streams = [await a.get("/api/events"), await b.get("/api/events")]
+    runs = {await execute(a, with_delay(200)), await execute(b, with_delay(200))}
+    seen = [(await read_until(resp, ended(runs)))[1] for resp in streams]
+    for resp in streams:
+        resp.close()
+    ids = [[int(f["id"]) for f in frames] for frames in seen]
+    assert ids[0] == ids[1]  # one numbering, whichever process answers
+    assert ids[0] == list(range(ids[0][0], ids[0][0] + len(ids[0])))
+    assert [f["data"] for f in seen[0]] == [f["data"] for f in seen[1]]
+    for seqs in by_run(seen[0]).values():
+        assert seqs == list(range(1, len(seqs) + 1))
+    assert set(by_run(seen[0])) == runs
+
+
+async def test_a_run_streams_through_the_other_worker_and_resumes_there(pair: tuple[Client, Client]) -> None:
+    a, b = pair
+    run = await execute(a, with_delay(1500), speed=5.0)
+    first = await b.get(f"/api/runs/{run}/events")
+    assert first.status == 200
+    _, head = await read_until(first, lambda frames: len(frames) >= 3)
+    first.close()
+    assert [int(f["id"]) for f in head[:3]] == [1, 2, 3]
+    rest = await b.get(f"/api/runs/{run}/events", headers={"Last-Event-ID": "3"})
+    tail = parse(await read_all(rest))
+    assert tail[-1]["event"] == "run.completed"
+    assert [int(f["id"]) for f in tail] == list(range(4, len(tail) + 4))
+    # The same events, byte for byte, as the run's own process serves them.
+    own = parse(await read_all(await a.get(f"/api/runs/{run}/events")))
+    assert own == head[:3] + tail
+
+
+async def test_an_unknown_run_is_a_404_through_any_worker(pair: tuple[Client, Client]) -> None:
+    resp = await pair[1].get("/api/runs/run_0000000000000000000000/events")
+    assert resp.status == 404
+    assert resp.content_type == "application/problem+json"
+
+
+async def test_a_redis_outage_of_3_s_mid_run_loses_and_duplicates_no_event(
+    pair: tuple[Client, Client], redis_server: RedisServer
+) -> None:
+    a, b = pair
+    watching = await b.get("/api/events")
+    bus = a.app[SSE].bus
+    assert bus is not None
+    run = await execute(a, with_delay(4000), speed=1.0)
+    async with asyncio.timeout(10):
+        while bus.published < 2:  # the run's first events are in Redis
+            await asyncio.sleep(0.01)
+    redis_server.stop()
+    await asyncio.sleep(3)
+    assert not bus.available and bus.queued > 0  # the run went on, in memory
+    redis_server.start()
+    _, frames = await read_until(watching, ended({run}), timeout=20)
+    watching.close()
+    ids = [int(f["id"]) for f in frames]
+    assert ids == list(range(ids[0], ids[0] + len(ids)))
+    assert by_run(frames)[run] == list(range(1, len(frames) + 1))
+    through_b = parse(await read_all(await b.get(f"/api/runs/{run}/events")))
+    own = parse(await read_all(await a.get(f"/api/runs/{run}/events")))
+    assert through_b == own and own[-1]["event"] == "run.completed"
+
+
+def test_serve_with_redis_unreachable_exits_2_naming_it_without_its_password(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    done = subprocess.run([sys.executable, "-m", "flowstage", "serve", "--port", "0", "--storage", "postgres",
+                           "--database-url", postgres_url, "--bus", "redis", "--redis-url", url,
+                           "--data-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    redacted = url.replace("s3cret", "***")
+    assert done.stderr.startswith(f"flowstage: Redis at {redacted} is unreachable"), done.stderr
+    assert done.stderr.count("\n") == 1 and "s3cret" not in done.stderr
