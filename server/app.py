@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp_cors
 import msgspec
@@ -29,16 +31,22 @@ from flowstage.server.store import Store, database_for
 from flowstage.server.testmode import enable_test_mode
 from flowstage.server.viewer import add_viewer_routes
 
+if TYPE_CHECKING:
+    from flowstage.server.bus import RedisBus
+
 __all__ = ["create_app"]
 
 log = logging.getLogger("flowstage")
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+def create_app(settings: Settings, *, clock: Clock | None = None, cluster_address: str | None = None
+               ) -> web.Application:
     """Build the app: routes, middlewares, CORS, and the start-up and shut-down of the store
     and the engine. Tests pass a `ManualClock` to control time: runs, and the rate limiter's
     token refill. In test mode server.testmode adds its parts, and the clock is a new
-    ManualClock unless one is given."""
+    ManualClock unless one is given. With `bus = "redis"`, `cluster_address` (host:port) is
+    where other processes reach this one (server.cluster; default: the host and port it
+    serves on)."""
     if settings.test_mode and clock is None:
         clock = ManualClock()
     clock = clock or SystemClock()
@@ -73,12 +81,38 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     engine.add_listener(hub.on_event)
     app.cleanup_ctx.insert(0, hub.bus_lifecycle)
     app.cleanup_ctx.append(hub.cleanup_ctx)
+    if hub.bus is not None:
+        _join_cluster(app, hub.bus, cluster_address or _reachable_at(settings))
     app.on_shutdown.append(hub.on_shutdown)
     _add_routes(app, settings)
     add_viewer_routes(app)
     if settings.test_mode:
         enable_test_mode(app, clock, engine, store, hub, autojump=settings.autojump)
     return app
+
+
+def _join_cluster(app: web.Application, bus: RedisBus, address: str) -> None:
+    """Runs owned by this process, reachable by the others (server.cluster). Its lease is
+    held while the store is open (the reaper reads it), and given up after the engine
+    closed, which ends this process's runs itself."""
+    from flowstage.server.cluster import Cluster, OwningSink, owner_middleware
+
+    store, engine = app[STORE], app[ENGINE]
+    cluster = Cluster(bus, store, app[NOW], address)
+    engine.sink = OwningSink(store, cluster)
+    app.middlewares.append(owner_middleware(cluster, engine))
+    app.cleanup_ctx.insert(app.cleanup_ctx.index(_store_lifecycle) + 1, cluster.lifecycle)
+
+
+def _reachable_at(settings: Settings) -> str:
+    """host:port of this server for other hosts: a wildcard host is this host's address."""
+    host = settings.host
+    if host in ("", "0.0.0.0", "::"):
+        try:
+            host = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            host = "127.0.0.1"
+    return f"[{host}]:{settings.port}" if ":" in host else f"{host}:{settings.port}"
 
 
 @functools.cache

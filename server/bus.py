@@ -109,6 +109,11 @@ class RedisBus:
         self.available = True
         self.published = 0
 
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The client, for what else this process keeps in the same Redis (server.cluster)."""
+        return self._redis
+
     def unreachable(self, exc: BaseException | None = None) -> BusUnavailable:
         why = f": {exc}" if exc is not None and str(exc) else ""
         return BusUnavailable(f"Redis at {redact_url(self.url)} is unreachable{why}")

@@ -10,11 +10,11 @@ import asyncio
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from conftest import ClientFactory, make_settings
 from servers import RedisServer, free_port
 from test_sse import TERMINAL, Frame, parse, read_all, read_until, with_delay
@@ -32,10 +32,17 @@ def clustered(tmp_path: Path, postgres_url: str, redis_url: str) -> Settings:
                          bus="redis", redis_url=redis_url)
 
 
+async def worker(aiohttp_client: ClientFactory, settings: Settings) -> Client:
+    """An app served on a port known before it starts, which it gives the others to reach it."""
+    port = free_port()
+    app = create_app(settings, cluster_address=f"127.0.0.1:{port}")
+    return cast(Client, await aiohttp_client(TestServer(app, host="127.0.0.1", port=port)))
+
+
 @pytest.fixture
 async def pair(aiohttp_client: ClientFactory, clustered: Settings) -> tuple[Client, Client]:
     """Two apps, as two workers would be: each its own engine, hub and connections."""
-    return await aiohttp_client(create_app(clustered)), await aiohttp_client(create_app(clustered))
+    return await worker(aiohttp_client, clustered), await worker(aiohttp_client, clustered)
 
 
 async def execute(client: Client, workflow: dict[str, Any], speed: float = 20.0) -> str:
@@ -138,3 +145,29 @@ def test_serve_with_redis_unreachable_exits_2_naming_it_without_its_password(
     redacted = url.replace("s3cret", "***")
     assert done.stderr.startswith(f"flowstage: Redis at {redacted} is unreachable"), done.stderr
     assert done.stderr.count("\n") == 1 and "s3cret" not in done.stderr
+
+
+async def test_a_run_is_controlled_through_any_worker_with_the_same_answers(pair: tuple[Client, Client]) -> None:
+    a, b = pair
+    run = await execute(a, with_delay(60_000), speed=1.0)
+    paused = await b.post(f"/api/runs/{run}/pause")
+    assert paused.status == 200, await paused.text()
+    assert (await paused.json())["state"] == "paused"
+    assert (await (await b.get(f"/api/runs/{run}")).json())["state"] == "paused"
+    for node_id in ("t", "d"):  # paused: nothing moves between the two reads
+        path = f"/api/runs/{run}/nodes/{node_id}"
+        node, own_node = await b.get(path), await a.get(path)
+        assert node.status == own_node.status == 200
+        assert await node.json() == await own_node.json()
+    resumed = await a.post(f"/api/runs/{run}/resume")
+    assert resumed.status == 200 and (await resumed.json())["state"] == "running"
+    workflow = (await (await b.get(f"/api/runs/{run}")).json())["workflowId"]
+    dataflow = await b.get(f"/api/workflows/{workflow}/dataflow")
+    assert dataflow.status == 200 and (await dataflow.json())["runId"] == run
+    stopped = await b.post(f"/api/runs/{run}/stop")
+    assert stopped.status == 200 and (await stopped.json())["state"] == "stopped"
+    assert (await (await a.get(f"/api/runs/{run}")).json())["state"] == "stopped"
+    again = await b.post(f"/api/runs/{run}/pause")  # the owner's 409, relayed as it is
+    own = await a.post(f"/api/runs/{run}/pause")
+    assert again.status == own.status == 409 and again.content_type == "application/problem+json"
+    assert await again.json() == await own.json()

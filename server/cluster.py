@@ -1,0 +1,278 @@
+"""Ownership of runs among processes that share PostgreSQL and Redis (`bus = "redis"`).
+
+A run lives in the process that started it, its owner. In Redis:
+- `flowstage:worker:<id>`: a process's lease, holding the address other processes reach it
+  at; renewed every second, it expires `LEASE_SECONDS` after the last renewal.
+- `flowstage:workers`: every process that has held a lease and not yet been reaped.
+- `flowstage:owner:<runId>`: the run's owner; `flowstage:worker:<id>:runs`: a process's active
+  runs; `flowstage:latest:<workflowId>`: a workflow's newest run. Written when the engine's
+  flush persists a new run (`OwningSink`), so before its execute is answered.
+
+A request about a run (its snapshot, a node's state, pause/resume/stop, step, breakpoints,
+retry, replay, its recording; a workflow's dataflow) that arrives at a process that does not
+own it is forwarded over HTTP to the owner, whose answer is relayed as it is: the same
+semantics and status codes whichever process the client reached. A run whose owner's lease
+has expired is answered from the store.
+
+Every second each process also looks for processes whose lease has expired. One of the
+survivors (the first to take `flowstage:reaping:<id>`) ends each of the dead process's active
+runs `failed`, code `interrupted` (simulation.recovery), stores that, and publishes its
+terminal events, so that the run's streams end as every run stream does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+import aiohttp
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from flowstage.actors.engine import Engine
+from flowstage.actors.eventlog import EventRows
+from flowstage.server.bus import RedisBus
+from flowstage.server.store import Store
+from flowstage.simulation.errors import Unavailable
+from flowstage.simulation.models import Run
+from flowstage.simulation.recovery import interrupt_stored
+
+__all__ = ["FORWARDED", "LEASE_SECONDS", "Cluster", "OwningSink", "owner_middleware"]
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 3.0
+_BEAT_SECONDS = 1.0
+_OWNER_TTL = 86_400
+FORWARDED = "Flowstage-Forwarded-By"  # on a forwarded request: the worker that forwarded it
+_ACTIVE = ("running", "paused")
+_ENDED = ("completed", "failed", "stopped")
+# Not relayed either way (RFC 9110 hop-by-hop, and what the relaying server sets itself).
+_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length",
+                  "date", "server", "proxy-connection", FORWARDED.lower()})
+# Workflow routes answered from the workflow's newest run: its owner answers them.
+_LATEST_RUN_ROUTES = frozenset({"/api/workflows/{id}/dataflow", "/api/workflows/{id}/status"})
+_OWNER = """
+local owner = redis.call('GET', KEYS[1])
+if not owner then return nil end
+return {owner, redis.call('GET', 'flowstage:worker:' .. owner)}
+"""
+
+
+def _workers_key() -> str:
+    return "flowstage:workers"
+
+
+def _lease_key(worker: str) -> str:
+    return f"flowstage:worker:{worker}"
+
+
+def _runs_key(worker: str) -> str:
+    return f"flowstage:worker:{worker}:runs"
+
+
+class Cluster:
+    """This process among the others: its lease, its runs' records, forwarding, reaping."""
+
+    def __init__(self, bus: RedisBus, store: Store, now: Callable[[], float], address: str) -> None:
+        self.worker_id = "w_" + secrets.token_hex(6)
+        self.address = address
+        self._bus = bus
+        self._redis: aioredis.Redis = bus.redis
+        self._store = store
+        self._now = now
+        self._owner = self._redis.register_script(_OWNER)
+        self._claimed: set[str] = set()  # this process's runs recorded as active
+        self._tasks: list[asyncio.Task[None]] = []
+        self._http: aiohttp.ClientSession | None = None
+        self.reaped = 0  # runs of dead processes this one ended
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+        """Hold a lease from start to stop (a cleanup context, after the bus's)."""
+        await self._beat()
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), auto_decompress=False)
+        self._tasks = [asyncio.create_task(self._forever(self._beat), name="flowstage-lease"),
+                       asyncio.create_task(self._forever(self._reap), name="flowstage-reaper")]
+        yield
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._http.close()
+        # The engine has closed, ending this process's runs itself (and recording that): give
+        # the lease up, so nobody reaps what is already ended.
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.delete(_lease_key(self.worker_id), _runs_key(self.worker_id))
+            await self._redis.srem(_workers_key(), self.worker_id)
+
+    async def _forever(self, step: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(_BEAT_SECONDS)
+            try:
+                await step()
+            except (RedisError, OSError, Unavailable) as exc:
+                log.debug("cluster %s: %s", step.__name__, exc)
+            except Exception:
+                log.exception("cluster %s failed", step.__name__)
+
+    async def _beat(self) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(_lease_key(self.worker_id), self.address, px=int(LEASE_SECONDS * 1000))
+            pipe.sadd(_workers_key(), self.worker_id)
+            await pipe.execute()
+
+    # --- records (the engine's flush) -------------------------------------------------------
+
+    async def record(self, runs: Sequence[Run]) -> None:
+        """Record new runs as this process's and ended ones as no longer active."""
+        new = [run for run in runs if run.id not in self._claimed and run.state in _ACTIVE]
+        ended = [run.id for run in runs if run.id in self._claimed and run.state in _ENDED]
+        if not new and not ended:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for run in new:
+                pipe.set(f"flowstage:owner:{run.id}", self.worker_id, ex=_OWNER_TTL)
+                pipe.set(f"flowstage:latest:{run.workflow_id}", run.id, ex=_OWNER_TTL)
+            if new:
+                pipe.sadd(_runs_key(self.worker_id), *(run.id for run in new))
+            if ended:
+                pipe.srem(_runs_key(self.worker_id), *ended)
+            await pipe.execute()
+        self._claimed.update(run.id for run in new)
+        self._claimed.difference_update(ended)
+
+    # --- forwarding -------------------------------------------------------------------------
+
+    async def owner_address(self, run_id: str) -> str | None:
+        """Where the run's owner is reached; None when this process owns it, nobody does, or
+        its owner's lease has expired (the store answers then)."""
+        try:
+            found = await self._owner(keys=[f"flowstage:owner:{run_id}"])
+        except (RedisError, OSError) as exc:
+            raise self._bus.unreachable(exc) from None
+        if not found:
+            return None
+        owner, address = (part.decode() if isinstance(part, bytes) else part for part in found)
+        if owner == self.worker_id or not address:
+            return None
+        return str(address)
+
+    async def latest_run(self, workflow_id: str) -> str | None:
+        try:
+            found = await self._redis.get(f"flowstage:latest:{workflow_id}")
+        except (RedisError, OSError) as exc:
+            raise self._bus.unreachable(exc) from None
+        return found.decode() if isinstance(found, bytes) else found
+
+    async def forward(self, request: web.Request, address: str) -> web.Response:
+        """The owner's answer to this request, as it gave it."""
+        assert self._http is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        headers[FORWARDED] = self.worker_id
+        body = await request.read()
+        try:
+            async with self._http.request(request.method, f"http://{address}{request.path_qs}",
+                                          headers=headers, data=body or None) as resp:
+                payload = await resp.read()
+                out = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP}
+                return web.Response(status=resp.status, body=payload, headers=out)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"The process that runs this run is unreachable ({exc.__class__.__name__}); "
+                              "retry in a few seconds.") from None
+
+    # --- reaping ----------------------------------------------------------------------------
+
+    async def _reap(self) -> None:
+        workers = [w.decode() if isinstance(w, bytes) else str(w) for w in await self._redis.smembers(_workers_key())]
+        others = [w for w in workers if w != self.worker_id]
+        if not others:
+            return
+        leases = await self._redis.mget([_lease_key(w) for w in others])
+        for worker, leased in zip(others, leases, strict=True):
+            if not leased and await self._redis.set(f"flowstage:reaping:{worker}", self.worker_id, nx=True, ex=60):
+                await self._reap_worker(worker)
+
+    async def _reap_worker(self, worker: str) -> None:
+        run_ids = sorted(r.decode() if isinstance(r, bytes) else str(r)
+                         for r in await self._redis.smembers(_runs_key(worker)))
+        ended = 0
+        for run_id in run_ids:
+            if await self._interrupt(run_id):
+                ended += 1
+        await self._redis.delete(_runs_key(worker))
+        await self._redis.srem(_workers_key(), worker)
+        self.reaped += ended
+        if ended:
+            log.warning("worker %s stopped renewing its lease; ended %d of its runs failed (interrupted)",
+                        worker, ended)
+
+    async def _interrupt(self, run_id: str) -> bool:
+        """End a dead owner's run as a restart ends an interrupted one; its events are the
+        longer of the store's and its Redis stream's (the owner published more often than it
+        stored), and the store gets both."""
+        run = await self._store.runs.get(run_id)
+        if run is None or run.state not in _ACTIVE:
+            return False
+        stored = await self._store.runs.events_after(run_id, 0, limit=10_000_000)
+        streamed = await self._bus.run_events(run_id)
+        events = streamed if len(streamed) > len(stored) else stored
+        failed, new_events = interrupt_stored(run, events, self._now())
+        rows = [(run_id, seq, name, data) for seq, name, data in (*events[len(stored):], *new_events)]
+        await self._store.runs.save([failed], rows)
+        for seq, name, data in new_events:
+            self._bus.publish((run_id, run.workflow_id, seq, name, data))
+        return True
+
+
+class OwningSink:
+    """The engine's sink in a cluster: the store, then the ownership records of what it
+    stored, so a run is routable once its execute is answered."""
+
+    def __init__(self, store: Store, cluster: Cluster) -> None:
+        self._runs = store.runs
+        self._cluster = cluster
+
+    async def save(self, runs: list[Run], events: EventRows) -> None:
+        await self._runs.save(runs, events)
+        if runs:
+            try:
+                await self._cluster.record(runs)
+            except (RedisError, OSError) as exc:  # Redis away: routable once it is back
+                log.warning("run ownership not recorded: %s", exc)
+
+    async def save_runs(self, runs: list[Run]) -> None:
+        await self.save(runs, EventRows())
+
+    async def append_events(self, rows: EventRows) -> None:
+        await self._runs.save((), rows)
+
+
+def owner_middleware(cluster: Cluster, engine: Engine) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Requests about a run another process owns go to that process."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                         ) -> web.StreamResponse:
+        if FORWARDED in request.headers:
+            return await handler(request)
+        info = request.match_info
+        run_id = info.get("runId")
+        resource = info.route.resource
+        route = resource.canonical if resource is not None else ""
+        if run_id is None and route in _LATEST_RUN_ROUTES:
+            run_id = await cluster.latest_run(info["id"])
+        if run_id is None or route.endswith("/events") or engine.events(run_id) is not None:
+            return await handler(request)
+        address = await cluster.owner_address(run_id)
+        if address is None:
+            return await handler(request)
+        return await cluster.forward(request, address)
+
+    return middleware
