@@ -82,7 +82,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, cluster_addres
     app.cleanup_ctx.insert(0, hub.bus_lifecycle)
     app.cleanup_ctx.append(hub.cleanup_ctx)
     if hub.bus is not None:
-        _join_cluster(app, hub.bus, cluster_address or _reachable_at(settings))
+        _join_cluster(app, hub.bus, cluster_address or reachable_address(settings.host, settings.port))
     app.on_shutdown.append(hub.on_shutdown)
     _add_routes(app, settings)
     add_viewer_routes(app)
@@ -104,15 +104,15 @@ def _join_cluster(app: web.Application, bus: RedisBus, address: str) -> None:
     app.cleanup_ctx.insert(app.cleanup_ctx.index(_store_lifecycle) + 1, cluster.lifecycle)
 
 
-def _reachable_at(settings: Settings) -> str:
-    """host:port of this server for other hosts: a wildcard host is this host's address."""
-    host = settings.host
+def reachable_address(host: str, port: int) -> str:
+    """host:port where other hosts reach a server listening on `host`: a wildcard host is
+    this host's address."""
     if host in ("", "0.0.0.0", "::"):
         try:
             host = socket.gethostbyname(socket.gethostname())
         except OSError:
             host = "127.0.0.1"
-    return f"[{host}]:{settings.port}" if ":" in host else f"{host}:{settings.port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @functools.cache
@@ -169,9 +169,11 @@ async def _store_lifecycle(app: web.Application) -> AsyncIterator[None]:
 async def _engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
     store = app[STORE]
     if store.db.shared:
-        # Runs stored as active may be another live process's: nobody can tell which are
-        # orphans until processes hold ownership leases (docs/scaling.md), so none is ended.
-        log.info("shared database: runs other processes left active are not ended at start")
+        # Runs stored as active may be another live process's. With bus = "redis" the
+        # processes hold leases, and runs of a process whose lease expired are ended by the
+        # others (server.cluster); without, nobody can tell which runs are orphans.
+        if app[SETTINGS].bus == "local":
+            log.info("shared database: runs other processes left active are not ended at start")
     else:
         ended = await recover_interrupted(store, app[NOW]())
         if ended:

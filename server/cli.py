@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--database-url", help="the PostgreSQL of --storage postgres (postgresql://...)")
     serve.add_argument("--bus", choices=("local", "redis"), help="where run events go (redis: shared by processes)")
     serve.add_argument("--redis-url", help="the Redis of --bus redis (redis://host:6379/0)")
+    serve.add_argument("--workers", type=_positive, default=1, metavar="N",
+                       help="N server processes sharing the port (needs storage postgres and bus redis)")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # a worker of --workers
     serve.add_argument("--test-mode", action="store_const", const=True,
                        help="virtual time, scripts, a journal and /__flowstage/* (docs/testing.md)")
     _add_loop_argument(serve, "event loop (uvloop needs: pip install -e '.[uvloop]')")
@@ -83,10 +86,18 @@ def _loadtest_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _listen(host: str, port: int) -> list[socket.socket]:
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _listen(host: str, port: int, reuse_port: bool = False) -> list[socket.socket]:
     """Bind every address `host` names, as aiohttp would, but before anything else happens: a
     busy port is then reported before the data directory is touched, and aiohttp serves on
-    these sockets (no window for another process to take the port in between)."""
+    these sockets (no window for another process to take the port in between). `reuse_port`:
+    shared with the other workers of `--workers` (SO_REUSEPORT)."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     try:
@@ -94,6 +105,8 @@ def _listen(host: str, port: int) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:  # as asyncio does: the IPv4 address gets its own socket
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
@@ -126,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "loadtest":
         return _loadtest(args)
-    return _serve(args)
+    return _serve(args, list(sys.argv[1:] if argv is None else argv))
 
 
 def _loadtest(args: argparse.Namespace) -> int:
@@ -141,7 +154,7 @@ def _loadtest(args: argparse.Namespace) -> int:
         return 2
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         factory = _loop_factory(args.loop)
     except _LoopUnavailable as exc:
@@ -158,19 +171,35 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"flowstage: configuration error: {exc}", file=sys.stderr)
         return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.workers > 1:
+        if settings.storage != "postgres" or settings.bus != "redis":
+            print('flowstage: --workers needs storage = "postgres" and bus = "redis" (docs/scaling.md)',
+                  file=sys.stderr)
+            return 2
+        from flowstage.server.workers import supervise
+
+        return supervise(argv, args.workers)
+    from flowstage.server.app import create_app, reachable_address  # after logging is set up
+
     try:
-        sockets = _listen(settings.host, settings.port)
+        sockets = _listen(settings.host, settings.port, args.reuse_port)
+        cluster_address = None
+        if settings.bus == "redis":  # where the other processes reach this one
+            own = sockets[0]
+            if args.reuse_port:  # the shared port reaches any worker: one of its own
+                own = _listen(settings.host, 0)[0]
+                sockets.append(own)
+            cluster_address = reachable_address(settings.host, own.getsockname()[1])
     except OSError as exc:
         print(f"flowstage: {_listen_error(settings.host, settings.port, exc)}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from flowstage.server.app import create_app  # after logging is set up
 
     # loop=None is aiohttp's default (a new asyncio loop); run_app closes the loop it ran.
     loop = None if factory is None else factory()
     try:
-        app = create_app(settings)
+        app = create_app(settings, cluster_address=cluster_address)
         app.on_startup.append(_tune_gc)  # runs after the store and the engine have started
         web.run_app(app, sock=sockets, access_log=None, loop=loop,
                     print=lambda msg: logging.getLogger("flowstage").info(msg.strip()),
