@@ -49,7 +49,7 @@ def supervise(argv: Sequence[str], count: int) -> int:
     """Run `count` workers of `flowstage <argv>` until told to stop; the exit status."""
     stopping = False
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def stop(_signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
 

@@ -13,9 +13,12 @@ import pytest
 from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient
 from conftest import ClientFactory, make_settings
+from servers import PostgresServer
+from test_sse import with_delay
 
 from flowstage.config import Settings
 from flowstage.server.app import create_app
+from flowstage.server.keys import ENGINE, STORE
 
 Client = TestClient[Any, web.Application]
 
@@ -137,3 +140,32 @@ async def listed_running(client: Client, run_id: str) -> str | None:
     resp = await client.get("/api/runs", params={"state": "running"})
     items = (await ok(resp))["items"]
     return "running" if any(r["id"] == run_id for r in items) else None
+
+
+async def test_a_postgres_outage_is_a_503_that_changes_nothing_and_loses_no_event(
+    aiohttp_client: ClientFactory, shared: Settings, postgres_server: PostgresServer
+) -> None:
+    client = await aiohttp_client(create_app(shared))
+    wf = await ok(await client.post("/api/workflows", json=with_delay(1500)), 201)
+    run = (await ok(await client.post(f"/api/workflows/{wf['id']}/execute", json={}), 202))["id"]
+    postgres_server.stop()
+    try:
+        for method, path, body in (("GET", "/api/workflows", None), ("POST", "/api/workflows", {"name": "Lost"}),
+                                   ("PUT", f"/api/workflows/{wf['id']}", {"name": "Lost"})):
+            resp = await client.request(method, path, json=body)
+            assert resp.status == 503, (method, path, await resp.text())
+            assert resp.content_type == "application/problem+json"
+        async with asyncio.timeout(10):  # the run goes on in memory meanwhile
+            while (await ok(await client.get(f"/api/runs/{run}")))["state"] != "completed":
+                await asyncio.sleep(0.05)
+    finally:
+        postgres_server.start()
+    store = client.app[STORE]
+    async with asyncio.timeout(15):  # the engine's flush is retried until it lands
+        while (stored := await store.runs.get(run)) is None or stored.state != "completed":
+            await asyncio.sleep(0.1)
+    events = client.app[ENGINE].events(run)
+    assert events is not None
+    assert await store.runs.events_after(run, 0) == events.events_after(0)
+    listed = await ok(await client.get("/api/workflows"))
+    assert [w["name"] for w in listed["items"]] == [wf["name"]]
