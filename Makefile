@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint install install-test install-dev bench clean
+.PHONY: run run-cluster test lint install install-test install-dev bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,12 +22,22 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e '.[test,dev]'
 	touch $@
 
+# `make run-cluster`: the drivers of storage = "postgres" and bus = "redis".
+$(VENV)/.installed-cluster: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[postgres,redis]'
+	touch $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 install-dev: $(VENV)/.installed-dev
 
 run: install
 	$(VENV)/bin/flowstage serve
+
+# PostgreSQL and Redis of its own in a temporary directory (Debian's postgresql and
+# redis-server), and two workers on them at http://127.0.0.1:8080 (docs/scaling.md).
+run-cluster: $(VENV)/.installed-cluster
+	$(PY) -m flowstage.devcluster
 
 # The TypeScript contract test's generator and compiler, pinned by tests/typescript/package-lock.json.
 # Without npm they are not installed, and that one test skips.
@@ -51,4 +61,4 @@ lint: install-dev
 	$(VENV)/bin/vulture server actors simulation config flowstage --min-confidence 80
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .ruff_cache .mypy_cache tests/typescript/node_modules
+	rm -rf $(VENV) data data-cluster .pytest_cache .ruff_cache .mypy_cache tests/typescript/node_modules

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
-from servers import PostgresServer, RedisServer, running
+from servers import PostgresServer, RedisServer, need, running
 
 from flowstage.actors.clock import ManualClock
 from flowstage.config import Settings, load_settings
@@ -41,7 +41,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """One real PostgreSQL for the session (tests/servers.py); each test gets a schema."""
-    with running(PostgresServer()) as server:
+    with running(need(PostgresServer)) as server:
         assert isinstance(server, PostgresServer)
         yield server
 
@@ -57,7 +57,7 @@ def postgres_url(postgres_server: PostgresServer) -> str:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    with running(RedisServer()) as server:
+    with running(need(RedisServer)) as server:
         assert isinstance(server, RedisServer)
         yield server
 

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,7 +47,7 @@ async def until_workers(redis_url: str, count: int) -> None:
             await asyncio.sleep(0.05)
 
 
-async def until_up(url: str, process: subprocess.Popen[bytes]) -> None:
+async def until_up(url: str, process: subprocess.Popen[Any]) -> None:
     async with aiohttp.ClientSession() as session:
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
@@ -139,3 +140,38 @@ async def test_a_killed_workers_runs_end_interrupted_and_their_streams_end_throu
     stored = await call(session, "GET", f"{b}/api/runs/{run}", 200)
     assert stored["state"] == "failed"
     assert {f["event"] for f in frames} & TERMINAL == {"run.failed"}
+
+
+def run_cluster(port: int, files: Path) -> subprocess.Popen[str]:
+    """`make run-cluster`, on `port`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWSTAGE_")}
+    return subprocess.Popen([sys.executable, "-m", "flowstage.devcluster", "--port", str(port),
+                             "--data-dir", str(files)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+@pytest.mark.usefixtures("postgres_server", "redis_server")  # skips (fails in CI) without the programs
+async def test_run_cluster_serves_two_workers_and_ctrl_c_stops_everything(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    port = free_port()
+    cluster = run_cluster(port, tmp_path / "files")
+    try:
+        assert cluster.stdout is not None
+        urls = dict(cluster.stdout.readline().split(": ", 1) for _ in range(3))
+        await until_up(f"http://127.0.0.1:{port}", cluster)
+        with redis.Redis.from_url(urls["Redis"].strip()) as client:
+            deadline = time.monotonic() + WAIT
+            while client.scard("flowstage:workers") < 2:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+        cluster.send_signal(signal.SIGINT)
+        assert cluster.wait(30) == 0
+    finally:
+        if cluster.poll() is None:
+            cluster.kill()
+            cluster.wait()
+        if cluster.stdout is not None:
+            cluster.stdout.close()
+    with pytest.raises(OSError):  # PostgreSQL is gone with it
+        socket.create_connection(("127.0.0.1", int(urls["PostgreSQL"].rsplit(":", 1)[1].split("/")[0])), 1).close()
