@@ -44,6 +44,7 @@ _COUNTER = "flowstage:events:position"
 _RUN_PREFIX = "flowstage:run:"
 _RUN_TTL_SECONDS = 86_400
 _BATCH = 2_000  # events per script call
+_GATHER_SECONDS = 0.003
 _RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)
 _LOST = (RedisConnectionError, RedisTimeout, OSError)
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]  # stream entries as redis-py returns them
@@ -163,6 +164,9 @@ class RedisBus:
             if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
+                # Gather what the next few milliseconds bring into the same call: a call per
+                # event or two cost more than the events (measured: 3 events a call, 2.5x).
+                await asyncio.sleep(_GATHER_SECONDS)
             batch = self._queue[:_BATCH]
             args: list[Any] = [self._ring_size, _RUN_PREFIX, _RUN_TTL_SECONDS]
             for run_id, workflow_id, seq, name, data in batch:
