@@ -107,6 +107,8 @@ def load(servers: Servers, args: argparse.Namespace) -> None:
                        cwd=ROOT, check=False, stdout=subprocess.DEVNULL)
         servers.stop_all()
         summary: dict[str, Any] = json.loads(summary_path.read_text())
+        if summary["errorTotal"]:
+            print(f"{name}: errors {json.dumps(summary.get('errors'))[:600]}", flush=True)
         rows[name] = figures(summary)
         rows[name]["server p50 / ideal"] = summary["makespanByStateMs"]["completed"]["p50"] / summary["ideal"]["ms"]
         print(f"{name}: " + ", ".join(f"{k} {v:,.2f}" for k, v in rows[name].items()
