@@ -51,6 +51,7 @@ _RUN_PREFIX = "flowstage:run:"
 _RUN_TTL_SECONDS = 86_400
 _BATCH = 2_000  # events per script call
 _GATHER_SECONDS = 0.003
+_CONNECTIONS = 64
 _RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)
 _LOST = (RedisConnectionError, RedisTimeout, OSError)
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]  # stream entries as redis-py returns them
@@ -103,8 +104,12 @@ class RedisBus:
         self.url = url
         self._ring_size = ring_size
         self._deliver = deliver
-        self._redis: aioredis.Redis = aioredis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=5)
+        # At most _CONNECTIONS at once; a command beyond waits for one (a burst of requests
+        # each asking Redis something must not open a connection each: "Too many connections").
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=_CONNECTIONS, timeout=10, socket_connect_timeout=2, socket_timeout=10,
+            health_check_interval=5)
+        self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)
         self._append = self._redis.register_script(_APPEND)
         self._queue: list[Entry] = []
         self._wake = asyncio.Event()
