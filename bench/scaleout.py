@@ -96,26 +96,53 @@ def admission(servers: Servers, args: argparse.Namespace) -> None:
     print(f"ratio 2 workers / 1 worker: {medians['2 workers'] / medians['1 worker']:.2f}  (goal >= 1.6)\n")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process and its live children, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / ticks
+    return own + sum(cpu_seconds(int(child)) for child in children)
+
+
+def components(servers: Servers) -> dict[str, float]:
+    """CPU seconds so far of the Flowstage servers, Redis and PostgreSQL."""
+    postmaster = int((servers.postgres.data / "postmaster.pid").read_text().split()[0])
+    redis_process = servers.redis._process
+    return {"flowstage": sum(cpu_seconds(proc.pid) for proc in servers.procs),
+            "redis": cpu_seconds(redis_process.pid) if redis_process is not None else 0.0,
+            "postgres": cpu_seconds(postmaster)}
+
+
 def load(servers: Servers, args: argparse.Namespace) -> None:
     rows: dict[str, dict[str, float]] = {}
     for name, workers in KINDS.items():
         url = servers.start(workers)
         summary_path = servers.tmp / f"summary-{workers}.json"
+        before = components(servers)
         subprocess.run([PY, "-m", "flowstage", "loadtest", "--url", url, "--runs", str(args.runs),
                         "--concurrency", str(args.runs), "--nodes", "10", "--speed", str(args.speed),
                         "--progress-interval", "3600", "--json", str(summary_path)],
                        cwd=ROOT, check=False, stdout=subprocess.DEVNULL)
+        after = components(servers)
         servers.stop_all()
         summary: dict[str, Any] = json.loads(summary_path.read_text())
         if summary["errorTotal"]:
             print(f"{name}: errors {json.dumps(summary.get('errors'))[:600]}", flush=True)
         rows[name] = figures(summary)
         rows[name]["server p50 / ideal"] = summary["makespanByStateMs"]["completed"]["p50"] / summary["ideal"]["ms"]
+        for part, seconds in after.items():  # CPU per run, the units of docs/scaling.md's model
+            rows[name][f"{part} CPU ms/run"] = (seconds - before[part]) * 1000 / args.runs
+        rows[name]["load tester CPU ms/run"] = summary["cpu"]["loadTesterSeconds"] * 1000 / args.runs
         print(f"{name}: " + ", ".join(f"{k} {v:,.2f}" for k, v in rows[name].items()
                                       if not k.startswith(("RSS", "CPU", "server CPU"))), flush=True)
     print(f"\n{args.runs:,} concurrent 10-node runs at speed {args.speed:g}:")
     keys = ["wall s", "runs/s", "errors", "execute p50 ms", "server p50 / ideal", "server p99 / ideal",
-            "client p50 / ideal"]
+            "client p50 / ideal", "flowstage CPU ms/run", "redis CPU ms/run", "postgres CPU ms/run",
+            "load tester CPU ms/run"]
     print(f"{'':<22}" + "".join(f"{name:>12}" for name in KINDS))
     for key in keys:
         print(f"{key:<22}" + "".join(f"{rows[name][key]:>12,.2f}" for name in KINDS))
