@@ -110,11 +110,10 @@ def cpu_seconds(pid: int) -> float:
 
 def components(servers: Servers) -> dict[str, float]:
     """CPU seconds so far of the Flowstage servers, Redis and PostgreSQL."""
-    postmaster = int((servers.postgres.data / "postmaster.pid").read_text().split()[0])
-    redis_process = servers.redis._process
+    redis_pid, postgres_pid = servers.redis.pid, servers.postgres.pid
     return {"flowstage": sum(cpu_seconds(proc.pid) for proc in servers.procs),
-            "redis": cpu_seconds(redis_process.pid) if redis_process is not None else 0.0,
-            "postgres": cpu_seconds(postmaster)}
+            "redis": 0.0 if redis_pid is None else cpu_seconds(redis_pid),
+            "postgres": 0.0 if postgres_pid is None else cpu_seconds(postgres_pid)}
 
 
 def load(servers: Servers, args: argparse.Namespace) -> None:

@@ -65,6 +65,14 @@ class PostgresServer:
     def url(self) -> str:
         return f"postgresql://flowstage@127.0.0.1:{self.port}/flowstage"
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id (None when stopped)."""
+        try:
+            return int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def _run(self, *args: str) -> None:
         done = subprocess.run(args, user=self._user, capture_output=True, text=True, timeout=60, check=False)
         if done.returncode != 0:
@@ -118,6 +126,11 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        """The running server's process id (None when stopped)."""
+        return None if self._process is None else self._process.pid
 
     def start(self) -> None:
         self._process = subprocess.Popen(

@@ -90,6 +90,7 @@ class Cluster:
         self._now = now
         self._owner = self._redis.register_script(_OWNER)
         self._claimed: set[str] = set()  # this process's runs recorded as active
+        self._unrecorded: dict[str, Run] = {}  # snapshots whose record Redis did not take
         self._tasks: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
         self.reaped = 0  # runs of dead processes this one ended
@@ -136,20 +137,27 @@ class Cluster:
     # --- records (the engine's flush) -------------------------------------------------------
 
     async def record(self, runs: Sequence[Run]) -> None:
-        """Record new runs as this process's and ended ones as no longer active."""
-        new = [run for run in runs if run.id not in self._claimed and run.state in _ACTIVE]
-        ended = [run.id for run in runs if run.id in self._claimed and run.state in _ENDED]
+        """Record new runs as this process's and ended ones as no longer active. What Redis
+        did not take is recorded with the next call (the reaper makes one every second)."""
+        latest = {run.id: run for run in (*self._unrecorded.values(), *runs)}  # newest snapshot
+        self._unrecorded = {}
+        new = [run for run in latest.values() if run.id not in self._claimed and run.state in _ACTIVE]
+        ended = [run.id for run in latest.values() if run.id in self._claimed and run.state in _ENDED]
         if not new and not ended:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for run in new:
-                pipe.set(f"flowstage:owner:{run.id}", self.worker_id, ex=_OWNER_TTL)
-                pipe.set(f"flowstage:latest:{run.workflow_id}", run.id, ex=_OWNER_TTL)
-            if new:
-                pipe.sadd(_runs_key(self.worker_id), *(run.id for run in new))
-            if ended:
-                pipe.srem(_runs_key(self.worker_id), *ended)
-            await pipe.execute()
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for run in new:
+                    pipe.set(f"flowstage:owner:{run.id}", self.worker_id, ex=_OWNER_TTL)
+                    pipe.set(f"flowstage:latest:{run.workflow_id}", run.id, ex=_OWNER_TTL)
+                if new:
+                    pipe.sadd(_runs_key(self.worker_id), *(run.id for run in new))
+                if ended:
+                    pipe.srem(_runs_key(self.worker_id), *ended)
+                await pipe.execute()
+        except BaseException:
+            self._unrecorded = {**latest, **self._unrecorded}
+            raise
         self._claimed.update(run.id for run in new)
         self._claimed.difference_update(ended)
 
@@ -195,6 +203,8 @@ class Cluster:
     # --- reaping ----------------------------------------------------------------------------
 
     async def _reap(self) -> None:
+        if self._unrecorded:
+            await self.record(())
         workers = [w.decode() if isinstance(w, bytes) else str(w) for w in await self._redis.smembers(_workers_key())]
         others = [w for w in workers if w != self.worker_id]
         if not others:
@@ -278,7 +288,7 @@ class OwningSink:
         if runs:
             try:
                 await self._cluster.record(runs)
-            except (RedisError, OSError) as exc:  # Redis away: routable once it is back
+            except (RedisError, OSError) as exc:  # Redis away: recorded once it is back
                 log.warning("run ownership not recorded: %s", exc)
 
     async def save_runs(self, runs: list[Run]) -> None:
