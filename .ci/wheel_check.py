@@ -6,7 +6,9 @@ Steps: build the wheel; check it holds one top-level import name, `flowstage`, w
 and data file; install it; start `flowstage serve` on a free port; wait for /api/health; execute
 a demo workflow to completion; stop the server. Then install its `testing` extra and run
 examples/pytest-suite from a copy outside the checkout, as a user's suite runs against the
-installed plugin. Leaves nothing in the checkout.
+installed plugin. Then install its `postgres` and `redis` extras and run `python -m
+flowstage.devcluster` (PostgreSQL and Redis from Debian's packages, which .ci/run installs, and
+two workers), executing a demo workflow through it. Leaves nothing in the checkout.
 
 Usage: python3 .ci/wheel_check.py   (exit 0 when all of that worked)
 """
@@ -122,30 +124,57 @@ def serve_and_execute(venv: Path, workdir: Path) -> None:
             if b'src="/viewer/main.js"' not in page.read():
                 sys.exit("wheel-check: GET / did not answer the viewer's page")
         step("the viewer is served at /")
-        workflows = call(base, "GET", "/api/workflows")["items"]
-        if not workflows:
-            sys.exit("wheel-check: no demo workflow was seeded")
-        workflow = workflows[-1]
-        run = call(base, "POST", f"/api/workflows/{workflow['id']}/execute", {"speed": 1000})
-
-        def finished() -> Any:
-            latest = call(base, "GET", f"/api/runs/{run['id']}")
-            return latest if latest["state"] not in ("running", "paused") else None
-
-        final = wait_until(f"end of run {run['id']}", finished, 60, proc)
-        if final["state"] != "completed":
-            sys.exit(f"wheel-check: demo run {run['id']} ended {final['state']}, not completed")
-        step(f"demo workflow {workflow['name']!r} ran to completion ({len(final['nodes'])} nodes)")
+        execute_demo(base, proc)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            sys.exit("wheel-check: the server did not stop within 15 s of SIGINT")
+        stop(proc, "the server")
+
+
+def execute_demo(base: str, proc: subprocess.Popen[bytes]) -> None:
+    """Execute the last demo workflow fast, and wait for it to complete."""
+    workflows = call(base, "GET", "/api/workflows")["items"]
+    if not workflows:
+        sys.exit("wheel-check: no demo workflow was seeded")
+    workflow = workflows[-1]
+    run = call(base, "POST", f"/api/workflows/{workflow['id']}/execute", {"speed": 1000})
+
+    def finished() -> Any:
+        latest = call(base, "GET", f"/api/runs/{run['id']}")
+        return latest if latest["state"] not in ("running", "paused") else None
+
+    final = wait_until(f"end of run {run['id']}", finished, 60, proc)
+    if final["state"] != "completed":
+        sys.exit(f"wheel-check: demo run {run['id']} ended {final['state']}, not completed")
+    step(f"demo workflow {workflow['name']!r} ran to completion ({len(final['nodes'])} nodes)")
+
+
+def stop(proc: subprocess.Popen[bytes], what: str) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        code = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        sys.exit(f"wheel-check: {what} did not stop within 30 s of SIGINT")
     if code != 0:
-        sys.exit(f"wheel-check: the server exited with {code} after SIGINT")
-    step("the server stopped cleanly")
+        sys.exit(f"wheel-check: {what} exited with {code} after SIGINT")
+    step(f"{what} stopped cleanly")
+
+
+def run_cluster(venv: Path, wheel: Path, workdir: Path) -> None:
+    """The postgres and redis extras, and `python -m flowstage.devcluster` (what `make
+    run-cluster` runs) from the installed wheel: two workers on PostgreSQL and Redis."""
+    step("installing flowstage[postgres,redis] and starting a cluster of 2 workers")
+    run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", f"{wheel}[postgres,redis]")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWSTAGE_", "PYTHON"))}
+    proc = subprocess.Popen([str(venv / "bin" / "python"), "-m", "flowstage.devcluster", "--port", str(port),
+                             "--data-dir", str(workdir / "cluster-files")], cwd=workdir, env=env)
+    try:
+        wait_until("/api/health", lambda: call(base, "GET", "/api/health"), 60, proc)
+        step(f"the cluster answers on {base}")
+        execute_demo(base, proc)
+    finally:
+        stop(proc, "the cluster")
 
 
 def run_example_suite(venv: Path, wheel: Path, suite: Path) -> None:
@@ -188,6 +217,7 @@ def main() -> None:
             (workdir / name).write_text(text)
         serve_and_execute(venv, workdir)
         run_example_suite(venv, wheel, tmp_path / "suite")
+        run_cluster(venv, wheel, workdir)
     after = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, check=True,
                            capture_output=True).stdout
     if after != before:
