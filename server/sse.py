@@ -192,9 +192,12 @@ class EventHub:
         except BaseException:
             self._remote.pop(run_id, None)
             raise
-        if not found or remote.finished:
+        # Stored as active, it is live somewhere even before its first events reach Redis
+        # (they are published every few milliseconds): follow it.
+        live = found or stored is not None
+        if not live or remote.finished:
             self._remote.pop(run_id, None)
-        return remote if found else None
+        return remote if live else None
 
     async def _refill(self, remote: RemoteRunLog) -> None:
         """An event of a followed run went missing (trimmed before it was read): read the

@@ -180,3 +180,26 @@ async def test_a_run_is_controlled_through_any_worker_with_the_same_answers(pair
     own = await a.post(f"/api/runs/{run}/pause")
     assert again.status == own.status == 409 and again.content_type == "application/problem+json"
     assert await again.json() == await own.json()
+
+
+async def test_a_runs_stream_opened_before_its_first_events_reach_redis_follows_it(
+    pair: tuple[Client, Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = pair
+    bus = a.app[SSE].bus
+    assert bus is not None
+    publish = vars(bus)["_append"]
+    release = asyncio.Event()
+
+    async def held(**kwargs: Any) -> Any:  # A publishes nothing until released
+        await release.wait()
+        return await publish(**kwargs)
+
+    monkeypatch.setitem(vars(bus), "_append", held)
+    run = await execute(a, with_delay(300), speed=1.0)  # stored as running; Redis has none of it
+    stream = await b.get(f"/api/runs/{run}/events")
+    assert stream.status == 200
+    release.set()
+    frames = parse(await read_all(stream))
+    assert frames[-1]["event"] == "run.completed"
+    assert [int(f["id"]) for f in frames] == list(range(1, len(frames) + 1))
