@@ -41,7 +41,7 @@ from flowstage.server.sse_feeds import Entry
 from flowstage.server.store.event_chunks import EventRow, chunks, events_of
 from flowstage.simulation.errors import Unavailable
 
-__all__ = ["GLOBAL_STREAM", "BusUnavailable", "RedisBus", "run_stream_key"]
+__all__ = ["GLOBAL_STREAM", "BusUnavailable", "RedisBus", "cancel_all", "run_stream_key"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,15 @@ return added
 
 class BusUnavailable(Unavailable):
     """Redis cannot be reached (a 503 problem where a request needs it)."""
+
+
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the tasks and wait until they have ended."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def run_stream_key(run_id: str) -> str:
@@ -147,11 +156,7 @@ class RedisBus:
                 while self._queue and self.available:
                     self._wake.set()
                     await asyncio.sleep(0.01)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         await self._redis.aclose()
 
     # --- publishing -------------------------------------------------------------------------

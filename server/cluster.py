@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 
 from flowstage.actors.engine import Engine
 from flowstage.actors.eventlog import EventRows
-from flowstage.server.bus import RedisBus
+from flowstage.server.bus import RedisBus, cancel_all
 from flowstage.server.store import Store
 from flowstage.simulation.errors import Unavailable
 from flowstage.simulation.models import Run
@@ -105,11 +105,7 @@ class Cluster:
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), auto_decompress=False)
         self._tasks = [asyncio.create_task(self._forever(self._reap), name="flowstage-reaper")]
         yield
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         await self._http.close()
         await asyncio.to_thread(lease.stop)
         # The engine has closed, ending this process's runs itself (and recording that): give

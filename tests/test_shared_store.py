@@ -40,13 +40,19 @@ async def ok(resp: Any, status: int = 200) -> dict[str, Any]:
     return body
 
 
+async def created_and_cached(a: Client, b: Client, workflow: dict[str, Any]) -> str:
+    """The path of `workflow`, created through `a` and read through `b` (now in b's cache)."""
+    wf = await ok(await a.post("/api/workflows", json=workflow), 201)
+    path = f"/api/workflows/{wf['id']}"
+    assert (await ok(await b.get(path)))["version"] == 1
+    return path
+
+
 async def test_an_edit_through_one_worker_is_read_through_the_other(
     pair: tuple[Client, Client], simple_workflow: dict[str, Any]
 ) -> None:
     a, b = pair
-    wf = await ok(await a.post("/api/workflows", json=simple_workflow), 201)
-    path = f"/api/workflows/{wf['id']}"
-    assert (await ok(await b.get(path)))["version"] == 1  # now in b's cache
+    path = await created_and_cached(a, b, simple_workflow)
     await ok(await a.put(path, json={"name": "Renamed through A"}))
     seen = await b.get(path)
     assert (await ok(seen))["name"] == "Renamed through A"
@@ -65,9 +71,7 @@ async def test_edits_made_through_both_workers_at_once_are_all_kept(
     pair: tuple[Client, Client], simple_workflow: dict[str, Any]
 ) -> None:
     a, b = pair
-    wf = await ok(await a.post("/api/workflows", json=simple_workflow), 201)
-    path = f"/api/workflows/{wf['id']}"
-    await ok(await b.get(path))
+    path = await created_and_cached(a, b, simple_workflow)
 
     async def add(client: Client, n: int) -> None:
         node = {"id": f"n{n}", "type": "transform", "position": {"x": n, "y": 0}}
