@@ -13,7 +13,8 @@ A request about a run (its snapshot, a node's state, pause/resume/stop, step, br
 retry, replay, its recording; a workflow's dataflow) that arrives at a process that does not
 own it is forwarded over HTTP to the owner, whose answer is relayed as it is: the same
 semantics and status codes whichever process the client reached. A run whose owner's lease
-has expired is answered from the store.
+has expired is answered from the store, and so is a read that the owner (or Redis) cannot
+answer now; a change is then a 503.
 
 Every second each process also looks for processes whose lease has expired. One of the
 survivors (the first to take `flowstage:reaping:<id>`) ends each of the dead process's active
@@ -310,9 +311,15 @@ def owner_middleware(cluster: Cluster, engine: Engine) -> Callable[..., Awaitabl
             run_id = await cluster.latest_run(info["id"])
         if run_id is None or route.endswith("/events") or engine.events(run_id) is not None:
             return await handler(request)
-        address = await cluster.owner_address(run_id)
-        if address is None:
+        try:
+            address = await cluster.owner_address(run_id)
+            if address is None:
+                return await handler(request)
+            return await cluster.forward(request, address)
+        except Unavailable:
+            if request.method not in ("GET", "HEAD"):
+                raise  # a change the owner did not make: the client retries
+            # A read the owner (or Redis) cannot answer now: the stored snapshot, a flush old.
             return await handler(request)
-        return await cluster.forward(request, address)
 
     return middleware

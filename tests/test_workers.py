@@ -126,6 +126,8 @@ async def test_a_killed_workers_runs_end_interrupted_and_their_streams_end_throu
     _, before = await read_until(stream, lambda frames: any(f["event"] == "node.started" for f in frames))
     processes[0].send_signal(signal.SIGKILL)
     killed = time.monotonic()
+    # Its owner gone (not yet known dead): a read through the survivor is answered from the store.
+    assert (await call(session, "GET", f"{b}/api/runs/{run}", 200))["state"] in ("running", "failed")
     body = await read_all(stream, timeout=WAIT)
     took = time.monotonic() - killed
     frames = before + parse(body)
