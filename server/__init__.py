@@ -11,6 +11,9 @@
 - `runs`: runs live or stored, and ending the runs a dead process left active.
 - `processing`: real work for the nodes that read uploaded files; `demo`: sample data.
 - `testmode`: what `--test-mode` adds (virtual clock, scripts, journal, `/__flowstage/*`).
-- `store/`: SQLite (or memory) persistence on its own thread.
-- `cli`: the `flowstage` command.
+- `store/`: SQLite (or memory) or PostgreSQL (`store/postgres.py`) persistence on its own
+  thread.
+- `bus`: run events through Redis Streams (`bus = "redis"`), with `sse_remote` for runs another
+  process runs; `cluster`: which process owns a run, forwarding to it, leases and reaping.
+- `cli`: the `flowstage` command; `workers`: `serve --workers N`, the supervisor.
 """
