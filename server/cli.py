@@ -178,6 +178,10 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
             print('flowstage: --workers needs storage = "postgres" and bus = "redis" (docs/scaling.md)',
                   file=sys.stderr)
             return 2
+        if settings.test_mode:  # one virtual clock per process: /__flowstage/clock would move one
+            print("flowstage: --workers and --test-mode do not go together (each worker would have "
+                  "a clock of its own)", file=sys.stderr)
+            return 2
         from flowstage.server.workers import supervise
 
         return supervise(argv, args.workers)

@@ -197,6 +197,19 @@ def test_storage_postgres_without_a_database_url_exits_2(capsys: pytest.CaptureF
     assert "needs database_url" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("extra", "says"), [
+    ([], 'needs storage = "postgres" and bus = "redis"'),
+    (["--storage", "postgres", "--database-url", "postgresql://x@127.0.0.1/x", "--bus", "redis",
+      "--redis-url", "redis://127.0.0.1:1/0", "--test-mode"], "do not go together"),
+])
+def test_workers_without_what_they_need_exit_2_before_starting_any(
+    served: list[dict[str, Any]], capsys: pytest.CaptureFixture[str], extra: list[str], says: str
+) -> None:
+    assert cli.main(["serve", "--port", "0", "--workers", "2", *extra]) == 2
+    assert says in capsys.readouterr().err
+    assert served == []
+
+
 def test_loadtest_help_lists_its_flags(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["loadtest", "--help"])
