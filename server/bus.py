@@ -32,6 +32,8 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
@@ -115,9 +117,12 @@ class RedisBus:
         self._deliver = deliver
         # At most _CONNECTIONS at once; a command beyond waits for one (a burst of requests
         # each asking Redis something must not open a connection each: "Too many connections").
+        # A command on a connection Redis closed (it restarted) is sent again on a new one:
+        # every command here may be repeated (the append script skips what it has).
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=_CONNECTIONS, timeout=10, socket_connect_timeout=2, socket_timeout=10,
-            health_check_interval=5)
+            health_check_interval=5, retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 3),
+            retry_on_error=[RedisConnectionError, RedisTimeout])
         self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)
         self._append = self._redis.register_script(_APPEND)
         self._queue: list[Entry] = []

@@ -2,8 +2,8 @@
 
 A run lives in the process that started it, its owner. In Redis:
 - `flowstage:worker:<id>`: a process's lease, holding the address other processes reach it
-  at; renewed every second (from a thread of its own), it expires `LEASE_SECONDS` after the
-  last renewal.
+  at; renewed every half second (from a thread of its own), it expires `LEASE_SECONDS` after
+  the last renewal.
 - `flowstage:workers`: every process that has held a lease and not yet been reaped.
 - `flowstage:owner:<runId>`: the run's owner; `flowstage:worker:<id>:runs`: a process's active
   runs; `flowstage:latest:<workflowId>`: a workflow's newest run. Written when the engine's
@@ -16,10 +16,12 @@ semantics and status codes whichever process the client reached. A run whose own
 has expired is answered from the store, and so is a read that the owner (or Redis) cannot
 answer now; a change is then a 503.
 
-Every second each process also looks for processes whose lease has expired. One of the
-survivors (the first to take `flowstage:reaping:<id>`) ends each of the dead process's active
-runs `failed`, code `interrupted` (simulation.recovery), stores that, and publishes its
-terminal events, so that the run's streams end as every run stream does.
+Every second each process also looks for processes whose lease has expired, and takes a
+process for dead when its lease has stayed missing for `LEASE_SECONDS` more (so an outage of
+Redis, which lets every lease expire, kills nobody). One of the survivors (the first to take
+`flowstage:reaping:<id>`) ends each of the dead process's active runs `failed`, code
+`interrupted` (simulation.recovery), stores that, and publishes its terminal events, so that
+the run's streams end as every run stream does.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import contextlib
 import logging
 import secrets
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import aiohttp
@@ -49,8 +52,9 @@ __all__ = ["FORWARDED", "LEASE_SECONDS", "Cluster", "OwningSink", "owner_middlew
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 3.0
-_BEAT_SECONDS = 1.0
+LEASE_SECONDS = 2.0
+_RENEW_SECONDS = 0.5  # a lease is renewed four times in its life
+_REAP_SECONDS = 1.0  # how often each process looks for dead ones
 _OWNER_TTL = 86_400
 FORWARDED = "Flowstage-Forwarded-By"  # on a forwarded request: the worker that forwarded it
 _ACTIVE = ("running", "paused")
@@ -92,6 +96,7 @@ class Cluster:
         self._owner = self._redis.register_script(_OWNER)
         self._claimed: set[str] = set()  # this process's runs recorded as active
         self._unrecorded: dict[str, Run] = {}  # snapshots whose record Redis did not take
+        self._missing: dict[str, float] = {}  # process -> when its lease was first seen missing
         self._tasks: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
         self.reaped = 0  # runs of dead processes this one ended
@@ -117,7 +122,7 @@ class Cluster:
 
     async def _forever(self, step: Callable[[], Awaitable[None]]) -> None:
         while True:
-            await asyncio.sleep(_BEAT_SECONDS)
+            await asyncio.sleep(_REAP_SECONDS)
             try:
                 await step()
             except (RedisError, OSError, Unavailable) as exc:
@@ -174,6 +179,15 @@ class Cluster:
             return None
         return str(address)
 
+    async def check_controllable(self, run_id: str) -> None:
+        """A change to a run no live process is known to own, and not in this one: when it is
+        stored as active, its process is unknown yet (Redis was away when it started) or has
+        just died (it is ended within seconds): a 503 to retry, not this process's 409."""
+        stored = await self._store.runs.get(run_id)
+        if stored is not None and stored.state in _ACTIVE:
+            raise Unavailable("The process running this run cannot be reached; retry in a few seconds "
+                              "(a run whose process died is ended within about 5 s).")
+
     async def latest_run(self, workflow_id: str) -> str | None:
         try:
             found = await self._redis.get(f"flowstage:latest:{workflow_id}")
@@ -200,15 +214,29 @@ class Cluster:
     # --- reaping ----------------------------------------------------------------------------
 
     async def _reap(self) -> None:
-        if self._unrecorded:
-            await self.record(())
-        workers = [w.decode() if isinstance(w, bytes) else str(w) for w in await self._redis.smembers(_workers_key())]
-        others = [w for w in workers if w != self.worker_id]
-        if not others:
-            return
-        leases = await self._redis.mget([_lease_key(w) for w in others])
+        """End the runs of processes whose lease has been missing for a lease's life, as this
+        process saw it with Redis reachable throughout. A lease missing once is not enough:
+        after an outage of Redis every lease has expired, and live processes renew theirs
+        within half a second of its return."""
+        try:
+            if self._unrecorded:
+                await self.record(())
+            workers = [w.decode() if isinstance(w, bytes) else str(w)
+                       for w in await self._redis.smembers(_workers_key())]
+            others = [w for w in workers if w != self.worker_id]
+            leases = await self._redis.mget([_lease_key(w) for w in others]) if others else []
+        except BaseException:
+            self._missing.clear()  # not seen missing throughout
+            raise
+        now = time.monotonic()
         for worker, leased in zip(others, leases, strict=True):
-            if not leased and await self._redis.set(f"flowstage:reaping:{worker}", self.worker_id, nx=True, ex=60):
+            if leased:
+                self._missing.pop(worker, None)
+                continue
+            since = self._missing.setdefault(worker, now)
+            if now - since >= LEASE_SECONDS and await self._redis.set(
+                    f"flowstage:reaping:{worker}", self.worker_id, nx=True, ex=60):
+                self._missing.pop(worker, None)
                 await self._reap_worker(worker)
 
     async def _reap_worker(self, worker: str) -> None:
@@ -257,7 +285,7 @@ class _LeaseThread(threading.Thread):
         self._client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
     def run(self) -> None:
-        while not self._stopped.wait(_BEAT_SECONDS):
+        while not self._stopped.wait(_RENEW_SECONDS):
             try:
                 with self._client.pipeline(transaction=False) as pipe:
                     pipe.set(_lease_key(self._worker), self._address, px=int(LEASE_SECONDS * 1000))
@@ -311,13 +339,16 @@ def owner_middleware(cluster: Cluster, engine: Engine) -> Callable[..., Awaitabl
             run_id = await cluster.latest_run(info["id"])
         if run_id is None or route.endswith("/events") or engine.events(run_id) is not None:
             return await handler(request)
+        reading = request.method in ("GET", "HEAD")
         try:
             address = await cluster.owner_address(run_id)
-            if address is None:
-                return await handler(request)
-            return await cluster.forward(request, address)
+            if address is not None:
+                return await cluster.forward(request, address)
+            if not reading:
+                await cluster.check_controllable(run_id)
+            return await handler(request)
         except Unavailable:
-            if request.method not in ("GET", "HEAD"):
+            if not reading:
                 raise  # a change the owner did not make: the client retries
             # A read the owner (or Redis) cannot answer now: the stored snapshot, a flush old.
             return await handler(request)

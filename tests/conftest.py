@@ -64,9 +64,12 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
-    """The session's Redis, emptied for this test."""
+    """The session's Redis, emptied for this test (and started, should a test have left it
+    stopped)."""
     import redis
 
+    if redis_server.pid is None:
+        redis_server.start()
     with redis.Redis.from_url(redis_server.url) as client:
         client.flushall()
     return redis_server.url
