@@ -105,11 +105,15 @@ class Cluster:
 
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         """Hold a lease from start to stop (a cleanup context, after the bus's)."""
-        await self._beat()
         lease = _LeaseThread(self._bus.url, self.worker_id, self.address)
+        try:
+            await asyncio.to_thread(lease.renew)  # held before this process serves
+        except (RedisError, OSError) as exc:
+            await asyncio.to_thread(lease.stop)
+            raise self._bus.unreachable(exc) from None
         lease.start()
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), auto_decompress=False)
-        self._tasks = [asyncio.create_task(self._forever(self._reap), name="flowstage-reaper")]
+        self._tasks = [asyncio.create_task(self._reap_forever(), name="flowstage-reaper")]
         yield
         await cancel_all(self._tasks)
         await self._http.close()
@@ -120,21 +124,15 @@ class Cluster:
             await self._redis.delete(_lease_key(self.worker_id), _runs_key(self.worker_id))
             await self._redis.srem(_workers_key(), self.worker_id)
 
-    async def _forever(self, step: Callable[[], Awaitable[None]]) -> None:
+    async def _reap_forever(self) -> None:
         while True:
             await asyncio.sleep(_REAP_SECONDS)
             try:
-                await step()
+                await self._reap()
             except (RedisError, OSError, Unavailable) as exc:
-                log.debug("cluster %s: %s", step.__name__, exc)
+                log.debug("cluster reaper: %s", exc)
             except Exception:
-                log.exception("cluster %s failed", step.__name__)
-
-    async def _beat(self) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(_lease_key(self.worker_id), self.address, px=int(LEASE_SECONDS * 1000))
-            pipe.sadd(_workers_key(), self.worker_id)
-            await pipe.execute()
+                log.exception("cluster reaper failed")
 
     # --- records (the engine's flush) -------------------------------------------------------
 
@@ -272,7 +270,7 @@ class Cluster:
 
 
 class _LeaseThread(threading.Thread):
-    """Renews the lease every second from a thread of its own, with a client of its own: an
+    """Renews the lease every half second from a thread of its own, with a client of its own: an
     event loop busy for seconds (thousands of runs starting at once) must not make a live
     process look dead to the others, who would end its runs. Measured: with the renewal on
     the loop, a worker under 20,000 concurrent runs lost its lease."""
@@ -284,19 +282,23 @@ class _LeaseThread(threading.Thread):
         self._stopped = threading.Event()
         self._client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
+    def renew(self) -> None:
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.set(_lease_key(self._worker), self._address, px=int(LEASE_SECONDS * 1000))
+            pipe.sadd(_workers_key(), self._worker)
+            pipe.execute()
+
     def run(self) -> None:
         while not self._stopped.wait(_RENEW_SECONDS):
             try:
-                with self._client.pipeline(transaction=False) as pipe:
-                    pipe.set(_lease_key(self._worker), self._address, px=int(LEASE_SECONDS * 1000))
-                    pipe.sadd(_workers_key(), self._worker)
-                    pipe.execute()
+                self.renew()
             except (RedisError, OSError) as exc:
                 log.debug("lease not renewed: %s", exc)
 
     def stop(self) -> None:
         self._stopped.set()
-        self.join()
+        if self.is_alive():
+            self.join()
         self._client.close()
 
 
