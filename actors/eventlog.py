@@ -113,7 +113,7 @@ def _stamp(ms: int) -> tuple[str, bytes]:
 
 class EventRows:
     """A batch of sink rows, produced lazily: iterate it for (run_id, seq, name, data)
-    tuples, e.g. straight into `executemany`. A flush of 10,000 busy runs would otherwise
+    tuples (the store cuts them into one chunk per run). A flush of 10,000 busy runs would otherwise
     allocate hundreds of thousands of tuples at once just to hand them over."""
 
     __slots__ = ("_chunks", "_count")

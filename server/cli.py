@@ -93,6 +93,13 @@ def _positive(text: str) -> int:
     return value
 
 
+# Connections the kernel completes ahead of accept(). aiohttp's default is 128: a load test
+# that opens thousands of connections at once overflowed it, and every connection dropped
+# waited a SYN retransmission (1 s, then 3 s, 7 s...) before its first request. The kernel
+# clamps this to net.core.somaxconn (4096 on current Linux); gunicorn and uvicorn use 2048.
+LISTEN_BACKLOG = 4096
+
+
 def _listen(host: str, port: int, reuse_port: bool = False) -> list[socket.socket]:
     """Bind every address `host` names, as aiohttp would, but before anything else happens: a
     busy port is then reported before the data directory is touched, and aiohttp serves on
@@ -205,7 +212,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         app = create_app(settings, cluster_address=cluster_address)
         app.on_startup.append(_tune_gc)  # runs after the store and the engine have started
-        web.run_app(app, sock=sockets, access_log=None, loop=loop,
+        web.run_app(app, sock=sockets, access_log=None, loop=loop, backlog=LISTEN_BACKLOG,
                     print=lambda msg: logging.getLogger("flowstage").info(msg.strip()),
                     # Cancel a handler when its client goes away: an idle SSE stream is freed
                     # at once instead of at its next ping.

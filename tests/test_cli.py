@@ -6,10 +6,13 @@ the sockets `serve` bound and the loop `--loop` chose)."""
 from __future__ import annotations
 
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -285,3 +288,47 @@ def test_loadtest_loop_uvloop_without_uvloop_exits_2_after_checking_its_options(
         "flowstage loadtest: --loop uvloop needs uvloop: pip install -e '.[uvloop]'\n")
     assert cli.main(["loadtest", "--runs", "0", "--loop", "uvloop"]) == 2
     assert capsys.readouterr().err == "flowstage loadtest: --runs must be at least 1\n"
+
+
+# --- the listening socket ---
+
+
+def test_connections_a_busy_server_has_not_accepted_yet_wait_in_its_backlog(tmp_path: Path) -> None:
+    """A load test opens thousands of connections in one instant. The kernel completes them
+    ahead of accept() up to the listen backlog; past it, a connection waits a SYN
+    retransmission (1 s, then 3 s...) before its first request. With aiohttp's default backlog
+    (128) that stalled such tests by seconds; `serve` listens with 4,096. The server is
+    stopped (SIGSTOP) so that it accepts nothing while 1,000 clients connect."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWSTAGE_")}
+    server = subprocess.Popen([sys.executable, "-m", "flowstage", "serve", "--port", str(port), "--storage",
+                               "memory", "--data-dir", str(tmp_path)], env=env, stderr=subprocess.DEVNULL)
+    clients: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # until it listens
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.05)
+        server.send_signal(signal.SIGSTOP)
+        for _ in range(1000):
+            client = socket.socket()
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port))
+            clients.append(client)
+        pending = set(clients)
+        deadline = time.monotonic() + 0.9  # under the first SYN retransmission (1 s)
+        while pending and time.monotonic() < deadline:
+            _, writable, _ = select.select([], list(pending)[:512], [], 0.05)
+            pending -= set(writable)
+        assert not pending, f"{len(pending)} of 1,000 connections were not completed"
+        assert all(c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 for c in clients)
+    finally:
+        for client in clients:
+            client.close()
+        server.send_signal(signal.SIGCONT)
+        server.terminate()
+        server.wait(timeout=30)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 from flowstage.config import Settings
 from flowstage.server.store import Store, database_for
 from flowstage.server.store.event_chunks import chunks, events_of
+from flowstage.simulation.models import Run
 
 DATA = [b'{"runId":"r","seq":1}', b'{"text":"caf\\u00e9 \xe2\x9c\x93","n":[1,2.5,null]}', b'{}',
         b'{"nested":{"a":[{"b":"]"}]}}']
@@ -62,5 +64,33 @@ async def test_a_flush_sent_again_with_more_events_replaces_its_row(store: Store
         await store.runs.save([], first)  # an older copy changes nothing
         assert await store.runs.events_after("run_a", 0) == [(s, n, d) for _, s, n, d in more]
         assert await store.runs.last_seq("run_a") == 3
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("count", [1, 255, 256, 700])
+async def test_one_flush_of_many_runs_stores_every_run_and_event(store: Store, count: int) -> None:
+    """A flush's rows go in as few multi-row statements (256, 128, ... rows each): every count,
+    across those sizes, stores every snapshot and chunk; a run saved again is replaced."""
+    def run(i: int, state: Literal["running", "completed"]) -> Run:
+        return Run(f"run_{i:04d}", "wf_x", 1, state, i, 1.0, "2026-11-29T00:00:00.000Z",
+                   "2026-11-29T00:00:00.000Z", None, 0.0, {})
+
+    try:
+        await store.runs.save([run(i, "running") for i in range(count)],
+                              [(f"run_{i:04d}", seq, "node.queued", DATA[seq % 4])
+                               for i in range(count) for seq in (1, 2)])
+        await store.runs.save([run(i, "completed") for i in range(0, count, 2)],
+                              [(f"run_{i:04d}", 3, "run.completed", DATA[0]) for i in range(0, count, 2)])
+        for i in (0, count // 2, count - 1):
+            stored = await store.runs.get(f"run_{i:04d}")
+            assert stored is not None and stored.seed == i
+            assert stored.state == ("completed" if i % 2 == 0 else "running")
+            expected = [(1, "node.queued", DATA[1]), (2, "node.queued", DATA[2])]
+            if i % 2 == 0:
+                expected.append((3, "run.completed", DATA[0]))
+            assert await store.runs.events_after(f"run_{i:04d}", 0) == expected
+        page = await store.runs.page(1000, None, workflow_id="wf_x")
+        assert len(page.items) == count
     finally:
         await store.close()

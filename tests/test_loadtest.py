@@ -9,6 +9,7 @@ partial summary. (`--loop` is tested with `serve` in test_cli.py.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import re
 import socket
@@ -762,3 +763,48 @@ async def test_the_request_client_reads_chunked_and_close_delimited_answers() ->
         "Accept: x/y\r\n\r\n".encode(),
         f"POST /b HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: flowstage-loadtest\r\n"
         "Content-Length: 0\r\n\r\n".encode()]
+
+
+async def test_connections_opened_at_once_share_one_address_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test opens thousands of connections in the same instant: they share one getaddrinfo
+    (each is a thread-pool job, and 10,000 of them queued took seconds). A failed look-up is
+    not kept: the next connection looks the name up again."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:  # until the pool closes the connection
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                await writer.drain()
+
+    listening = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+    lookups: list[str] = []
+
+    async def counted(host: str, *args: Any, **kwargs: Any) -> Any:
+        lookups.append(host)
+        if len(lookups) == 1:
+            raise OSError("name resolution failed")
+        return await real(host, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "getaddrinfo", counted)
+    pool = Pool(URL(f"http://localhost:{port}"), 50, timeout=WAIT)
+    request = pool.encode("GET", "/", None, None)
+    try:
+        with pytest.raises(OSError, match="name resolution failed"):
+            await pool.send(request)
+        answers = await asyncio.gather(*(pool.send(request) for _ in range(50)))
+    finally:
+        pool.close()
+        listening.close()
+        await listening.wait_closed()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+    assert [a.status for a in answers] == [204] * 50
+    assert lookups == ["localhost", "localhost"]

@@ -20,6 +20,7 @@ from yarl import URL
 __all__ = ["Pool", "Response"]
 
 _USER_AGENT = "flowstage-loadtest"
+_Address = tuple[socket.AddressFamily, tuple[str, int]]
 
 
 class Response(msgspec.Struct, frozen=True):
@@ -141,7 +142,7 @@ class Pool:
         self._timeout = timeout
         self._slots = asyncio.Semaphore(limit)
         self._idle: list[_Connection] = []
-        self._address: tuple[socket.AddressFamily, tuple[str, int]] | None = None
+        self._address: asyncio.Future[_Address] | None = None
 
     def encode(self, method: str, target: str, headers: dict[str, str] | None,
                body: bytes | None) -> bytes:
@@ -180,11 +181,7 @@ class Pool:
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._timeout):
-            if self._address is None:  # once: not a getaddrinfo (in a thread) per connection
-                infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
-                found, _, _, _, address = infos[0]
-                self._address = (found, (str(address[0]), int(address[1])))
-            family, (host, port) = self._address
+            family, (host, port) = await self._resolved()
             sock = socket.socket(family, socket.SOCK_STREAM)
             try:
                 sock.setblocking(False)
@@ -197,6 +194,20 @@ class Pool:
                 sock.close()
                 raise
         return connection
+
+    async def _resolved(self) -> _Address:
+        """The server's address, looked up once for the whole pool: the thousands of
+        connections a test opens at once share one getaddrinfo (each is a thread-pool job, and
+        ten thousand of them queued took seconds before the first request went out). A failed
+        look-up is tried again by the next connection."""
+        if self._address is None or (self._address.done() and self._address.exception() is not None):
+            self._address = asyncio.ensure_future(self._look_up())
+        return await asyncio.shield(self._address)
+
+    async def _look_up(self) -> _Address:
+        infos = await asyncio.get_running_loop().getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
+        found, _, _, _, address = infos[0]
+        return found, (str(address[0]), int(address[1]))
 
     def close(self) -> None:
         for connection in self._idle:

@@ -14,7 +14,7 @@ connects again.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -83,11 +83,6 @@ class _Adapted:
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> Cursor:
         # Without parameters psycopg sends the text as it is (no `%%` to undo).
         return self._conn.execute(_placeholders(sql) if params else sql, params or None)
-
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> object:
-        cursor = self._conn.cursor()
-        cursor.executemany(_placeholders(sql), rows)
-        return cursor
 
 
 class PostgresDatabase(Database):

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 import msgspec
 
 from flowstage.server.store.common import Page, decode_cursor, newest_first, page_of
-from flowstage.server.store.db import Connection, Database
+from flowstage.server.store.db import Connection, Database, insert_rows
 from flowstage.server.store.event_chunks import EventRow, chunks, events_of
 from flowstage.simulation.models import Run, Workflow
 
@@ -23,10 +23,11 @@ _decoder = msgspec.json.Decoder(Run)
 _workflow_decoder = msgspec.json.Decoder(Workflow)
 _ACTIVE = ("running", "paused")
 # A chunk sent again (its flush failed, and more events came since) replaces the stored one.
-_SAVE_EVENTS = (
-    "INSERT INTO run_events (run_id, first_seq, last_seq, events) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (run_id, first_seq) DO UPDATE SET last_seq = excluded.last_seq, events = excluded.events "
-    "WHERE excluded.last_seq > run_events.last_seq")
+_INSERT_EVENTS = "INSERT INTO run_events (run_id, first_seq, last_seq, events)"
+_ON_EVENTS = ("ON CONFLICT (run_id, first_seq) DO UPDATE SET last_seq = excluded.last_seq, events = excluded.events "
+              "WHERE excluded.last_seq > run_events.last_seq")
+_INSERT_RUNS = "INSERT INTO runs (id, workflow_id, created_at, state, doc)"
+_ON_RUNS = "ON CONFLICT (id) DO UPDATE SET state = excluded.state, doc = excluded.doc"
 _LAST_SEQ = "SELECT last_seq FROM run_events WHERE run_id = {} ORDER BY first_seq DESC LIMIT 1"
 
 
@@ -53,13 +54,8 @@ class RunRepo:
         run_rows = [(r.id, r.workflow_id, r.created_at, r.state, _encoder.encode(r)) for r in runs]
 
         def write(conn: Connection) -> None:
-            if run_rows:
-                conn.executemany(
-                    "INSERT INTO runs (id, workflow_id, created_at, state, doc) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET state = excluded.state, doc = excluded.doc",
-                    run_rows,
-                )
-            conn.executemany(_SAVE_EVENTS, chunks(events))  # on the database thread
+            insert_rows(conn, _INSERT_RUNS, 5, run_rows, _ON_RUNS)
+            insert_rows(conn, _INSERT_EVENTS, 4, chunks(events), _ON_EVENTS)  # on the database thread
 
         await self._db.write(write)
 
