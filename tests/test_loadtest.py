@@ -27,6 +27,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import make_settings
 from rich.console import Console
+from servers import free_port
 from yarl import URL
 
 from flowstage.actors.clock import ManualClock
@@ -808,3 +809,16 @@ async def test_connections_opened_at_once_share_one_address_lookup(monkeypatch: 
                 await writer.wait_closed()
     assert [a.status for a in answers] == [204] * 50
     assert lookups == ["localhost", "localhost"]
+
+
+async def test_a_refused_connection_fails_its_request_at_once_as_refused() -> None:
+    """Connections are not awaited before the request is written: a refusal still fails
+    that request as a refusal, not as a time-out, and the pool stays usable."""
+    closed = free_port()
+    pool = Pool(URL(f"http://127.0.0.1:{closed}"), 4, timeout=WAIT)
+    try:
+        for _ in range(3):
+            with pytest.raises(ConnectionRefusedError):
+                await pool.send(pool.encode("GET", "/", None, None))
+    finally:
+        pool.close()
