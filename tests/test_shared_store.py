@@ -6,6 +6,7 @@ are served by the other."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +174,36 @@ async def test_a_postgres_outage_is_a_503_that_changes_nothing_and_loses_no_even
     assert await store.runs.events_after(run, 0) == events.events_after(0)
     listed = await ok(await client.get("/api/workflows"))
     assert [w["name"] for w in listed["items"]] == [wf["name"]]
+
+
+async def test_reads_waiting_together_share_one_version_check_and_see_writes_made_before_it(
+    pair: tuple[Client, Client], simple_workflow: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads of one cached workflow that wait for the database thread together are answered
+    by one version query (64 executes of one workflow were 64 queries in a row); a write
+    through the other process made before that query starts is still seen by all of them."""
+    a, b = pair
+    path = await created_and_cached(a, b, simple_workflow)
+    wf_id = path.rsplit("/", 1)[1]
+    store = b.app[STORE]
+    gate = threading.Event()
+    blocked = asyncio.ensure_future(store.db.read(lambda conn: gate.wait(10)))  # b's thread is busy
+    queries = 0
+    real_read = store.db.read
+
+    async def counted(fn: Any) -> Any:
+        nonlocal queries
+        queries += 1
+        return await real_read(fn)
+
+    monkeypatch.setattr(store.db, "read", counted)
+    before = [asyncio.ensure_future(store.workflows.get(wf_id)) for _ in range(10)]
+    await ok(await a.put(path, json={"name": "Renamed through A"}))
+    after = [asyncio.ensure_future(store.workflows.get(wf_id)) for _ in range(10)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    gate.set()
+    await blocked
+    read = await asyncio.gather(*before, *after)
+    assert queries == 1
+    assert [(w.name, w.version) for w in read] == [("Renamed through A", 2)] * 20

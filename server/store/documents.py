@@ -58,6 +58,30 @@ class Cached(Generic[D]):
         self.etag = etag_for(doc.version)
 
 
+class _Check:
+    """One query for whether a cached version is still the stored one, shared by every request
+    that asks before the query starts: 64 executes of one workflow at once were 64 round trips
+    in a row on the one database thread (a worker's admission ceiling on PostgreSQL). A
+    request that comes once the query has started waits for a new one, so each still sees
+    every write committed before it arrived."""
+
+    __slots__ = ("doc_id", "started", "table", "task", "version")
+
+    def __init__(self, table: str, doc_id: str, version: int) -> None:
+        self.table = table
+        self.doc_id = doc_id
+        self.version = version
+        self.started = False  # set on the database thread, as the query starts
+        self.task: asyncio.Future[tuple[bytes | None] | None] | None = None
+
+    def run(self, conn: Connection) -> tuple[bytes | None] | None:
+        """On the database thread: None if gone, (None,) if unchanged, else (the new body,)."""
+        self.started = True
+        row = conn.execute(f"SELECT CASE WHEN version = ? THEN NULL ELSE doc END FROM {self.table} WHERE id = ?",
+                           (self.version, self.doc_id)).fetchone()
+        return None if row is None else (row[0],)
+
+
 class DocumentRepo(Generic[D]):
     def __init__(
         self,
@@ -76,6 +100,7 @@ class DocumentRepo(Generic[D]):
         self._cache: OrderedDict[str, Cached[D]] = OrderedDict()
         self._cache_size = cache_size
         self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
+        self._checks: dict[tuple[str, int], _Check] = {}  # version checks not started yet
 
     def now_iso(self) -> str:
         return iso_ms(self._now())
@@ -110,22 +135,29 @@ class DocumentRepo(Generic[D]):
     async def _revalidated(self, hit: Cached[D]) -> Cached[D]:
         """A shared database may have been written by another process: the cached body is
         served only while the stored version is still its version. One round trip, which
-        carries the document only when it changed."""
-        table, doc_id, version = self._table, hit.doc.id, hit.doc.version
-
-        def check(conn: Connection) -> tuple[bytes | None] | None:
-            row = conn.execute(f"SELECT CASE WHEN version = ? THEN NULL ELSE doc END FROM {table} WHERE id = ?",
-                               (version, doc_id)).fetchone()
-            return None if row is None else (row[0],)
-
-        found = await self._db.read(check)
+        carries the document only when it changed, shared by every request for the same
+        cached version that arrives before that round trip starts (see `_Check`)."""
+        key = (hit.doc.id, hit.doc.version)
+        check = self._checks.get(key)
+        if check is None or check.started:
+            check = self._checks[key] = _Check(self._table, *key)
+            check.task = asyncio.ensure_future(self._db.read(check.run))
+            check.task.add_done_callback(lambda _: self._check_done(key, check))
+        assert check.task is not None
+        found = await asyncio.shield(check.task)
+        doc_id = key[0]
         if found is None:
             self._cache.pop(doc_id, None)
             raise NotFound(no_such(self._kind, doc_id))
         if found[0] is None:
-            self._cache.move_to_end(doc_id)
+            if doc_id in self._cache:
+                self._cache.move_to_end(doc_id)
             return hit
         return self._remember(self._decoder.decode(found[0]))
+
+    def _check_done(self, key: tuple[str, int], check: _Check) -> None:
+        if self._checks.get(key) is check:
+            del self._checks[key]
 
     async def get(self, doc_id: str) -> D:
         return (await self.get_cached(doc_id)).doc
