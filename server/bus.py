@@ -18,9 +18,11 @@ one step, and skips a chunk its run's stream already has. A batch whose reply wa
 again exactly as it was, so nothing is added twice. While Redis is unreachable the
 queue keeps growing, runs go on in memory, and the batch is retried until Redis is back.
 
-Reading: one task per process follows the global stream (XREAD BLOCK) from where it left off
-and hands each entry to the hub; at start it reads the last `event_ring_size` entries first, so
-a client can resume `/api/events` with an id from before this process started.
+Reading: while some stream of this process needs other processes' events (server.sse: an
+`/api/events` or workflow stream, or the stream of a run another process owns), one task
+follows the global stream (XREAD BLOCK) from where it left off and hands each entry to the
+hub. When following starts it reads the last `event_ring_size` entries first, so a client can
+resume `/api/events` with an id from before this process started (or started following).
 """
 
 from __future__ import annotations
@@ -90,12 +92,18 @@ class BusUnavailable(Unavailable):
 
 
 async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel the tasks and wait until they have ended."""
+    """Cancel the tasks and wait until they have ended. A task is cancelled again every
+    half second until it has: on Python 3.11 a cancellation that arrives as a time-out expires
+    (redis-py's socket time-out, under load) comes out as that TimeoutError, which the loops
+    here take for a lost connection and retry; a process then never finished stopping."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
     for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s ended with an error while stopping", task.get_name(), exc_info=task.exception())
 
 
 def run_stream_key(run_id: str) -> str:
@@ -128,6 +136,8 @@ class RedisBus:
         self._queue: list[Entry] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._follower: asyncio.Task[None] | None = None
+        self._starting: asyncio.Future[None] | None = None
         self.position = 0  # the last global position delivered
         self.available = True
         self.published = 0
@@ -144,15 +154,14 @@ class RedisBus:
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Check Redis answers, read the recent history, start publishing and following."""
+        """Check Redis answers, start publishing. Following starts when something needs it
+        (`follow`)."""
         try:
             await self._redis.ping()
-            await self._preload()
         except _LOST as exc:
             await self._redis.aclose()
             raise self.unreachable(exc) from None
-        self._tasks = [asyncio.create_task(self._publish_forever(), name="flowstage-bus-publish"),
-                       asyncio.create_task(self._follow_forever(), name="flowstage-bus-follow")]
+        self._tasks = [asyncio.create_task(self._publish_forever(), name="flowstage-bus-publish")]
 
     async def stop(self, grace: float = 2.0) -> None:
         """Publish what is queued (for up to `grace` s), then stop."""
@@ -161,8 +170,39 @@ class RedisBus:
                 while self._queue and self.available:
                     self._wake.set()
                     await asyncio.sleep(0.01)
+        await self.stop_following()
         await cancel_all(self._tasks)
         await self._redis.aclose()
+
+    @property
+    def following(self) -> bool:
+        return self._follower is not None
+
+    async def follow(self) -> None:
+        """Deliver the global stream from now on: first its recent history (the last
+        `event_ring_size` entries; what this process already delivered is skipped, and a
+        jump past what was trimmed meanwhile is the ring's gap), then every new entry.
+        Reading every process's events costs each process as much as publishing its own,
+        so a process does it only while a stream needs it (server.sse). BusUnavailable when
+        Redis cannot be reached."""
+        if self._follower is not None:
+            return
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._preload())
+        try:
+            await asyncio.shield(self._starting)
+        except _LOST as exc:
+            raise self.unreachable(exc) from None
+        finally:
+            if self._starting.done():
+                self._starting = None
+        if self._follower is None:
+            self._follower = asyncio.create_task(self._follow_forever(), name="flowstage-bus-follow")
+
+    async def stop_following(self) -> None:
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            await cancel_all([follower])
 
     # --- publishing -------------------------------------------------------------------------
 
@@ -219,8 +259,8 @@ class RedisBus:
         newest = cast(_Entries, await self._redis.xrevrange(GLOBAL_STREAM, count=self._ring_size))
         for entry_id, fields in reversed(newest):
             self._take(entry_id, fields)
-        if not newest:
-            self.position = int(await self._redis.get(_COUNTER) or 0)
+        if not newest:  # nothing held (yet): positions go on from the counter's
+            self.position = max(self.position, int(await self._redis.get(_COUNTER) or 0))
 
     def _take(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         """One entry of the global stream: a chunk of one run's events, from its position on."""

@@ -50,6 +50,9 @@ __all__ = ["EventHub"]
 
 # How long shutdown waits for streams to end (they end in a few loop turns).
 _SHUTDOWN_GRACE = 1.0
+# bus = "redis": following the global stream stops this long after the last stream that
+# needed it ended (a client reconnecting in between finds it still followed).
+_FOLLOW_LINGER = 30.0
 
 
 class EventHub:
@@ -80,7 +83,8 @@ class EventHub:
             self.bus = RedisBus(settings.redis_url, settings.event_ring_size, self._on_bus_event)
         self._local_runs: set[str] = set()
         self._remote: dict[str, RemoteRunLog] = {}
-        self._refills: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()  # refills, and stopping to follow
+        self._wanted_at = 0.0  # when a stream last needed the bus followed (loop time)
 
     # --- the engine's side ------------------------------------------------------------------
 
@@ -106,8 +110,8 @@ class EventHub:
             if not remote.add(entry[2], entry[3], entry[4]):
                 remote.refill()
                 task = asyncio.get_running_loop().create_task(self._refill(remote))
-                self._refills.add(task)
-                task.add_done_callback(self._refills.discard)
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
             if remote.finished:
                 del self._remote[entry[0]]
         if self._flush_handle is None and self._loop is not None:
@@ -183,6 +187,7 @@ class EventHub:
         remote = self._remote.get(run_id)
         if remote is not None:
             return remote
+        await self._following()  # before reading its stream: nothing after is missed
         stored = await self._store.runs.get(run_id)
         if stored is not None and stored.state not in ("running", "paused"):
             return None  # ended, and stored whole
@@ -221,6 +226,7 @@ class EventHub:
     async def workflow_stream(self, request: web.Request, workflow_id: str) -> web.StreamResponse:
         self._check_open()
         await self._store.workflows.get(workflow_id)  # NotFound
+        await self._following()
         head = self._ring.head
         sub = Subscriber("workflow", request, head)
         sub.workflows = frozenset((workflow_id,))
@@ -235,6 +241,7 @@ class EventHub:
                          workflow_ids: Iterable[str]) -> web.StreamResponse:
         after = requested_event_id(request)
         self._check_open()
+        await self._following()
         runs, workflows = frozenset(run_ids), frozenset(workflow_ids)
         head = self._ring.head
         # An id older than the ring is kept: the first collect reports the gap.
@@ -246,6 +253,20 @@ class EventHub:
             sub.runs, sub.workflows = runs, workflows
         return await self._writer.serve(sub)
 
+    async def _following(self) -> None:
+        """bus = "redis": make sure this process follows the global stream (every process's
+        events), which it does only while a stream needs it (server.bus); then the ring is
+        current. BusUnavailable (503) when Redis cannot be reached."""
+        bus = self.bus
+        if bus is None:
+            return
+        assert self._loop is not None
+        self._wanted_at = self._loop.time()
+        if not bus.following:
+            await bus.follow()
+            if self._ring.head < bus.position:  # nothing recent held: go on from the bus's count
+                self._ring.clear(bus.position)
+
     def _check_open(self) -> None:
         if self._closing or self._loop is None:
             raise Unavailable("The server is shutting down.")
@@ -254,7 +275,14 @@ class EventHub:
 
     def _sweep(self) -> None:
         assert self._loop is not None
-        self._subscribers.sweep(self._loop.time(), self._ring.head)
+        now = self._loop.time()
+        self._subscribers.sweep(now, self._ring.head)
+        bus = self.bus
+        if (bus is not None and bus.following and not self._remote and not self._subscribers.count()
+                and now - self._wanted_at > _FOLLOW_LINGER):
+            task = self._loop.create_task(bus.stop_following())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         self._sweep_handle = self._loop.call_later(self._sweep_every, self._sweep)
 
     def reset(self) -> None:
@@ -282,8 +310,6 @@ class EventHub:
             yield
             return
         await self.bus.start()
-        if not self._ring.entries:  # nothing recent: positions go on from the bus's
-            self._ring.clear(self.bus.position)
         yield
         await self.bus.stop()
 

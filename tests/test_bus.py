@@ -21,6 +21,7 @@ from servers import RedisServer, free_port
 from test_sse import TERMINAL, Frame, parse, read_all, read_until, until, with_delay
 
 from flowstage.config import Settings
+from flowstage.server import sse
 from flowstage.server.app import create_app
 from flowstage.server.keys import SSE
 
@@ -208,3 +209,29 @@ async def test_a_runs_stream_opened_before_its_first_events_reach_redis_follows_
     frames = parse(await read_all(stream))
     assert frames[-1]["event"] == "run.completed"
     assert [int(f["id"]) for f in frames] == list(range(1, len(frames) + 1))
+
+
+async def test_a_worker_reads_the_global_stream_only_while_a_stream_needs_it(
+    pair: tuple[Client, Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading every process's events costs a process about what publishing its own does: a
+    process none of whose streams needs them does not read them. The first such stream starts
+    with the recent history, so an id from before still resumes there; the process stops
+    reading once no stream has needed it for a while."""
+    a, b = pair
+    bus_b = b.app[SSE].bus
+    assert bus_b is not None and not bus_b.following
+    watching = await a.get("/api/events")
+    run = await execute(a, with_delay(200))
+    _, seen = await read_until(watching, ended({run}))
+    watching.close()
+    assert not bus_b.following and b.app[SSE].head == 0
+    resumed = await b.get("/api/events", headers={"Last-Event-ID": seen[0]["id"]})
+    assert resumed.status == 200
+    _, again = await read_until(resumed, ended({run}))
+    assert bus_b.following
+    assert [(f["id"], f["data"]) for f in again] == [(f["id"], f["data"]) for f in seen[1:]]
+    monkeypatch.setattr(sse, "_FOLLOW_LINGER", 0.0)
+    await until(lambda: bus_b.following, "b still follows while its stream is open")
+    resumed.close()
+    await until(lambda: not bus_b.following, "b stops following once no stream needs it")
