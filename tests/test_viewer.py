@@ -110,7 +110,10 @@ async def test_pause_holds_the_states_until_resume(page: Page, server: TestServe
     await page.click('[data-action="execute"]')
     await page.wait_for_selector('[data-node-id="d"][data-state="running"]')
     await page.click('[data-action="pause"]')
+    # The badge follows the control's answer; the nodes follow the event stream, which may
+    # deliver the pause a batch (sse_batch_ms) later.
     await page.wait_for_selector('[data-run-state="paused"]')
+    await page.wait_for_selector('[data-node-id="d"][data-state="paused"]')
     held = await states(page)
     assert held == {"t": "completed", "d": "paused", "o": "idle"}
     await page.wait_for_timeout(500)
@@ -120,6 +123,7 @@ async def test_pause_holds_the_states_until_resume(page: Page, server: TestServe
     await page.wait_for_selector('[data-node-id="d"][data-state="running"]')
     await page.click('[data-action="stop"]')
     await page.wait_for_selector('[data-run-state="stopped"]')
+    await page.wait_for_selector('[data-node-id="o"][data-state="skipped"]')
     assert await states(page) == {"t": "completed", "d": "stopped", "o": "skipped"}
 
 
