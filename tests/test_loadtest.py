@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import itertools
+import math
 import re
 import socket
 import sys
@@ -40,6 +42,7 @@ from flowstage.loadtest import (
     build_workflow,
     check_options,
     critical_path,
+    idle_makespans,
     parse_sse,
     percentiles,
     run_loadtest,
@@ -666,6 +669,56 @@ def test_the_ideal_is_the_critical_path_of_point_estimates(shape: Shape, k: int,
     ms, path = critical_path(body, TYPES)
     assert ms == pytest.approx(ideal_ms)
     assert path[0] == "manual_trigger"
+
+
+def chain_of(*nodes: tuple[str, str, dict[str, Any]]) -> dict[str, Any]:
+    """A workflow of (id, type, config) nodes, each connected to the next."""
+    return {"nodes": [{"id": nid, "type": kind, "data": {"config": config}} for nid, kind, config in nodes],
+            "connections": [{"id": f"c{i}", "source": a[0], "target": b[0]}
+                            for i, (a, b) in enumerate(itertools.pairwise(nodes))]}
+
+
+def test_an_idle_servers_makespans_are_drawn_from_each_nodes_timing_profile() -> None:
+    # Fixed timings and a delay's own ms: every draw is the critical path.
+    assert set(idle_makespans(build_workflow("chain", 2, TYPES, "w"), TYPES, samples=100)) == {20 + 5}
+    delayed = chain_of(("t", "manual_trigger", {}), ("d", "delay", {"ms": 250}))
+    assert set(idle_makespans(delayed, TYPES, samples=100)) == {20 + 250}
+    # A uniform node: between its bounds, its mean in the middle.
+    uniform = sorted(idle_makespans(chain_of(("x", "transform", {})), TYPES))
+    assert uniform[0] >= 20
+    assert uniform[-1] <= 120
+    assert uniform[len(uniform) // 2] == pytest.approx(70, rel=0.03)
+    # A lognormal node (median 350 ms, sigma 0.5, capped at 5 s): the median in the middle and
+    # the tail where e^(sigma z) puts it; the point-estimate ideal (its median) is below that.
+    lognormal = sorted(idle_makespans(chain_of(("h", "http_request", {})), TYPES))
+    assert lognormal[len(lognormal) // 2] == pytest.approx(350, rel=0.03)
+    assert lognormal[int(len(lognormal) * 0.99)] == pytest.approx(350 * math.exp(0.5 * 2.326), rel=0.06)
+    assert lognormal[-1] <= 5000
+    # Two branches in parallel: the run waits for the slower, so its median is where each
+    # branch is below it with probability sqrt(1/2) (z = 0.545), not the branch's median.
+    fan = chain_of(("t", "manual_trigger", {}), ("a", "http_request", {}), ("o", "output", {}))
+    fan["nodes"].append({"id": "b", "type": "http_request"})
+    fan["connections"] += [{"id": "tb", "source": "t", "target": "b"}, {"id": "bo", "source": "b", "target": "o"}]
+    both = sorted(idle_makespans(fan, TYPES))
+    assert both[len(both) // 2] == pytest.approx(20 + 350 * math.exp(0.5 * 0.545) + 5, rel=0.03)
+    assert critical_path(fan, TYPES)[0] == 20 + 350 + 5
+
+
+async def test_the_servers_makespans_are_an_idle_servers_and_both_are_reported(server: TestServer) -> None:
+    # Fan-out: the slowest of parallel lognormal branches puts the idle median 1.6x above the
+    # point-estimate ideal; a server keeping time shows the same makespans as the draws.
+    console, out = captured(False)
+    opts = Options(url=url_of(server), runs=200, concurrency=50, speed=10, nodes=10, shape="fanout")
+    summary = await run_loadtest(opts, console)
+    idle = summary.ideal.idle_ms
+    assert idle is not None and idle.count == 10_000
+    assert idle.p50 is not None and idle.p99 is not None and idle.p99 > idle.p50 > 1.4 * summary.ideal.ms
+    done = summary.makespan_by_state_ms["completed"]
+    assert done.count == 200
+    assert done.p50 == pytest.approx(idle.p50, rel=0.2)
+    text = out.getvalue()
+    assert re.search(r"makespan, idle server +10,000 +\d", text)
+    assert "completed makespan p99 / idle p99 = " in text
 
 
 def test_a_cycle_has_no_critical_path() -> None:

@@ -66,7 +66,7 @@ from flowstage.loadtest.options import (
 )
 from flowstage.loadtest.report import progress, render_summary
 from flowstage.loadtest.wire import Pool
-from flowstage.loadtest.workload import IDEAL_ESTIMATE, build_workflow, critical_path
+from flowstage.loadtest.workload import IDEAL_ESTIMATE, build_workflow, critical_path, idle_makespans
 
 __all__ = [
     "Follow",
@@ -81,6 +81,7 @@ __all__ = [
     "command",
     "connection_budget",
     "critical_path",
+    "idle_makespans",
     "options_from_args",
     "parse_sse",
     "percentiles",

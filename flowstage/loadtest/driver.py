@@ -18,11 +18,11 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from flowstage.loadtest.figures import Ideal, Tally
+from flowstage.loadtest.figures import Ideal, Tally, percentiles
 from flowstage.loadtest.follow import TERMINAL_STATES, Ending, EventFollower, RunView
 from flowstage.loadtest.http import CLIENT_ERRORS, Http, error_kind
 from flowstage.loadtest.options import LoadtestError, Options
-from flowstage.loadtest.workload import IDEAL_ESTIMATE, build_workflow, critical_path
+from flowstage.loadtest.workload import IDEAL_ESTIMATE, build_workflow, critical_path, idle_makespans
 
 __all__ = ["Target", "drive", "parse_sse", "prepare"]
 
@@ -104,8 +104,9 @@ async def prepare(http: Http, opts: Options) -> tuple[Target, int]:
     except CLIENT_ERRORS as exc:
         raise LoadtestError(f"preparing the workflow failed: {error_kind(exc)}: {exc}") from exc
     ms, path = critical_path(workflow, types)
+    idle = percentiles([x / opts.speed for x in idle_makespans(workflow, types)])
     ideal = Ideal(ms=round(ms / opts.speed, 3), ms_at_speed_1=round(ms, 3),
-                  estimate=IDEAL_ESTIMATE, critical_path=path)
+                  estimate=IDEAL_ESTIMATE, critical_path=path, idle_ms=idle)
     return Target(http, opts, workflow["id"], ideal), len(workflow["nodes"])
 
 

@@ -77,6 +77,9 @@ class Ideal(msgspec.Struct, frozen=True, rename="camel"):
     ms_at_speed_1: float
     estimate: str
     critical_path: list[str]
+    # Makespans an idle server would show at the test's speed (workload.idle_makespans): the
+    # tail that the timing profiles themselves put above `ms`. None: no workflow was run.
+    idle_ms: Percentiles | None = None
 
 
 class StreamFigures(msgspec.Struct, frozen=True, rename="camel"):

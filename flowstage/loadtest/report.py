@@ -166,6 +166,9 @@ def render_summary(summary: Summary) -> Group:
 
     ideal = summary.ideal.ms
     lat.add_row("ideal makespan", "", _fmt(ideal), "", "", "", "")
+    idle = summary.ideal.idle_ms
+    if idle is not None:
+        row("makespan, idle server", idle)
     # Each final state apart: completed runs alone would flatter a server whose runs fail.
     for side, by_state in (("server", summary.makespan_by_state_ms),
                            ("client", summary.client_makespan_by_state_ms)):
@@ -180,6 +183,11 @@ def render_summary(summary: Summary) -> Group:
     completed = summary.makespan_by_state_ms["completed"].p50
     notes.append("completed makespan p50 / ideal = "
                  + (f"{completed / ideal:.2f}" if completed is not None and ideal > 0 else NA))
+    if idle is not None:
+        tail = summary.makespan_by_state_ms["completed"].p99
+        notes.append(f"idle server = {idle.count:,} draws of each node's duration from its timing profile: "
+                     "what a server that keeps time shows at any load; completed makespan p99 / idle p99 = "
+                     + (f"{tail / idle.p99:.2f}" if tail is not None and idle.p99 else NA))
     if summary.control_too_late:
         notes.append(f"{summary.control_too_late} pause/resume samples came after the run ended")
     if summary.stream is not None:
