@@ -7,6 +7,7 @@ survivor, end with that terminal event and resume with `Last-Event-ID`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -35,7 +36,8 @@ def serve(tmp_path: Path, postgres_url: str, redis_url: str, port: int, *extra: 
             [sys.executable, "-m", "flowstage", "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"),
              "--storage", "postgres", "--database-url", postgres_url, "--bus", "redis", "--redis-url", redis_url,
              *extra],
-            env=env, stdout=subprocess.DEVNULL, stderr=log)
+            # A session of its own: the fixture can kill the supervisor and its workers together.
+            env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
 
 
 async def until_workers(redis_url: str, count: int) -> None:
@@ -70,10 +72,12 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
     for process in started:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        # Whatever is left of the supervisor and the workers it started: none outlives the test.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 @pytest.fixture
@@ -149,7 +153,14 @@ def run_cluster(port: int, files: Path) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWSTAGE_")}
     return subprocess.Popen([sys.executable, "-m", "flowstage.devcluster", "--port", str(port),
                              "--data-dir", str(files)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            # Ctrl-C works even when this test runs where SIGINT is ignored (a
+                            # background shell job), and the fixture can end the whole group.
+                            preexec_fn=_default_sigint, start_new_session=True)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.usefixtures("postgres_server", "redis_server")  # skips (fails in CI) without the programs
@@ -170,9 +181,10 @@ async def test_run_cluster_serves_two_workers_and_ctrl_c_stops_everything(
         cluster.send_signal(signal.SIGINT)
         assert cluster.wait(30) == 0
     finally:
-        if cluster.poll() is None:
-            cluster.kill()
-            cluster.wait()
+        # Whatever is left of it (its PostgreSQL, Redis and workers too, if it failed).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(cluster.pid, signal.SIGKILL)
+        cluster.wait()
         if cluster.stdout is not None:
             cluster.stdout.close()
     with pytest.raises(OSError):  # PostgreSQL is gone with it
