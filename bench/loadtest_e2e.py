@@ -119,6 +119,8 @@ def figures(s: dict[str, Any]) -> dict[str, float]:
         "CPU tester / server": of(s["cpu"]["ratio"]), "server CPU s": of(s["cpu"]["serverSeconds"]),
         "RSS before MiB": of(s["memory"]["beforeMib"]), "RSS peak MiB": of(s["memory"]["peakMib"]),
         "RSS after MiB": of(s["memory"]["afterMib"]),
+        "stream gaps": of((s["stream"] or {}).get("gaps")),
+        "runs read after gaps": of((s["stream"] or {}).get("runsReadAfterGaps")),
     }
 
 

@@ -141,7 +141,7 @@ def load(servers: Servers, args: argparse.Namespace) -> None:
     print(f"\n{args.runs:,} concurrent 10-node runs at speed {args.speed:g}:")
     keys = ["wall s", "runs/s", "errors", "execute p50 ms", "server p50 / ideal", "server p99 / ideal",
             "client p50 / ideal", "flowstage CPU ms/run", "redis CPU ms/run", "postgres CPU ms/run",
-            "load tester CPU ms/run"]
+            "load tester CPU ms/run", "stream gaps", "runs read after gaps"]
     print(f"{'':<22}" + "".join(f"{name:>12}" for name in KINDS))
     for key in keys:
         print(f"{key:<22}" + "".join(f"{rows[name][key]:>12,.2f}" for name in KINDS))

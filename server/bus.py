@@ -55,6 +55,11 @@ _RUN_PREFIX = "flowstage:run:"
 _RUN_TTL_SECONDS = 86_400
 _BATCH = 2_000  # events per script call
 _GATHER_SECONDS = 0.010
+# Entries per read of the global stream. Each is a chunk of a run's events (up to tens of
+# them), and a read's events land in the SSE ring in one go: 5,000 entries behind, one read
+# was tens of thousands of events, more than a subscriber may lag (sse_buffer_events) and up
+# to the whole ring, so a stream that had kept up was cut off and resumed past the ring's end.
+_READ_ENTRIES = 256
 _CONNECTIONS = 64
 _RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)
 _LOST = (RedisConnectionError, RedisTimeout, OSError)
@@ -280,18 +285,22 @@ class RedisBus:
         while True:
             try:
                 found = cast(list[tuple[bytes, _Entries]], await self._redis.xread(
-                    {GLOBAL_STREAM: f"{self.position}-0"}, count=5_000, block=1_000))
+                    {GLOBAL_STREAM: f"{self.position}-0"}, count=_READ_ENTRIES, block=1_000))
             except _LOST as exc:
                 failures = self._lost(exc, failures)
                 await asyncio.sleep(_RETRY_SECONDS[min(failures, len(_RETRY_SECONDS)) - 1])
                 continue
             failures = self._recovered(failures)
+            read = 0
             for _stream, entries in found or ():
+                read += len(entries)
                 for entry_id, fields in entries:
                     self._take(entry_id, fields)
-            # Let the next few milliseconds' entries gather: a read costs the same for one
-            # entry as for hundreds.
-            await asyncio.sleep(_GATHER_SECONDS)
+            if read < _READ_ENTRIES:
+                # Caught up: let the next few milliseconds' entries gather (a read costs the
+                # same for one entry as for hundreds). Behind: read on, a slice at a time,
+                # while the streams write what the last slice brought.
+                await asyncio.sleep(_GATHER_SECONDS)
 
     # --- a run's stream ---------------------------------------------------------------------
 

@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import ClientFactory, make_settings
 from servers import RedisServer, free_port
-from test_sse import TERMINAL, Frame, parse, read_all, read_until, until, with_delay
+from test_sse import TERMINAL, Frame, parse, read_all, read_until, until, until_all_live, with_delay
 
 from flowstage.config import Settings
 from flowstage.server import sse
@@ -235,3 +236,47 @@ async def test_a_worker_reads_the_global_stream_only_while_a_stream_needs_it(
     await until(lambda: bus_b.following, "b still follows while its stream is open")
     resumed.close()
     await until(lambda: not bus_b.following, "b stops following once no stream needs it")
+
+
+async def test_a_burst_from_another_worker_reaches_streams_a_slice_at_a_time(
+    aiohttp_client: ClientFactory, clustered: Settings
+) -> None:
+    """A worker reads the other workers' events in slices, and its streams write between
+    them: a burst of thousands published at once never lands in the ring in one turn of the
+    loop (read as one batch, tens of thousands did: more than a stream may lag, up to the
+    whole ring, so a client that had kept up was cut off and resumed past the ring's end). A
+    client that keeps up sees every event, with no cut-off and no gap."""
+    a = await worker(aiohttp_client, clustered)
+    b = await worker(aiohttp_client, msgspec.structs.replace(
+        clustered, sse_buffer_events=1500, sse_write_timeout_seconds=0.04))
+    hub_b = b.app[SSE]
+    stream = await b.get("/api/events")
+    await until_all_live(hub_b, 1)
+    # The most events the ring took in one turn of b's loop.
+    loop = asyncio.get_running_loop()
+    largest, last, ticking = 0, hub_b.head, True
+
+    def tick() -> None:
+        nonlocal largest, last
+        largest, last = max(largest, hub_b.head - last), hub_b.head
+        if ticking:
+            loop.call_soon(tick)
+
+    tick()
+    bus_a = a.app[SSE].bus
+    assert bus_a is not None
+    burst = 5000  # one event of each of 5,000 runs: 5,000 entries of the global stream
+    for i in range(burst):
+        run = f"run_burst{i:017d}"
+        bus_a.publish((run, "wf_burst", 1, "run.started",
+                       b'{"event":"run.started","runId":"%s","workflowId":"wf_burst","seq":1}' % run.encode()))
+    try:
+        _, frames = await read_until(stream, lambda frames: len(frames) >= burst)
+    finally:
+        ticking = False
+        stream.close()
+    assert [f["event"] for f in frames] == ["run.started"] * burst
+    ids = [int(f["id"]) for f in frames]
+    assert ids == list(range(ids[0], ids[0] + burst))
+    assert hub_b.cut_off == 0
+    assert 0 < largest <= 1000, f"{largest} events reached the ring in one turn"
