@@ -702,6 +702,9 @@ def test_an_idle_servers_makespans_are_drawn_from_each_nodes_timing_profile() ->
     both = sorted(idle_makespans(fan, TYPES))
     assert both[len(both) // 2] == pytest.approx(20 + 350 * math.exp(0.5 * 0.545) + 5, rel=0.03)
     assert critical_path(fan, TYPES)[0] == 20 + 350 + 5
+    # Fewer draws for a large workflow: the tester's start stays short.
+    assert len(idle_makespans(build_workflow("chain", 10, TYPES, "w"), TYPES)) == 10_000
+    assert len(idle_makespans(build_workflow("chain", 1000, TYPES, "w"), TYPES)) == 1_000
 
 
 async def test_the_servers_makespans_are_an_idle_servers_and_both_are_reported(server: TestServer) -> None:

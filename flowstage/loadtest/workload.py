@@ -21,8 +21,10 @@ __all__ = ["IDEAL_ESTIMATE", "IDLE_SAMPLES", "build_workflow", "critical_path", 
 IDEAL_ESTIMATE = "fixed: ms exactly; uniform: mean; lognormal: median (capped at max)"
 
 _MIDDLE_TYPES = ("http_request", "transform")
-# Draws of a whole run for idle_makespans: its p99 to about 1 %, in ~0.1 s of the tester's CPU.
+# Draws of a whole run for idle_makespans: its p99 to about 1 %, in ~0.15 s of the tester's
+# CPU for 10 nodes; fewer for large workflows (a node's draw is ~1.5 µs), never under 1,000.
 IDLE_SAMPLES = 10_000
+_IDLE_NODE_DRAWS = 200_000
 # The engine's default cap on one node's duration (its `max_duration_ms` setting).
 _CAP_MS = 3_600_000.0
 
@@ -137,9 +139,10 @@ def critical_path(workflow: Mapping[str, Any], types: Mapping[str, Any]) -> tupl
     return best[last], path[::-1]
 
 
-def idle_makespans(workflow: Mapping[str, Any], types: Mapping[str, Any], samples: int = IDLE_SAMPLES,
+def idle_makespans(workflow: Mapping[str, Any], types: Mapping[str, Any], samples: int | None = None,
                    seed: int = 0) -> list[float]:
-    """`samples` makespans (ms at speed 1) of the workflow on an idle server: each node's
+    """`samples` makespans (ms at speed 1) of the workflow on an idle server (by default
+    IDLE_SAMPLES, fewer for a workflow of more than 20 nodes, at least 1,000): each node's
     duration drawn from its timing profile (fixed: its ms; uniform: between its bounds;
     lognormal: median * e^(sigma * N(0, 1)), capped at max; a delay node: its configured ms),
     the run's length the longest path. A server that keeps time shows these makespans at any
@@ -149,6 +152,8 @@ def idle_makespans(workflow: Mapping[str, Any], types: Mapping[str, Any], sample
     index = {nid: i for i, (nid, _) in enumerate(order)}
     steps = [(_sampler(by_id[nid]["type"], _timing(by_id[nid], types), _config(by_id[nid])),
               [index[prev] for prev in before]) for nid, before in order]
+    if samples is None:
+        samples = min(IDLE_SAMPLES, max(1_000, _IDLE_NODE_DRAWS // max(1, len(steps))))
     rng = random.Random(seed)
     out: list[float] = []
     finish = [0.0] * len(steps)
