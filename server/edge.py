@@ -32,11 +32,14 @@ def edge_middleware(metrics: Metrics, buckets: TokenBuckets | None) -> Middlewar
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         start = time.perf_counter()
+        resource = request.match_info.route.resource
+        # The route's pattern, not the URL: ids would make every label unique.
+        route = resource.canonical if resource is not None else "unmatched"
         status = 500  # if the request is cancelled (the client went away)
         try:
             try:
                 if buckets is not None:
-                    buckets.check(request)
+                    buckets.check(request, route)
                 response = await handler(request)
             except web.HTTPException as exc:
                 status = exc.status  # a redirect is re-raised with its own status
@@ -46,9 +49,6 @@ def edge_middleware(metrics: Metrics, buckets: TokenBuckets | None) -> Middlewar
             status = response.status
             return response
         finally:
-            resource = request.match_info.route.resource
-            # The route's pattern, not the URL: ids would make every label unique.
-            route = resource.canonical if resource is not None else "unmatched"
             observe(request.method, route, status, time.perf_counter() - start)
 
     return middleware
