@@ -37,8 +37,8 @@ class TokenBuckets:
 
     def check(self, request: web.Request, route: str) -> None:
         """Take a token for `request`, matched to `route` (its pattern), or raise Throttled.
-        Preflights and health checks are free. The route, not `request.path`: decoding the
-        path was most of what limiting cost the cheapest request."""
+        Preflights and health checks are free. The route, not `request.path`: the edge has
+        it already, where the path would be percent-decoded for this alone."""
         if route != "/api/health" and request.method != "OPTIONS":
             wait = self.take(request.remote or "unknown")
             if wait > 0:
