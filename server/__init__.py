@@ -4,8 +4,9 @@
 - `routes/`: the handlers, one module per resource, and the route table (`routes.ALL_ROUTES`)
   that both the router and the OpenAPI document (`openapi`) are built from.
 - `http`: reading bodies and query parameters into msgspec types; JSON answers and ETags.
-- `problems`: every error's status, title and problem type, in one table, and the middleware
-  that answers with problem+json; `errors`: the errors only HTTP has.
+- `problems`: every error's status, title and problem type, in one table, and the answer
+  with problem+json; `errors`: the errors only HTTP has.
+- `edge`: what wraps every route (metrics, rate limit, problems), and the 404/405 routes.
 - `ratelimit`: the per-client token bucket; `metrics`: Prometheus.
 - `sse`: the SSE hub, with `sse_wire`, `sse_feeds`, `sse_subscribers` and `sse_writer`.
 - `runs`: runs live or stored, and ending the runs a dead process left active.

@@ -5,20 +5,34 @@ from __future__ import annotations
 import functools
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp_cors
 import msgspec
 from aiohttp import hdrs, web
+from aiohttp_cors.urldispatcher_router_adapter import ResourcesUrlDispatcherRouterAdapter
 
 from flowstage.actors.clock import Clock, ManualClock, SystemClock
 from flowstage.actors.engine import Engine, EngineConfig
 from flowstage.config import Settings
 from flowstage.server.demo import seed_demo_data
-from flowstage.server.edge import edge_middleware
-from flowstage.server.keys import CLOCK, ENGINE, LIFETIME, METRICS, NOW, OPENAPI, RUNS, SETTINGS, SSE, STORE, Lifetime
+from flowstage.server.edge import Edge, Handler
+from flowstage.server.keys import (
+    CLOCK,
+    EDGE,
+    ENGINE,
+    LIFETIME,
+    METRICS,
+    NOW,
+    OPENAPI,
+    RUNS,
+    SETTINGS,
+    SSE,
+    STORE,
+    Lifetime,
+)
 from flowstage.server.metrics import Metrics
 from flowstage.server.openapi import build_openapi
 from flowstage.server.processing import register_file_handlers
@@ -55,8 +69,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, cluster_addres
     buckets = None
     if settings.rate_limit_per_second > 0:
         buckets = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst, now)
-    app = web.Application(middlewares=[edge_middleware(metrics, buckets)],
-                          client_max_size=settings.max_request_bytes)
+    app = web.Application(client_max_size=settings.max_request_bytes)
+    app[EDGE] = edge = Edge(metrics, buckets)
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[NOW] = now
@@ -88,6 +102,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, cluster_addres
     add_viewer_routes(app)
     if settings.test_mode:
         enable_test_mode(app, clock, engine, store, hub, autojump=settings.autojump)
+    edge.seal(app.router)  # after the last route
     return app
 
 
@@ -95,12 +110,12 @@ def _join_cluster(app: web.Application, bus: RedisBus, address: str) -> None:
     """Runs owned by this process, reachable by the others (server.cluster). Its lease is
     held while the store is open (the reaper reads it), and given up after the engine
     closed, which ends this process's runs itself."""
-    from flowstage.server.cluster import Cluster, OwningSink, owner_middleware
+    from flowstage.server.cluster import Cluster, OwningSink, owner_layer
 
     store, engine = app[STORE], app[ENGINE]
     cluster = Cluster(bus, store, app[NOW], address)
     engine.sink = OwningSink(store, cluster)
-    app.middlewares.append(owner_middleware(cluster, engine))
+    app[EDGE].inner = owner_layer(cluster, engine)  # routes are added after this
     app.cleanup_ctx.insert(app.cleanup_ctx.index(_store_lifecycle) + 1, cluster.lifecycle)
 
 
@@ -128,20 +143,41 @@ def _openapi_document() -> bytes:
 _HOT_PATHS = ("/api/workflows/{id}", "/api/workflows/{id}/execute", "/api/runs/{runId}")
 
 
+class _EdgeCorsAdapter(ResourcesUrlDispatcherRouterAdapter):
+    """aiohttp-cors answers preflights (OPTIONS) with a route it adds to each resource: put
+    that route behind the edge too, so a refused preflight is a problem, and counted."""
+
+    def __init__(self, router: web.UrlDispatcher, defaults: Mapping[str, aiohttp_cors.ResourceOptions],
+                 edge: Edge) -> None:
+        super().__init__(router, defaults)
+        self._edge = edge
+        self._preflights: dict[web.Resource, Handler] = {}  # one per resource, as aiohttp-cors checks
+
+    def add_preflight_handler(self, routing_entity: Any, handler: Any, _webview: bool = False) -> None:
+        if isinstance(routing_entity, web.Resource):
+            wrapped = self._preflights.get(routing_entity)
+            if wrapped is None:
+                wrapped = self._preflights[routing_entity] = self._edge.wrap(handler, routing_entity.canonical)
+            handler = wrapped
+        super().add_preflight_handler(routing_entity, handler)
+
+
 def _add_routes(app: web.Application, settings: Settings) -> None:
-    defaults = aiohttp_cors.ResourceOptions(
+    defaults = dict.fromkeys(settings.cors_origins, aiohttp_cors.ResourceOptions(
         allow_credentials=False, expose_headers="*", allow_headers="*", max_age=3600,
-    )
-    cors = aiohttp_cors.setup(app, defaults=dict.fromkeys(settings.cors_origins, defaults))
+    ))
+    edge = app[EDGE]
+    cors = aiohttp_cors.CorsConfig(app, defaults=defaults,
+                                   router_adapter=_EdgeCorsAdapter(app.router, defaults, edge))
     resources: dict[str, web.Resource] = {}
     hot = {path: i for i, path in enumerate(_HOT_PATHS)}
     for route in sorted(ALL_ROUTES, key=lambda r: hot.get(r.path, len(hot))):
         resource = resources.get(route.path)
         if resource is None:
             resource = resources[route.path] = app.router.add_resource(route.path)
-        cors.add(resource.add_route(route.method, route.endpoint))
+        cors.add(edge.add(resource, route.method, route.endpoint))
         if route.method == "GET":  # HEAD answers like GET without a body (curl -I, caches)
-            cors.add(resource.add_route("HEAD", route.endpoint))
+            cors.add(edge.add(resource, "HEAD", route.endpoint))
     # aiohttp-cors inspects every response, which alone cost ~30% of the throughput of
     # GET /api/workflows/{id}. A request without an Origin header gets no CORS headers from it
     # anyway, so it is only consulted when there is one; the answers are unchanged.

@@ -32,7 +32,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import aiohttp
 import redis
@@ -43,12 +43,13 @@ from redis.exceptions import RedisError
 from flowstage.actors.engine import Engine
 from flowstage.actors.eventlog import EventRows
 from flowstage.server.bus import RedisBus, cancel_all
+from flowstage.server.edge import Handler, Layer
 from flowstage.server.store import Store
 from flowstage.simulation.errors import Unavailable
 from flowstage.simulation.models import Run
 from flowstage.simulation.recovery import interrupt_stored
 
-__all__ = ["FORWARDED", "LEASE_SECONDS", "Cluster", "OwningSink", "owner_middleware"]
+__all__ = ["FORWARDED", "LEASE_SECONDS", "Cluster", "OwningSink", "owner_layer"]
 
 log = logging.getLogger(__name__)
 
@@ -343,34 +344,37 @@ class OwningSink:
         await self._runs.save((), rows)
 
 
-def owner_middleware(cluster: Cluster, engine: Engine) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Requests about a run another process owns go to that process."""
+def owner_layer(cluster: Cluster, engine: Engine) -> Layer:
+    """Requests about a run another process owns go to that process. A layer of the edge
+    (`server.edge`), so what forwarding raises is a problem, timed like any other; routes
+    that name no run are left as they are."""
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                         ) -> web.StreamResponse:
-        if FORWARDED in request.headers:
-            return await handler(request)
-        info = request.match_info
-        run_id = info.get("runId")
-        resource = info.route.resource
-        route = resource.canonical if resource is not None else ""
-        if run_id is None and route in _LATEST_RUN_ROUTES:
-            run_id = await cluster.latest_run(info["id"])
-        if run_id is None or route.endswith("/events") or engine.events(run_id) is not None:
-            return await handler(request)
-        reading = request.method in ("GET", "HEAD")
-        try:
-            address = await cluster.owner_address(run_id)
-            if address is not None:
-                return await cluster.forward(request, address)
-            if not reading:
-                await cluster.check_controllable(run_id)
-            return await handler(request)
-        except Unavailable:
-            if not reading:
-                raise  # a change the owner did not make: the client retries
-            # A read the owner (or Redis) cannot answer now: the stored snapshot, a flush old.
-            return await handler(request)
+    def layer(handler: Handler, route: str) -> Handler:
+        latest = route in _LATEST_RUN_ROUTES
+        if not (latest or "{runId}" in route) or route.endswith("/events"):
+            return handler
 
-    return middleware
+        async def owned(request: web.Request) -> web.StreamResponse:
+            if FORWARDED in request.headers:
+                return await handler(request)
+            info = request.match_info
+            run_id = await cluster.latest_run(info["id"]) if latest else info["runId"]
+            if run_id is None or engine.events(run_id) is not None:
+                return await handler(request)
+            reading = request.method in ("GET", "HEAD")
+            try:
+                address = await cluster.owner_address(run_id)
+                if address is not None:
+                    return await cluster.forward(request, address)
+                if not reading:
+                    await cluster.check_controllable(run_id)
+                return await handler(request)
+            except Unavailable:
+                if not reading:
+                    raise  # a change the owner did not make: the client retries
+                # A read the owner (or Redis) cannot answer now: the stored snapshot, a flush old.
+                return await handler(request)
+
+        return owned
+
+    return layer

@@ -9,12 +9,14 @@ from aiohttp import web
 from flowstage.actors.clock import Clock
 from flowstage.actors.engine import Engine
 from flowstage.config import Settings
+from flowstage.server.edge import Edge
 from flowstage.server.metrics import Metrics
 from flowstage.server.runs import RunService
 from flowstage.server.sse import EventHub
 from flowstage.server.store import Store
 
-__all__ = ["CLOCK", "ENGINE", "LIFETIME", "METRICS", "NOW", "OPENAPI", "RUNS", "SETTINGS", "SSE", "STORE", "Lifetime"]
+__all__ = ["CLOCK", "EDGE", "ENGINE", "LIFETIME", "METRICS", "NOW", "OPENAPI", "RUNS", "SETTINGS", "SSE", "STORE",
+           "Lifetime"]
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -38,6 +40,7 @@ class Lifetime:
 
 LIFETIME = web.AppKey("lifetime", Lifetime)
 ENGINE = web.AppKey("engine", Engine)
+EDGE = web.AppKey("edge", Edge)
 RUNS = web.AppKey("runs", RunService)
 METRICS = web.AppKey("metrics", Metrics)
 SSE = web.AppKey("sse", EventHub)

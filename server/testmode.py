@@ -32,6 +32,7 @@ from msgspec import Meta
 from flowstage.actors.clock import Clock, ManualClock
 from flowstage.actors.engine import Engine
 from flowstage.server.http import decode_body, json_response
+from flowstage.server.keys import EDGE
 from flowstage.server.sse import EventHub
 from flowstage.server.store import Store
 from flowstage.simulation.errors import FieldError, Invalid
@@ -335,8 +336,9 @@ def enable_test_mode(app: web.Application, clock: Clock, engine: Engine, store: 
     app[TEST_MODE] = mode
     # Outermost: the journal records the status the client gets, problems included.
     app.middlewares.insert(0, _journal_middleware(mode))
-    app.router.add_post("/__flowstage/clock", clock_control)
-    app.router.add_post("/__flowstage/reset", reset)
+    edge = app[EDGE]
+    edge.add_post(app.router, "/__flowstage/clock", clock_control)
+    edge.add_post(app.router, "/__flowstage/reset", reset)
     app.cleanup_ctx.append(_autojump_lifecycle)
     return mode
 

@@ -10,6 +10,7 @@ from importlib.resources import files
 from aiohttp import web
 
 from flowstage.server.http import content_etag, not_modified
+from flowstage.server.keys import EDGE
 from flowstage.simulation.errors import NotFound
 
 __all__ = ["add_viewer_routes"]
@@ -54,5 +55,6 @@ def add_viewer_routes(app: web.Application) -> None:
     async def asset(request: web.Request) -> web.Response:
         return answer(request, request.match_info["name"])
 
-    app.router.add_get("/", index)
-    app.router.add_get("/viewer/{name}", asset)
+    edge = app[EDGE]
+    edge.add_get(app.router, "/", index)
+    edge.add_get(app.router, "/viewer/{name}", asset)

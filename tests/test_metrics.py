@@ -92,6 +92,9 @@ async def test_http_requests_are_counted_by_route_pattern_and_status(
     run = await run_to_end(client, workflow_id, {"speed": 1000})
     assert (await client.get("/api/runs/run_nope")).status == 404
     assert (await client.get("/no/such/path")).status == 404
+    assert (await client.post("/api/node-types")).status == 405
+    preflight = {"Origin": "http://editor.example", "Access-Control-Request-Method": "PUT"}
+    assert (await client.options(f"/api/workflows/{workflow_id}", headers=preflight)).status == 200
     samples = await scrape(client)
 
     name = "flowstage_http_requests_total"
@@ -101,6 +104,8 @@ async def test_http_requests_are_counted_by_route_pattern_and_status(
     assert value(samples, name, method="GET", route="/api/runs/{runId}", status="200") >= 1
     assert value(samples, name, method="GET", route="/api/runs/{runId}", status="404") == 1
     assert value(samples, name, method="GET", route="unmatched", status="404") == 1
+    assert value(samples, name, method="POST", route="/api/node-types", status="405") == 1
+    assert value(samples, name, method="OPTIONS", route="/api/workflows/{id}", status="200") == 1
     routes = {dict(labels).get("route", "") for (n, labels) in samples if n == name}
     assert not any(run["id"] in r or workflow_id in r for r in routes), routes
     latency = "flowstage_http_request_duration_seconds_count"

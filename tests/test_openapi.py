@@ -78,10 +78,11 @@ VIEWER = {("GET", "/"), ("GET", _shape("/viewer/{name}"))}
 
 
 def _routed(client: Client) -> set[tuple[str, str]]:
+    # "*": the edge's last route of each path, which only answers 405 (or 404 for any path).
     return {
         (route.method, _shape(route.resource.canonical))
         for route in client.app.router.routes()
-        if route.method not in ("OPTIONS", "HEAD") and route.resource is not None
+        if route.method not in ("OPTIONS", "HEAD", "*") and route.resource is not None
     } - VIEWER
 
 
