@@ -41,7 +41,7 @@ class Edge:
     handler inside the edge (its errors are problems too, and timed)."""
 
     def __init__(self, metrics: Metrics, buckets: TokenBuckets | None) -> None:
-        self._observe = metrics.hot.observe
+        self._metrics = metrics
         self._buckets = buckets
         self.inner: Layer | None = None
 
@@ -74,7 +74,8 @@ class Edge:
 
     def wrap(self, handler: Handler, route: str) -> Handler:
         """`handler` behind the edge; `route` is its pattern (the metrics label)."""
-        observe, buckets = self._observe, self._buckets
+        observe = self._metrics.hot.route(route).observe
+        buckets = self._buckets if self._buckets is not None and self._buckets.applies_to(route) else None
 
         async def edge(request: web.Request) -> web.StreamResponse:
             start = time.perf_counter()
@@ -82,7 +83,7 @@ class Edge:
             try:
                 try:
                     if buckets is not None:
-                        buckets.check(request, route)
+                        buckets.check(request)
                     response = await handler(request)
                 except web.HTTPException as exc:
                     status = exc.status  # a redirect is re-raised with its own status
@@ -92,7 +93,7 @@ class Edge:
                 status = response.status
                 return response
             finally:
-                observe(request.method, route, status, time.perf_counter() - start)
+                observe(request.method, status, time.perf_counter() - start)
 
         return edge
 

@@ -44,18 +44,14 @@ class _HotCounts:
         self.started = 0
         self.finished = dict.fromkeys(_TERMINAL.values(), 0)
         self.nodes = dict.fromkeys(_NODE_STATES.values(), 0)
-        self.requests: dict[tuple[str, str, str], int] = {}
-        # (method, route) -> [count per bucket ..., count above the last bucket], total seconds
-        self.latency: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        self.routes: dict[str, RouteCounts] = {}
 
-    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        key = (method, route, str(status))
-        self.requests[key] = self.requests.get(key, 0) + 1
-        entry = self.latency.get((method, route))
-        if entry is None:
-            entry = self.latency[(method, route)] = ([0] * (len(_HTTP_BUCKETS) + 1), [0.0])
-        entry[0][bisect_left(_HTTP_BUCKETS, seconds)] += 1
-        entry[1][0] += seconds
+    def route(self, route: str) -> RouteCounts:
+        """The counts of one route pattern (the edge takes them once per route it wraps)."""
+        counts = self.routes.get(route)
+        if counts is None:
+            counts = self.routes[route] = RouteCounts()
+        return counts
 
     def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily("flowstage_runs_started", "Runs started", value=self.started)
@@ -74,17 +70,40 @@ class _HotCounts:
         yield CounterMetricFamily("flowstage_events_emitted", "Run events emitted", value=self.events)
         requests = CounterMetricFamily("flowstage_http_requests", "HTTP requests, by route and status",
                                        labels=["method", "route", "status"])
-        for labels, count in self.requests.items():
-            requests.add_metric(list(labels), count)
+        for route, counts in self.routes.items():
+            for (method, status), count in counts.statuses.items():
+                requests.add_metric([method, route, str(status)], count)
         yield requests
         latency = HistogramMetricFamily("flowstage_http_request_duration_seconds", "Time to answer, by route",
                                         labels=["method", "route"])
-        for (method, route), (counts, total) in self.latency.items():
-            cumulative = list(accumulate(counts))
-            buckets = [(repr(bound), cumulative[i]) for i, bound in enumerate(_HTTP_BUCKETS)]
-            buckets.append(("+Inf", cumulative[-1]))
-            latency.add_metric([method, route], buckets, total[0])
+        for route, counts in self.routes.items():
+            for method, (times, total) in counts.latency.items():
+                cumulative = list(accumulate(times))
+                buckets = [(repr(bound), cumulative[i]) for i, bound in enumerate(_HTTP_BUCKETS)]
+                buckets.append(("+Inf", cumulative[-1]))
+                latency.add_metric([method, route], buckets, total[0])
         yield latency
+
+
+class RouteCounts:
+    """One route's requests by method and status, and its latency histogram by method."""
+
+    __slots__ = ("latency", "statuses")
+
+    def __init__(self) -> None:
+        self.statuses: dict[tuple[str, int], int] = {}
+        # method -> [count per bucket ..., count above the last bucket], [total seconds]
+        self.latency: dict[str, tuple[list[int], list[float]]] = {}
+
+    def observe(self, method: str, status: int, seconds: float) -> None:
+        key = (method, status)
+        statuses = self.statuses
+        statuses[key] = statuses.get(key, 0) + 1
+        entry = self.latency.get(method)
+        if entry is None:
+            entry = self.latency[method] = ([0] * (len(_HTTP_BUCKETS) + 1), [0.0])
+        entry[0][bisect_left(_HTTP_BUCKETS, seconds)] += 1
+        entry[1][0] += seconds
 
 
 class Metrics:

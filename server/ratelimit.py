@@ -20,26 +20,35 @@ class TokenBuckets:
         self.rate = rate
         self.burst = float(burst)
         self._now = now
-        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, last refill)
+        self._buckets: dict[str, list[float]] = {}  # client -> [tokens, last refill]
+
+    @staticmethod
+    def applies_to(route: str) -> bool:
+        """Whether requests to `route` (a pattern) take tokens: health checks are free."""
+        return route != "/api/health"
 
     def take(self, client: str) -> float:
         """Take one token; 0.0 when allowed, else the seconds until one is available."""
         now = self._now()
-        tokens, last = self._buckets.get(client, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[client] = (tokens - 1.0, now)
-            if len(self._buckets) > 100_000:
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            if len(self._buckets) >= 100_000:
                 self._forget_full(now)
+            bucket = self._buckets[client] = [self.burst, now]
+        tokens = bucket[0] + (now - bucket[1]) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
+        bucket[1] = now
+        if tokens >= 1.0:
+            bucket[0] = tokens - 1.0
             return 0.0
-        self._buckets[client] = (tokens, now)
+        bucket[0] = tokens
         return (1.0 - tokens) / self.rate
 
-    def check(self, request: web.Request, route: str) -> None:
-        """Take a token for `request`, matched to `route` (its pattern), or raise Throttled.
-        Preflights and health checks are free. The route, not `request.path`: the edge has
-        it already, where the path would be percent-decoded for this alone."""
-        if route != "/api/health" and request.method != "OPTIONS":
+    def check(self, request: web.Request) -> None:
+        """Take a token for `request`, or raise Throttled. Preflights are free; the edge does
+        not call this for routes it does not apply to."""
+        if request.method != "OPTIONS":
             wait = self.take(request.remote or "unknown")
             if wait > 0:
                 raise Throttled(
@@ -51,6 +60,6 @@ class TokenBuckets:
     def _forget_full(self, now: float) -> None:
         # A bucket that has refilled is the same as no bucket; dropping those bounds memory.
         self._buckets = {
-            c: (t, last) for c, (t, last) in self._buckets.items()
-            if t + (now - last) * self.rate < self.burst
+            c: bucket for c, bucket in self._buckets.items()
+            if bucket[0] + (now - bucket[1]) * self.rate < self.burst
         }
