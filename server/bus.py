@@ -21,8 +21,9 @@ queue keeps growing, runs go on in memory, and the batch is retried until Redis 
 Reading: while some stream of this process needs other processes' events (server.sse: an
 `/api/events` or workflow stream, or the stream of a run another process owns), one task
 follows the global stream (XREAD BLOCK) from where it left off and hands each entry to the
-hub. When following starts it reads the last `event_ring_size` entries first, so a client can
-resume `/api/events` with an id from before this process started (or started following).
+hub. When following starts it reads the entries of the last `event_ring_size` events first (a
+slice at a time), so a client can resume `/api/events` with an id from before this process
+started (or started following).
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ class RedisBus:
 
     async def follow(self) -> None:
         """Deliver the global stream from now on: first its recent history (the last
-        `event_ring_size` entries; what this process already delivered is skipped, and a
+        `event_ring_size` events; what this process already delivered is skipped, and a
         jump past what was trimmed meanwhile is the ring's gap), then every new entry.
         Reading every process's events costs each process as much as publishing its own,
         so a process does it only while a stream needs it (server.sse). BusUnavailable when
@@ -261,11 +262,27 @@ class RedisBus:
     # --- following --------------------------------------------------------------------------
 
     async def _preload(self) -> None:
-        newest = cast(_Entries, await self._redis.xrevrange(GLOBAL_STREAM, count=self._ring_size))
-        for entry_id, fields in reversed(newest):
-            self._take(entry_id, fields)
-        if not newest:  # nothing held (yet): positions go on from the counter's
-            self.position = max(self.position, int(await self._redis.get(_COUNTER) or 0))
+        """The global stream's last `ring_size` events (what the ring keeps), oldest first,
+        read and delivered a slice at a time like the entries that follow: the history of a
+        busy cluster is up to `ring_size` entries of many events each, and taken in one go it
+        stalled the loop and went past the ring at once."""
+        redis = self._redis
+        head = int(await redis.get(_COUNTER) or 0)
+        wanted = max(self.position, head - self._ring_size) + 1  # the first position to deliver
+        # The entry holding `wanted` may start before it (an entry is a chunk of events).
+        holding = cast(_Entries, await redis.xrevrange(GLOBAL_STREAM, max=f"{wanted}-0", count=1))
+        start = holding[0][0] if holding else b"-"
+        read = 0
+        while True:
+            entries = cast(_Entries, await redis.xrange(GLOBAL_STREAM, min=start, count=_READ_ENTRIES))
+            for entry_id, fields in entries:
+                self._take(entry_id, fields)
+            read += len(entries)
+            if len(entries) < _READ_ENTRIES or self.position >= head:
+                break  # what came since is the follower's
+            start = b"(" + entries[-1][0]
+        if not read:  # nothing held (yet): positions go on from the counter's
+            self.position = max(self.position, head)
 
     def _take(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         """One entry of the global stream: a chunk of one run's events, from its position on."""

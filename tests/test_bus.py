@@ -279,4 +279,51 @@ async def test_a_burst_from_another_worker_reaches_streams_a_slice_at_a_time(
     ids = [int(f["id"]) for f in frames]
     assert ids == list(range(ids[0], ids[0] + burst))
     assert hub_b.cut_off == 0
-    assert 0 < largest <= 1000, f"{largest} events reached the ring in one turn"
+    assert 0 < largest <= 1000, f"{largest} events reached the ring in one turn, or all in the first"
+
+
+async def test_a_worker_that_starts_following_reads_the_history_the_ring_keeps_a_slice_at_a_time(
+    aiohttp_client: ClientFactory, clustered: Settings
+) -> None:
+    """A stream that makes a worker follow the global stream starts it with the recent
+    history: the events its ring keeps (`event_ring_size`), not every entry Redis holds, and
+    in slices, so the history lands in the ring while the loop goes on. A client resuming from
+    before them is told of the gap and then gets each kept event once, in order."""
+    a = await worker(aiohttp_client, clustered)
+    b = await worker(aiohttp_client, msgspec.structs.replace(clustered, event_ring_size=2000))
+    bus_a, bus_b, hub_b = a.app[SSE].bus, b.app[SSE].bus, b.app[SSE]
+    assert bus_a is not None and bus_b is not None and not bus_b.following
+    before = int(await bus_a.redis.get("flowstage:events:position") or 0)
+    burst = 5000  # one event of each of 5,000 runs: 5,000 entries of the global stream
+    for i in range(burst):
+        run = f"run_history{i:017d}"
+        bus_a.publish((run, "wf_history", 1, "run.started",
+                       b'{"event":"run.started","runId":"%s","workflowId":"wf_history","seq":1}' % run.encode()))
+    head = before + burst
+    while int(await bus_a.redis.get("flowstage:events:position") or 0) < head:
+        await asyncio.sleep(0.01)
+    # The most events b's ring took in one turn of b's loop, after the turn that brought the
+    # first of them (the ring's head jumps there, from nothing to the kept history's start).
+    loop = asyncio.get_running_loop()
+    largest, last, ticking = 0, hub_b.head, True
+
+    def tick() -> None:
+        nonlocal largest, last
+        if last > head - 2000:
+            largest = max(largest, hub_b.head - last)
+        last = hub_b.head
+        if ticking:
+            loop.call_soon(tick)
+
+    tick()
+    stream = await b.get("/api/events", headers={"Last-Event-ID": str(before)})
+    try:
+        _, frames = await read_until(stream, lambda frames: sum(f["event"] == "run.started" for f in frames) >= 2000)
+    finally:
+        ticking = False
+        stream.close()
+    assert bus_b.following
+    assert frames[0]["event"] == "stream.gap"
+    ids = [int(f["id"]) for f in frames[1:]]
+    assert ids == list(range(head - 1999, head + 1))
+    assert 0 < largest <= 1000, f"{largest} events reached the ring in one turn, or all in the first"
