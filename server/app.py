@@ -55,7 +55,7 @@ log = logging.getLogger("flowstage")
 
 def create_app(settings: Settings, *, clock: Clock | None = None, cluster_address: str | None = None
                ) -> web.Application:
-    """Build the app: routes, middlewares, CORS, and the start-up and shut-down of the store
+    """Build the app: routes behind the edge, CORS, and the start-up and shut-down of the store
     and the engine. Tests pass a `ManualClock` to control time: runs, and the rate limiter's
     token refill. In test mode server.testmode adds its parts, and the clock is a new
     ManualClock unless one is given. With `bus = "redis"`, `cluster_address` (host:port) is

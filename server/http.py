@@ -2,7 +2,7 @@
 types, encoding responses, ETags.
 
 Decoding failures raise named errors (`simulation.errors`, `server.errors`; aiohttp's own for
-415/413); the error middleware turns them into problem+json, so handlers never build error bodies.
+415/413); the edge (server.edge) turns them into problem+json, so handlers never build error bodies.
 """
 
 from __future__ import annotations

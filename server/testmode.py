@@ -313,7 +313,7 @@ def _journal_middleware(mode: TestMode) -> Any:
         stream = path.endswith("/events")  # long-lived: never what autojump waits for
         if not stream:
             mode.in_flight += 1
-        # Outside the error middleware, every refusal arrives as a response; only a request
+        # Outside the edge, every refusal arrives as a response; only a request
         # whose client went away ends in an exception (recorded as 499, nginx's name for it).
         status = 499
         try:
