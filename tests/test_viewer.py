@@ -103,17 +103,31 @@ async def test_a_run_executed_from_the_page_shows_every_node_completed(page: Pag
     assert await page.text_content('[data-node-id="o"] .state-label') == "completed"
 
 
+# Sets window.stateWhenPaused: a promise of the node's state when the badge first says paused.
+_WATCH_PAUSE = """(nodeId) => {
+  window.stateWhenPaused = new Promise((resolve) => {
+    const badge = document.querySelector("#run-badge");
+    new MutationObserver((_, observer) => {
+      if (badge.dataset.runState === "paused") {
+        observer.disconnect();
+        resolve(document.querySelector(`[data-node-id="${nodeId}"]`).dataset.state);
+      }
+    }).observe(badge, { attributes: true });
+  });
+}"""
+
+
 async def test_pause_holds_the_states_until_resume(page: Page, server: TestServer) -> None:
     wf = await create(server, chain(node("t", "manual_trigger", 0), node("d", "delay", 220, ms=3_000_000),
                                     node("o", "output", 440)))
     await open_workflow(page, server, wf)
     await page.click('[data-action="execute"]')
     await page.wait_for_selector('[data-node-id="d"][data-state="running"]')
+    # What node d shows at the moment the badge first says paused: the badge and the nodes
+    # change together, whether the control's answer or the event (a batch later) comes first.
+    await page.evaluate(_WATCH_PAUSE, "d")
     await page.click('[data-action="pause"]')
-    # The badge follows the control's answer; the nodes follow the event stream, which may
-    # deliver the pause a batch (sse_batch_ms) later.
-    await page.wait_for_selector('[data-run-state="paused"]')
-    await page.wait_for_selector('[data-node-id="d"][data-state="paused"]')
+    assert await page.evaluate("window.stateWhenPaused") == "paused"
     held = await states(page)
     assert held == {"t": "completed", "d": "paused", "o": "idle"}
     await page.wait_for_timeout(500)

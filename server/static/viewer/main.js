@@ -96,15 +96,21 @@ function onEvent(name, data) {
   } else if (name === "edge.data") {
     canvas.flowEdge(data.connectionId, data.items);
   } else if (name === "run.paused" || name === "run.resumed") {
-    const [from, to] = name === "run.paused" ? ["running", "paused"] : ["paused", "running"];
-    for (const [id, state] of Object.entries(canvas.states())) {
-      if (state === from) canvas.setNode(id, to, page.progress.get(id));
-    }
-    setRun(page.run.id, to);
+    pausedOrResumed(name === "run.paused" ? "paused" : "running");
   } else if (name.startsWith("run.")) {
     setRun(page.run.id, name.slice(4));
     refreshRuns();
   }
+}
+
+// The run and its nodes change together, whichever comes first: the event, or the answer to
+// the user's own pause or resume (applying both changes nothing more).
+function pausedOrResumed(to) {
+  const from = to === "paused" ? "running" : "paused";
+  for (const [id, state] of Object.entries(canvas.states())) {
+    if (state === from) canvas.setNode(id, to, page.progress.get(id));
+  }
+  setRun(page.run.id, to);
 }
 
 async function open(workflowId) {
@@ -168,7 +174,12 @@ async function control(action) {
       if (page.run.id !== run.id) showRun(run);
     } else if (page.run) {
       const run = await api.control(page.run.id, action);
-      if (!FINAL.has(page.run.state)) setRun(run.id, run.state);
+      if (FINAL.has(page.run.state) || page.run.id !== run.id) return;
+      if ((action === "pause" && run.state === "paused") || (action === "resume" && run.state === "running")) {
+        pausedOrResumed(run.state);
+      } else {
+        setRun(run.id, run.state);
+      }
     }
   } catch (error) {
     say(error.message);
