@@ -44,6 +44,7 @@ class Edge:
         self._metrics = metrics
         self._buckets = buckets
         self.inner: Layer | None = None
+        self._sealed = False
 
     def add(self, resource: web.Resource, method: str, handler: Handler) -> web.AbstractRoute:
         """Add `method` to `resource`, served by `handler` behind the edge."""
@@ -62,15 +63,15 @@ class Edge:
 
     def seal(self, router: web.UrlDispatcher) -> None:
         """After the last route: 405 for another method of a known path, 404 for any other
-        path, both as problems and counted. Adds nothing twice."""
+        path, both as problems and counted. Once; calling it again changes nothing."""
+        if self._sealed:
+            return
+        self._sealed = True
         for resource in router.resources():
-            if not isinstance(resource, web.Resource) or resource.canonical == _ANY_PATH:
-                continue
             methods = {route.method for route in resource}
-            if hdrs.METH_ANY not in methods:
+            if isinstance(resource, web.Resource) and hdrs.METH_ANY not in methods:
                 resource.add_route(hdrs.METH_ANY, self.wrap(_not_allowed(methods), resource.canonical))
-        if not any(resource.canonical == _ANY_PATH for resource in router.resources()):
-            router.add_route(hdrs.METH_ANY, _ANY_PATH, self.wrap(_not_found, UNMATCHED))
+        router.add_route(hdrs.METH_ANY, _ANY_PATH, self.wrap(_not_found, UNMATCHED))
 
     def wrap(self, handler: Handler, route: str) -> Handler:
         """`handler` behind the edge; `route` is its pattern (the metrics label)."""
