@@ -96,7 +96,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, cluster_addres
     app.cleanup_ctx.insert(0, hub.bus_lifecycle)
     app.cleanup_ctx.append(hub.cleanup_ctx)
     if hub.bus is not None:
-        _join_cluster(app, hub.bus, cluster_address or reachable_address(settings.host, settings.port))
+        _join_cluster(app, hub.bus, cluster_address or reachable_address(settings.host, settings.port), buckets)
     app.on_shutdown.append(hub.on_shutdown)
     _add_routes(app, settings)
     add_viewer_routes(app)
@@ -106,16 +106,19 @@ def create_app(settings: Settings, *, clock: Clock | None = None, cluster_addres
     return app
 
 
-def _join_cluster(app: web.Application, bus: RedisBus, address: str) -> None:
+def _join_cluster(app: web.Application, bus: RedisBus, address: str, buckets: TokenBuckets | None) -> None:
     """Runs owned by this process, reachable by the others (server.cluster). Its lease is
     held while the store is open (the reaper reads it), and given up after the engine
-    closed, which ends this process's runs itself."""
+    closed, which ends this process's runs itself. A request another process forwarded took
+    its rate-limit token there."""
     from flowstage.server.cluster import Cluster, OwningSink, owner_layer
 
     store, engine = app[STORE], app[ENGINE]
     cluster = Cluster(bus, store, app[NOW], address)
     engine.sink = OwningSink(store, cluster)
     app[EDGE].inner = owner_layer(cluster, engine)  # routes are added after this
+    if buckets is not None:
+        buckets.exempt = cluster.forwarded
     app.cleanup_ctx.insert(app.cleanup_ctx.index(_store_lifecycle) + 1, cluster.lifecycle)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import secrets
 import threading
@@ -49,7 +50,7 @@ from flowstage.simulation.errors import Unavailable
 from flowstage.simulation.models import Run
 from flowstage.simulation.recovery import interrupt_stored
 
-__all__ = ["FORWARDED", "LEASE_SECONDS", "Cluster", "OwningSink", "owner_layer"]
+__all__ = ["FORWARDED", "FORWARD_KEY", "LEASE_SECONDS", "Cluster", "OwningSink", "owner_layer"]
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,16 @@ _RENEW_SECONDS = 0.5  # a lease is renewed four times in its life
 _REAP_SECONDS = 1.0  # how often each process looks for dead ones
 _OWNER_TTL = 86_400
 FORWARDED = "Flowstage-Forwarded-By"  # on a forwarded request: the worker that forwarded it
+# On a forwarded request, the cluster's key (in Redis): what tells the owner that a process, not
+# a client, sent it. Such a request is answered where it arrives and takes no rate-limit token
+# there: the process the client reached took it, under the client's address.
+FORWARD_KEY = "Flowstage-Forward-Key"
+_FORWARD_KEY_KEY = "flowstage:forward-key"
 _ACTIVE = ("running", "paused")
 _ENDED = ("completed", "failed", "stopped")
 # Not relayed either way (RFC 9110 hop-by-hop, and what the relaying server sets itself).
 _HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length",
-                  "date", "server", "proxy-connection", FORWARDED.lower()})
+                  "date", "server", "proxy-connection", FORWARDED.lower(), FORWARD_KEY.lower()})
 # Workflow routes answered from the workflow's newest run: its owner answers them.
 _LATEST_RUN_ROUTES = frozenset({"/api/workflows/{id}/dataflow", "/api/workflows/{id}/status"})
 _OWNER = """
@@ -120,6 +126,7 @@ class Cluster:
         self._missing: dict[str, float] = {}  # process -> when its lease was first seen missing
         self._tasks: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
+        self._forward_key = ""  # the cluster's, once this process holds its lease
         self.reaped = 0  # runs of dead processes this one ended
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -129,6 +136,10 @@ class Cluster:
         lease = _LeaseThread(self._bus.url, self.worker_id, self.address)
         try:
             await asyncio.to_thread(lease.renew)  # held before this process serves
+            # The first process to start chooses the key; every other one reads it.
+            await self._redis.set(_FORWARD_KEY_KEY, secrets.token_urlsafe(24), nx=True)
+            key = await self._redis.get(_FORWARD_KEY_KEY)
+            self._forward_key = key.decode() if isinstance(key, bytes) else str(key)
         except (RedisError, OSError) as exc:
             await asyncio.to_thread(lease.stop)
             raise self._bus.unreachable(exc) from None
@@ -182,6 +193,11 @@ class Cluster:
 
     # --- forwarding -------------------------------------------------------------------------
 
+    def forwarded(self, request: web.Request) -> bool:
+        """Whether another process of the cluster forwarded `request` (it carries the key)."""
+        key = request.headers.get(FORWARD_KEY)
+        return key is not None and bool(self._forward_key) and hmac.compare_digest(key, self._forward_key)
+
     async def owner_address(self, run_id: str) -> str | None:
         """Where the run's owner is reached; None when this process owns it, nobody does, or
         its owner's lease has expired (the store answers then)."""
@@ -217,6 +233,7 @@ class Cluster:
         assert self._http is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         headers[FORWARDED] = self.worker_id
+        headers[FORWARD_KEY] = self._forward_key
         body = await request.read()
         try:
             async with self._http.request(request.method, f"http://{address}{request.path_qs}",
@@ -355,7 +372,7 @@ def owner_layer(cluster: Cluster, engine: Engine) -> Layer:
             return handler
 
         async def owned(request: web.Request) -> web.StreamResponse:
-            if FORWARDED in request.headers:
+            if cluster.forwarded(request):
                 return await handler(request)
             info = request.match_info
             run_id = await cluster.latest_run(info["id"]) if latest else info["runId"]

@@ -21,6 +21,9 @@ class TokenBuckets:
         self.burst = float(burst)
         self._now = now
         self._buckets: dict[str, list[float]] = {}  # client -> [tokens, last refill]
+        # Requests that took their token elsewhere: in a cluster, one forwarded by the process
+        # the client reached (server.cluster), which counted it under the client's address.
+        self.exempt: Callable[[web.Request], bool] | None = None
 
     @staticmethod
     def applies_to(route: str) -> bool:
@@ -46,9 +49,9 @@ class TokenBuckets:
         return (1.0 - tokens) / self.rate
 
     def check(self, request: web.Request) -> None:
-        """Take a token for `request`, or raise Throttled. Preflights are free; the edge does
-        not call this for routes it does not apply to."""
-        if request.method != "OPTIONS":
+        """Take a token for `request`, or raise Throttled. Preflights and exempt requests are
+        free; the edge does not call this for routes it does not apply to."""
+        if request.method != "OPTIONS" and not (self.exempt is not None and self.exempt(request)):
             wait = self.take(request.remote or "unknown")
             if wait > 0:
                 raise Throttled(

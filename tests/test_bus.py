@@ -189,6 +189,25 @@ async def test_a_run_is_controlled_through_any_worker_with_the_same_answers(pair
     assert await again.json() == await own.json()
 
 
+async def test_a_request_forwarded_to_its_owner_takes_one_token_where_the_client_sent_it(
+    aiohttp_client: ClientFactory, clustered: Settings,
+) -> None:
+    # Six requests per client and worker, and (a token per 1,000 s) none refilled in the test.
+    limited = msgspec.structs.replace(clustered, rate_limit_per_second=0.001, rate_limit_burst=6)
+    a, b = await worker(aiohttp_client, limited), await worker(aiohttp_client, limited)
+    run = await execute(a, with_delay(60_000), speed=1.0)  # two of the client's six at a
+    for _ in range(6):  # the client's six at b, each forwarded to a, which owns the run
+        resp = await b.get(f"/api/runs/{run}")
+        assert resp.status == 200, await resp.text()
+    throttled = await b.get(f"/api/runs/{run}")
+    assert throttled.status == 429 and throttled.content_type == "application/problem+json"
+    # At a, the client has its four left, and claiming to be a forwarding worker is no way round them.
+    for _ in range(4):
+        resp = await a.get(f"/api/runs/{run}", headers={"Flowstage-Forwarded-By": "w_000000000000"})
+        assert resp.status == 200, await resp.text()
+    assert (await a.get(f"/api/runs/{run}", headers={"Flowstage-Forwarded-By": "w_000000000000"})).status == 429
+
+
 async def test_a_runs_stream_opened_before_its_first_events_reach_redis_follows_it(
     pair: tuple[Client, Client], monkeypatch: pytest.MonkeyPatch
 ) -> None:
