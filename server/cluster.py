@@ -136,10 +136,7 @@ class Cluster:
         lease = _LeaseThread(self._bus.url, self.worker_id, self.address)
         try:
             await asyncio.to_thread(lease.renew)  # held before this process serves
-            # The first process to start chooses the key; every other one reads it.
-            await self._redis.set(_FORWARD_KEY_KEY, secrets.token_urlsafe(24), nx=True)
-            key = await self._redis.get(_FORWARD_KEY_KEY)
-            self._forward_key = key.decode() if isinstance(key, bytes) else str(key)
+            await self._share_key()
         except (RedisError, OSError) as exc:
             await asyncio.to_thread(lease.stop)
             raise self._bus.unreachable(exc) from None
@@ -156,10 +153,20 @@ class Cluster:
             await self._redis.delete(_lease_key(self.worker_id), _runs_key(self.worker_id))
             await self._redis.srem(_workers_key(), self.worker_id)
 
+    async def _share_key(self) -> None:
+        """The cluster's forwarding key: the first process to start chooses it, every other one
+        reads it. Read again every second, so that processes agree again within a second
+        should Redis lose it (a restart without persistence)."""
+        await self._redis.set(_FORWARD_KEY_KEY, secrets.token_urlsafe(24), nx=True)
+        key = await self._redis.get(_FORWARD_KEY_KEY)
+        if key is not None:
+            self._forward_key = key.decode() if isinstance(key, bytes) else str(key)
+
     async def _reap_forever(self) -> None:
         while True:
             await asyncio.sleep(_REAP_SECONDS)
             try:
+                await self._share_key()
                 await self._reap()
             except (RedisError, OSError, Unavailable) as exc:
                 log.debug("cluster reaper: %s", exc)

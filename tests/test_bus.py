@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import msgspec
 import pytest
+import redis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import ClientFactory, make_settings
@@ -206,6 +207,21 @@ async def test_a_request_forwarded_to_its_owner_takes_one_token_where_the_client
         resp = await a.get(f"/api/runs/{run}", headers={"Flowstage-Forwarded-By": "w_000000000000"})
         assert resp.status == 200, await resp.text()
     assert (await a.get(f"/api/runs/{run}", headers={"Flowstage-Forwarded-By": "w_000000000000"})).status == 429
+
+
+async def test_workers_agree_on_the_forwarding_key_again_after_redis_lost_it(
+    aiohttp_client: ClientFactory, clustered: Settings, redis_url: str,
+) -> None:
+    limited = msgspec.structs.replace(clustered, rate_limit_per_second=0.001, rate_limit_burst=6)
+    a = await worker(aiohttp_client, limited)
+    with redis.Redis.from_url(redis_url) as client:
+        client.delete("flowstage:forward-key")  # as a restart of Redis without persistence would
+    b = await worker(aiohttp_client, limited)  # chooses a key of its own
+    await asyncio.sleep(1.3)  # a reads the cluster's key again every second
+    run = await execute(a, with_delay(60_000), speed=1.0)
+    for _ in range(6):
+        resp = await b.get(f"/api/runs/{run}")
+        assert resp.status == 200, await resp.text()
 
 
 async def test_a_runs_stream_opened_before_its_first_events_reach_redis_follows_it(
