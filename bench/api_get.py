@@ -74,7 +74,8 @@ def main() -> None:
             "flowstage": f"http://127.0.0.1:{fs_port}/api/workflows/{wf_id}",
             "bare aiohttp+msgspec": f"http://127.0.0.1:{bare_port}/api/workflows/{wf_id}",
         }
-        results = alternate_rounds(targets, args.rounds, args.seconds, args.connections)
+        pids = {"flowstage": procs[0].pid, "bare aiohttp+msgspec": procs[1].pid}
+        results = alternate_rounds(targets, args.rounds, args.seconds, args.connections, pids=pids)
     finally:
         for p in procs:
             p.terminate()

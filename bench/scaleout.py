@@ -91,8 +91,8 @@ def admission(servers: Servers, args: argparse.Namespace) -> None:
     print(f"{'server':<12}{'req/s':>10}{'p99 ms':>10}")
     medians = {}
     for name, rows in results.items():
-        medians[name] = statistics.median(r[0] for r in rows)
-        print(f"{name:<12}{medians[name]:>10,.0f}{statistics.median(r[1] for r in rows):>10.2f}")
+        medians[name] = statistics.median(r.rps for r in rows)
+        print(f"{name:<12}{medians[name]:>10,.0f}{statistics.median(r.p99_ms for r in rows):>10.2f}")
     print(f"ratio 2 workers / 1 worker: {medians['2 workers'] / medians['1 worker']:.2f}  (goal >= 1.6)\n")
 
 
