@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Annotated, Any, TypeVar
+import types
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import msgspec
 from aiohttp import web
@@ -59,10 +60,87 @@ def _message_without_path(message: str) -> str:
     return _AT.sub("", message)
 
 
-def _invalid(exc: msgspec.ValidationError, prefix: tuple[str | int, ...]) -> Invalid:
+def _invalid(exc: msgspec.ValidationError, prefix: tuple[str | int, ...], source: Any, type_: Any) -> Invalid:
+    """The 422 for what msgspec refused while reading `source` (JSON bytes, or a value decoded
+    from them) as `type_`. msgspec names an object's key `[...]` in its path
+    (`$.script[...].outcome`): the key is found again in `source`, the first one whose value
+    the type refuses, as msgspec reads in order."""
     text = str(exc)
     message = _message_without_path(text)
-    return Invalid(message, [FieldError(loc_from_msgspec(text, prefix), message)])
+    loc = loc_from_msgspec(text, prefix)
+    at = _AT.search(text)
+    if at is not None and _ANY_KEY in at.group(1):
+        obj = source
+        if isinstance(source, bytes):
+            try:
+                obj = msgspec.json.decode(source)
+            except (msgspec.DecodeError, RecursionError):
+                obj = None
+        keyed = _located(at.group(1), obj, type_)
+        if keyed is not None:
+            loc = (*prefix, *keyed, *loc_from_msgspec(message, ()))
+    return Invalid(message, [FieldError(loc, message)])
+
+
+_ANY_KEY = "[...]"
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]|(\[\.\.\.\])")
+
+
+def _located(path: str, obj: Any, type_: Any) -> list[str | int] | None:
+    """`path`'s steps with each `[...]` replaced by the key it stands for; None if lost."""
+    loc: list[str | int] = []
+    for name, index, any_key in _STEP.findall(path):
+        type_ = _member(type_, obj)
+        if any_key:
+            if not isinstance(obj, dict) or get_origin(type_) is not dict:
+                return None
+            value_type = get_args(type_)[1]
+            key = next((k for k, v in obj.items() if not _fits(v, value_type)), None)
+            if key is None:
+                return None
+            loc.append(key)
+            obj, type_ = obj[key], value_type
+        elif index:
+            position = int(index)
+            loc.append(position)
+            args = get_args(type_)
+            obj = obj[position] if isinstance(obj, list) and position < len(obj) else None
+            type_ = args[0] if args else Any
+        else:
+            loc.append(name)
+            obj = obj.get(name) if isinstance(obj, dict) else None
+            type_ = _field_type(type_, name)
+    return loc
+
+
+def _member(type_: Any, obj: Any) -> Any:
+    """`type_` without Annotated, and of a union the member for `obj`'s kind of JSON value."""
+    while get_origin(type_) is Annotated:
+        type_ = get_args(type_)[0]
+    if get_origin(type_) in (Union, types.UnionType):
+        for member in get_args(type_):
+            member = _member(member, obj)
+            origin = get_origin(member) or member
+            is_object = origin is dict or (isinstance(origin, type) and issubclass(origin, msgspec.Struct))
+            if (isinstance(obj, dict) and is_object) or (isinstance(obj, list) and origin in (list, tuple)):
+                return member
+    return type_
+
+
+def _field_type(struct: Any, name: str) -> Any:
+    if isinstance(struct, type) and issubclass(struct, msgspec.Struct):
+        for field in msgspec.structs.fields(struct):
+            if field.encode_name == name:
+                return field.type
+    return Any
+
+
+def _fits(value: Any, type_: Any) -> bool:
+    try:
+        msgspec.convert(value, type_)
+    except msgspec.ValidationError:
+        return False
+    return True
 
 
 def convert_body(obj: Any, type_: type[T], prefix: tuple[str | int, ...] = ("body",)) -> T:
@@ -76,7 +154,7 @@ def convert_body(obj: Any, type_: type[T], prefix: tuple[str | int, ...] = ("bod
                 return msgspec.convert(_whole_numbers(obj), type_)
             except msgspec.ValidationError:
                 pass
-        raise _invalid(exc, prefix) from None
+        raise _invalid(exc, prefix, obj, type_) from None
 
 
 def _check_utf8(raw: bytes) -> None:
@@ -130,7 +208,7 @@ def decode_json(raw: bytes, type_: type[T], prefix: tuple[str | int, ...] = ("bo
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
         if _FLOAT_REFUSED not in str(exc):
-            raise _invalid(exc, prefix) from None
+            raise _invalid(exc, prefix, raw, type_) from None
     except msgspec.DecodeError as exc:
         raise MalformedBody(f"The body is not valid JSON: {exc}") from None
     except RecursionError:

@@ -448,6 +448,22 @@ async def test_a_script_for_an_unknown_node_is_422_and_starts_nothing(flowstage:
     assert flowstage.clock.next_deadline() is None
 
 
+@pytest.mark.parametrize(("script", "loc"), [
+    ({"h": {"outcome": "explode"}}, ["body", "script", "h", "outcome"]),
+    ({"h": {"outcome": "fail"}, "o": {"outcome": "fail", "durationMs": "x"}}, ["body", "script", "o", "durationMs"]),
+    ({"h": {"outcome": "fail", "nope": 1}}, ["body", "script", "h", "nope"]),
+    ({"h": {}}, ["body", "script", "h", "outcome"]),
+    ({"h": "fail"}, ["body", "script", "h"]),
+])
+async def test_a_bad_script_entry_is_422_at_its_node(flowstage: Stage, script: dict[str, Any], loc: list[str]) -> None:
+    # msgspec names an object's key "[...]": the node id is found again, as a form needs it.
+    wf = await flowstage.create_workflow(CHAIN)
+    resp = await flowstage.client.post(f"/api/workflows/{wf['id']}/execute", json={"script": script})
+    assert resp.status == 422
+    assert [e["loc"] for e in (await resp.json(content_type=None))["errors"]] == [loc]
+    assert flowstage.journal.events == []
+
+
 async def test_an_unknown_node_from_a_stage_errors_clearly(flowstage: Stage) -> None:
     wf = await flowstage.create_workflow(CHAIN)
     with pytest.raises(StageError, match=r'"loc": \["body", "script", "zzz"\]'):
