@@ -118,7 +118,7 @@ def _from_error(error: FlowstageError) -> web.Response:
     status, title, slug = _problem_type(error)
     errors = None
     headers: dict[str, str] = {}
-    if isinstance(error, Invalid):
+    if isinstance(error, Invalid) and error.errors:  # a refusal that names no field has none
         errors = [ProblemError(loc=list(e.loc), msg=e.msg) for e in error.errors]
     if isinstance(error, Throttled):
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))

@@ -392,10 +392,10 @@ _PROBLEMS: list[tuple[BaseException, int, bytes]] = [
      b'{"loc":["body","nodes",0],"msg":"bad"}]}'),
     (CorruptFile("Not an image."), 422,
      b'{"type":"urn:flowstage:problem:corrupt-file","title":"Corrupt file","status":422,'
-     b'"detail":"Not an image.","errors":[]}'),
+     b'"detail":"Not an image."}'),
     (MalformedFile("Not CSV."), 422,
      b'{"type":"urn:flowstage:problem:malformed-file","title":"Malformed file","status":422,'
-     b'"detail":"Not CSV.","errors":[]}'),
+     b'"detail":"Not CSV."}'),
     (Unavailable("The server is shutting down."), 503,
      b'{"type":"urn:flowstage:problem:unavailable","title":"Service unavailable","status":503,'
      b'"detail":"The server is shutting down."}'),

@@ -235,10 +235,16 @@ async def test_decompression_bomb_is_refused_without_5xx(client: Client, tmp_pat
 async def test_truncated_jpeg_is_422(client: Client, tmp_path: Path) -> None:
     buf = io.BytesIO()
     Image.effect_noise((300, 300), 60).convert("RGB").save(buf, "JPEG")
-    resp = await upload(client, ("cut.jpg", buf.getvalue()[: len(buf.getvalue()) // 2], "image/jpeg"))
+    resp = await upload(client, ("fine.png", png_bytes(), "image/png"),
+                        ("cut.jpg", buf.getvalue()[: len(buf.getvalue()) // 2], "image/jpeg"))
     assert resp.status == 422
     assert resp.headers["Content-Type"] == "application/problem+json"
-    assert stored_files(tmp_path) == []
+    problem = await resp.json()
+    assert problem["detail"].startswith("cut.jpg: ")
+    # The second part named "file" is the corrupt one: the editor can mark it.
+    assert [e["loc"] for e in problem["errors"]] == [["body", "file", 1]]
+    assert stored_files(tmp_path) == []  # the good file of the same upload is not kept either
+    assert (await (await client.get("/api/files")).json())["items"] == []
 
 
 async def test_files_survive_restart_and_orphans_are_cleaned(

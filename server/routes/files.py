@@ -23,8 +23,9 @@ from flowstage.server.openapi import Param, Route
 from flowstage.server.routes.workflows import IF_MATCH, LIST_PARAMS
 from flowstage.server.store import Page, new_id
 from flowstage.server.store.files import StagedFile
-from flowstage.simulation.errors import NotFound, PayloadTooLarge
+from flowstage.simulation.errors import FieldError, NotFound, PayloadTooLarge
 from flowstage.simulation.filenames import sanitise_name
+from flowstage.simulation.image_decoding import CorruptFile
 from flowstage.simulation.inspection import Inspection, Kind, inspect_file, sha256_file
 from flowstage.simulation.models import FileInfo
 from flowstage.simulation.timefmt import iso_ms
@@ -74,7 +75,12 @@ async def upload_files(request: web.Request) -> web.Response:
                 tmp_paths.append(tmp)
                 size = await _stream_part(part, tmp, budget)
                 budget -= size
-                sha, inspection = await asyncio.to_thread(_examine, tmp)
+                try:
+                    sha, inspection = await asyncio.to_thread(_examine, tmp)
+                except CorruptFile as exc:  # located at its part, for the editor to show by the file
+                    name = sanitise_name(part.filename)
+                    raise CorruptFile(f"{name}: {exc.detail}",
+                                      [FieldError(["body", "file", len(staged)], exc.detail)]) from None
                 file_id = new_id("file")
                 info = FileInfo(
                     id=file_id, name=sanitise_name(part.filename), size=size,
