@@ -3,15 +3,17 @@ health reports version and uptime, and the node-type catalogue is complete."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
+from PIL import Image
 
 from flowstage.actors.clock import ManualClock
 from flowstage.config import Settings
@@ -198,6 +200,37 @@ def _schema(spec: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     while "$ref" in node:
         node = spec["components"]["schemas"][node["$ref"].rpartition("/")[2]]
     return node
+
+
+async def test_every_get_that_sends_an_etag_answers_and_documents_304(
+    client: Client, spec: dict[str, Any], wf: str,
+) -> None:
+    run = (await (await client.post(f"/api/workflows/{wf}/execute", json={"speed": 1000})).json())["id"]
+    image = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(image, "PNG")
+    form = FormData()
+    form.add_field("file", image.getvalue(), filename="red.png", content_type="image/png")
+    file_id = (await (await client.post("/api/files/upload", data=form)).json())["items"][0]["id"]
+    template = await (await client.post("/api/templates", json={"fromWorkflowId": wf, "name": "T"})).json()
+    ids = {"/api/workflows/": wf, "/api/templates/": template["id"], "/api/files/": file_id,
+           "/api/node-types/": "manual_trigger"}
+    checked = []
+    for path, operations in spec["paths"].items():
+        if "get" not in operations or path.endswith("/events"):
+            continue  # a stream has no representation to cache
+        url = path.replace("{runId}", run).replace("{nodeId}", "t")
+        for prefix, value in ids.items():
+            if url.startswith(prefix):
+                url = url.replace("{id}", value).replace("{type}", value)
+        resp = await client.get(url)
+        if resp.status != 200 or "ETag" not in resp.headers:
+            continue
+        cached = await client.get(url, headers={"If-None-Match": resp.headers["ETag"]})
+        assert cached.status == 304, url
+        assert "304" in operations["get"]["responses"], f"{path} answers 304 but does not say so"
+        checked.append(path)
+    assert {"/api/workflows/{id}/dataflow", "/api/files/{id}/content", "/api/files/{id}/thumbnail",
+            "/api/templates/{id}/export", "/api/runs/{runId}"} <= set(checked)
 
 
 def test_operation_ids_are_unique_camel_case_verbs(spec: dict[str, Any]) -> None:

@@ -348,6 +348,24 @@ async def test_export_is_a_download_with_the_template_and_its_node_types(client:
     assert (await client.get("/api/templates/tpl_missing/export")).status == 404
 
 
+async def test_an_export_of_the_same_version_is_the_same_bytes_and_304_until_the_template_changes(
+    client: Client,
+) -> None:
+    saved = await post(client, "/api/templates", branching_template("Alerts"), 201)
+    url = f"/api/templates/{saved['id']}/export"
+    first, again = await client.get(url), await client.get(url)
+    assert await first.read() == await again.read()
+    etag = first.headers["ETag"]
+    assert again.headers["ETag"] == etag and (await first.json())["exportedAt"] == saved["updatedAt"]
+    cached = await client.get(url, headers={"If-None-Match": etag})
+    assert cached.status == 304 and cached.headers["ETag"] == etag
+    changed = await client.put(f"/api/templates/{saved['id']}", json={"name": "Alerts, renamed"})
+    assert changed.status == 200, await changed.text()
+    fresh = await client.get(url, headers={"If-None-Match": etag})
+    assert fresh.status == 200 and fresh.headers["ETag"] != etag
+    assert (await fresh.json())["template"]["name"] == "Alerts, renamed"
+
+
 async def test_export_then_import_gives_an_equal_graph_with_fresh_ids(
     client: Client, template: JSON
 ) -> None:

@@ -20,7 +20,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from flowstage.server.http import etag_response, json_response, page_params
 from flowstage.server.keys import NOW, SETTINGS, STORE
 from flowstage.server.openapi import Param, Route
-from flowstage.server.routes.workflows import IF_MATCH, LIST_PARAMS
+from flowstage.server.routes.workflows import IF_MATCH, IF_NONE_MATCH, LIST_PARAMS
 from flowstage.server.store import Page, new_id
 from flowstage.server.store.files import StagedFile
 from flowstage.simulation.errors import FieldError, NotFound, PayloadTooLarge
@@ -183,8 +183,9 @@ ROUTES = (
           "file that shares them)", "files", operation_id="deleteFile", status=204,
           headers=IF_MATCH, errors=(404, 412)),
     Route("GET", "/api/files/{id}/content", file_content, "The file's bytes, as uploaded", "files",
-          operation_id="getFileContent", response_content=_BINARY, errors=(404,)),
+          operation_id="getFileContent", response_content=_BINARY, headers=IF_NONE_MATCH, errors=(304, 404)),
     Route("GET", "/api/files/{id}/thumbnail", file_thumbnail,
           "A WebP thumbnail (longest side at most 256 px); images only", "files",
-          operation_id="getFileThumbnail", response_content={"image/webp": None}, errors=(404,)),
+          operation_id="getFileThumbnail", response_content={"image/webp": None}, headers=IF_NONE_MATCH,
+          errors=(304, 404)),
 )

@@ -228,7 +228,7 @@ ROUTES = (
           headers=IF_NONE_MATCH, errors=(304, 404)),
     Route("GET", "/api/workflows/{id}/dataflow", workflow_dataflow,
           "What crossed each connection in the latest run", "runs",
-          operation_id="getWorkflowDataflow", response=Dataflow, errors=(404,)),
+          operation_id="getWorkflowDataflow", response=Dataflow, headers=IF_NONE_MATCH, errors=(304, 404)),
     Route("GET", "/api/workflows/{id}/runs", workflow_runs, "The workflow's runs, newest first",
           "runs", operation_id="listWorkflowRuns", response=Page[Run], query=LIST_PARAMS[:2],
           errors=(404, 422)),

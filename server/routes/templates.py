@@ -113,8 +113,10 @@ async def export_template(request: web.Request) -> web.Response:
     repo = request.app[STORE].templates
     template = await repo.get(request.match_info["id"])
     filename = templates.export_filename(template.name)
+    # The same version exports to the same bytes (exportedAt is when that version was saved):
+    # its ETag then names it, and If-None-Match gives 304, as for every single-resource GET.
     return hashed_response(
-        request, templates.export_document(template, repo.now_iso()),
+        request, templates.export_document(template, template.updated_at),
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
@@ -156,7 +158,7 @@ ROUTES = (
                             "Location": "The new workflow's URL (201 only)"}),
     Route("GET", "/api/templates/{id}/export", export_template,
           "Export a template as a file, with the node types it uses", "templates",
-          operation_id="exportTemplate", response=ExportDocument, errors=(404,),
+          operation_id="exportTemplate", response=ExportDocument, headers=IF_NONE_MATCH, errors=(304, 404),
           response_headers={"Content-Disposition": 'attachment; filename="<name>.flowstage.json"'}),
     Route("POST", "/api/templates/import", import_template,
           "Import a template from an export or a React Flow document (fresh ids)", "templates",
