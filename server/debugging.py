@@ -21,12 +21,14 @@ from flowstage.simulation.models import Run, Workflow
 from flowstage.simulation.rerun import check_nodes, check_pinned, reusable
 from flowstage.simulation.script import ScriptedOutcome
 
-__all__ = ["BreakpointsRequest", "NodeId", "NodeIds", "RetryRequest", "StepRequest", "execute_options", "retry"]
+__all__ = ["BreakpointsRequest", "NodeId", "NodeIds", "RetryRequest", "Speed", "StepRequest", "execute_options", "retry"]
 
 _encode = msgspec.json.Encoder().encode
 NodeId = Annotated[str, Meta(min_length=1, max_length=128)]
 NodeIds = Annotated[list[NodeId], Meta(max_length=10_000)]
 Seed = Annotated[int, Meta(ge=0, le=2**53)]
+# A floor, not just > 0: at speed 5e-324 a node's duration overflows to infinity and its
+# progress after a pause becomes NaN (sent as null). 1e-6 stretches a 1 s node to 11 days.
 Speed = Annotated[float, Meta(ge=1e-6, le=1e6)]
 
 

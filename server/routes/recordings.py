@@ -6,11 +6,11 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
+from flowstage.server.debugging import Speed
 from flowstage.server.http import content_etag, decode_body, hashed_response, json_response
 from flowstage.server.keys import ENGINE, NOW, STORE
 from flowstage.server.openapi import Route
 from flowstage.server.recordings import RecordingService
-from flowstage.server.routes.runs import Speed
 from flowstage.server.routes.workflows import IF_NONE_MATCH
 from flowstage.simulation.models import Run
 from flowstage.simulation.recording import FormatVersion, Recording, RecordingInfo, check_version

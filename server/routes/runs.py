@@ -11,7 +11,7 @@ from aiohttp import web
 from msgspec import Meta
 
 from flowstage.actors.engine import Action
-from flowstage.server.debugging import NodeId, NodeIds, execute_options
+from flowstage.server.debugging import NodeId, NodeIds, Speed, execute_options
 from flowstage.server.http import (
     content_etag,
     decode_body,
@@ -35,9 +35,6 @@ __all__ = ["ROUTES", "ExecuteRequest", "IdleStatus", "ProcessFilesRequest", "run
 _encoder = msgspec.json.Encoder()
 MAX_COUNT = 1000  # runs one execute may start
 SEED_LIMIT = 2**53
-# A floor, not just > 0: at speed 5e-324 a node's duration overflows to infinity and its
-# progress after a pause becomes NaN (sent as null). 1e-6 stretches a 1 s node to 11 days.
-Speed = Annotated[float, Meta(ge=1e-6, le=1e6)]
 
 
 class ExecuteRequest(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
