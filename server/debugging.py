@@ -21,7 +21,8 @@ from flowstage.simulation.models import Run, Workflow
 from flowstage.simulation.rerun import check_nodes, check_pinned, reusable
 from flowstage.simulation.script import ScriptedOutcome
 
-__all__ = ["BreakpointsRequest", "NodeId", "NodeIds", "RetryRequest", "Speed", "StepRequest", "execute_options", "retry"]
+__all__ = ["BreakpointsRequest", "NodeId", "NodeIds", "RetryRequest", "Speed", "StepRequest", "execute_options",
+           "retry"]
 
 _encode = msgspec.json.Encoder().encode
 NodeId = Annotated[str, Meta(min_length=1, max_length=128)]
