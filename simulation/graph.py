@@ -165,8 +165,12 @@ def apply_document_patch(doc: Any, patch: DocumentPatch) -> Any:
     links, field = _links_of(patch)
     nodes_in: Sequence[NodeIn | Node] = doc.nodes if isinstance(patch.nodes, UnsetType) else patch.nodes
     conns_in: Sequence[ConnectionIn | Connection] = doc.connections if isinstance(links, UnsetType) else links
-    nodes, connections = build_graph(
-        nodes_in, conns_in, connection_loc=lambda i: ("body", field, i))
+    try:
+        nodes, connections = build_graph(nodes_in, conns_in, connection_loc=lambda i: ("body", field, i))
+    except Invalid as exc:
+        if isinstance(links, UnsetType):  # the stored connections no longer fit the nodes sent
+            raise _stored_links_refused(exc, conns_in) from None
+        raise
     return msgspec.structs.replace(
         doc,
         name=doc.name if isinstance(patch.name, UnsetType) else patch.name,
@@ -175,6 +179,22 @@ def apply_document_patch(doc: Any, patch: DocumentPatch) -> Any:
         nodes=nodes,
         connections=connections,
     )
+
+
+def _stored_links_refused(exc: Invalid, stored: Sequence[ConnectionIn | Connection]) -> Invalid:
+    """A body that sent nodes but no connections is refused for the stored connections (one
+    links a node the body left out): errors about them are located at the body's `nodes`,
+    which is what the client sent, and name the connection."""
+    errors = []
+    for error in exc.errors:
+        if error.loc[:2] == ("body", "connections"):
+            index, *fields = error.loc[2:]
+            link = stored[index] if isinstance(index, int) else None
+            about = f"the stored connection {link.id!r}" if link is not None else "a stored connection"
+            what = f" ({fields[0]})" if fields else ""
+            error = FieldError(("body", "nodes"), f"{about}{what}: {error.msg}; send connections too")
+        errors.append(error)
+    return Invalid(exc.detail if len(errors) > 1 else errors[0].msg, errors)
 
 
 def apply_workflow_patch(workflow: Workflow, patch: WorkflowPatch) -> Workflow:

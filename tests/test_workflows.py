@@ -230,6 +230,18 @@ async def test_invalid_put_is_422_and_changes_nothing(
     assert await (await client.get(f"/api/workflows/{wf['id']}")).json() == wf
 
 
+async def test_a_put_of_nodes_alone_that_drops_a_connected_node_is_422_at_the_nodes_it_sent(
+    client: Client, simple_workflow: dict[str, Any]
+) -> None:
+    # No connections in the body: the stored ones are kept, and c2 links o, which is left out.
+    wf = await create(client, simple_workflow)
+    kept = [n for n in wf["nodes"] if n["id"] != "o"]
+    resp = await client.put(f"/api/workflows/{wf['id']}", json={"nodes": kept})
+    body = await problem(resp, 422, ["body", "nodes"])  # not at connections, which it did not send
+    assert "'c2'" in body["errors"][0]["msg"] and "'o'" in body["errors"][0]["msg"]
+    assert await (await client.get(f"/api/workflows/{wf['id']}")).json() == wf
+
+
 async def test_of_two_concurrent_saves_from_the_same_version_exactly_one_wins(
     client: Client, simple_workflow: dict[str, Any]
 ) -> None:
