@@ -59,9 +59,7 @@ _RENEW_SECONDS = 0.5  # a lease is renewed four times in its life
 _REAP_SECONDS = 1.0  # how often each process looks for dead ones
 _OWNER_TTL = 86_400
 FORWARDED = "Flowstage-Forwarded-By"  # on a forwarded request: the worker that forwarded it
-# On a forwarded request, the cluster's key (in Redis): what tells the owner that a process, not
-# a client, sent it. Such a request is answered where it arrives and takes no rate-limit token
-# there: the process the client reached took it, under the client's address.
+# On a forwarded request, the cluster's key (in Redis): a process sent it, not a client (`forwarded`).
 FORWARD_KEY = "Flowstage-Forward-Key"
 _FORWARD_KEY_KEY = "flowstage:forward-key"
 _ACTIVE = ("running", "paused")
@@ -126,7 +124,7 @@ class Cluster:
         self._missing: dict[str, float] = {}  # process -> when its lease was first seen missing
         self._tasks: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
-        self._forward_key = ""  # the cluster's, once this process holds its lease
+        self._forward_key = b""  # the cluster's (see _share_key)
         self.reaped = 0  # runs of dead processes this one ended
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -154,13 +152,11 @@ class Cluster:
             await self._redis.srem(_workers_key(), self.worker_id)
 
     async def _share_key(self) -> None:
-        """The cluster's forwarding key: the first process to start chooses it, every other one
-        reads it. Read again every second, so that processes agree again within a second
-        should Redis lose it (a restart without persistence)."""
-        await self._redis.set(_FORWARD_KEY_KEY, secrets.token_urlsafe(24), nx=True)
-        key = await self._redis.get(_FORWARD_KEY_KEY)
-        if key is not None:
-            self._forward_key = key.decode() if isinstance(key, bytes) else str(key)
+        """The cluster's forwarding key: the first process chooses it, the others read it (again
+        every second: should Redis lose it, they agree again within a second)."""
+        mine = secrets.token_urlsafe(24).encode()
+        key = await self._redis.set(_FORWARD_KEY_KEY, mine, nx=True, get=True) or mine  # Redis >= 7.0
+        self._forward_key = key if isinstance(key, bytes) else str(key).encode()
 
     async def _reap_forever(self) -> None:
         while True:
@@ -202,8 +198,8 @@ class Cluster:
 
     def forwarded(self, request: web.Request) -> bool:
         """Whether another process of the cluster forwarded `request` (it carries the key)."""
-        key = request.headers.get(FORWARD_KEY)
-        return key is not None and bool(self._forward_key) and hmac.compare_digest(key, self._forward_key)
+        sent = request.headers.get(FORWARD_KEY, "").encode("utf-8", "surrogateescape")  # any bytes a client sends
+        return bool(self._forward_key) and hmac.compare_digest(sent, self._forward_key)
 
     async def owner_address(self, run_id: str) -> str | None:
         """Where the run's owner is reached; None when this process owns it, nobody does, or
@@ -240,7 +236,7 @@ class Cluster:
         assert self._http is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         headers[FORWARDED] = self.worker_id
-        headers[FORWARD_KEY] = self._forward_key
+        headers[FORWARD_KEY] = self._forward_key.decode()
         body = await request.read()
         try:
             async with self._http.request(request.method, f"http://{address}{request.path_qs}",

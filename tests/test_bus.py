@@ -207,6 +207,9 @@ async def test_a_request_forwarded_to_its_owner_takes_one_token_where_the_client
         resp = await a.get(f"/api/runs/{run}", headers={"Flowstage-Forwarded-By": "w_000000000000"})
         assert resp.status == 200, await resp.text()
     assert (await a.get(f"/api/runs/{run}", headers={"Flowstage-Forwarded-By": "w_000000000000"})).status == 429
+    # A key that is not the cluster's, even one no ASCII comparison takes, is a client's request.
+    odd = await b.get(f"/api/runs/{run}", headers={"Flowstage-Forward-Key": "ключ"})
+    assert odd.status == 429 and odd.content_type == "application/problem+json"
 
 
 async def test_workers_agree_on_the_forwarding_key_again_after_redis_lost_it(
