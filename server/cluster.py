@@ -375,7 +375,7 @@ def owner_layer(cluster: Cluster, engine: Engine) -> Layer:
             return handler
 
         async def owned(request: web.Request) -> web.StreamResponse:
-            if cluster.forwarded(request):
+            if FORWARDED in request.headers:  # forwarded once already: never again (no loops)
                 return await handler(request)
             info = request.match_info
             run_id = await cluster.latest_run(info["id"]) if latest else info["runId"]
