@@ -10,12 +10,13 @@ Usage: python bench/_execute_alone.py WORKFLOW_JSON_FILE [RUNS]
 from __future__ import annotations
 
 import asyncio
-import resource
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 import aiohttp
+from _common import process_cpu
 from aiohttp import web
 
 from flowstage.actors.tuning import tune_gc
@@ -25,11 +26,6 @@ from flowstage.server.keys import ENGINE, STORE
 from flowstage.server.store.common import new_id
 
 CALLERS = 64
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the process
-    return usage.ru_utime + usage.ru_stime
 
 
 async def main(workflow: bytes, runs: int) -> None:
@@ -58,9 +54,9 @@ async def main(workflow: bytes, runs: int) -> None:
 
     await asyncio.gather(*(caller(200) for _ in range(CALLERS)))  # warm up
     per_caller = max(1, runs // CALLERS)
-    before = cpu_seconds()
+    before = process_cpu(os.getpid())  # every thread of the process
     await asyncio.gather(*(caller(per_caller) for _ in range(CALLERS)))
-    used = cpu_seconds() - before
+    used = process_cpu(os.getpid()) - before
     print(f"runs={per_caller * CALLERS} cpu_us_per_run={used / (per_caller * CALLERS) * 1e6:.1f}", flush=True)
     await runner.cleanup()
 
