@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,8 +58,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, cluster_addres
                ) -> web.Application:
     """Build the app: routes behind the edge, CORS, and the start-up and shut-down of the store
     and the engine. Tests pass a `ManualClock` to control time: runs, and the rate limiter's
-    token refill. In test mode server.testmode adds its parts, and the clock is a new
-    ManualClock unless one is given. With `bus = "redis"`, `cluster_address` (host:port) is
+    token refill. In test mode server.testmode adds its parts, the clock is a new
+    ManualClock unless one is given, and the rate limiter counts real time. With `bus = "redis"`, `cluster_address` (host:port) is
     where other processes reach this one (server.cluster; default: the host and port it
     serves on)."""
     if settings.test_mode and clock is None:
@@ -68,7 +69,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None, cluster_addres
     metrics = Metrics()
     buckets = None
     if settings.rate_limit_per_second > 0:
-        buckets = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst, now)
+        # A client's rate is real time. Test mode's clock is the simulation's: it stands still,
+        # jumps and goes back to 0 on a reset, which would lock clients out for good.
+        refill = time.monotonic if settings.test_mode else now
+        buckets = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst, refill)
     app = web.Application(client_max_size=settings.max_request_bytes)
     app[EDGE] = edge = Edge(metrics, buckets)
     app[SETTINGS] = settings

@@ -27,8 +27,9 @@ class TokenBuckets:
 
     @staticmethod
     def applies_to(route: str) -> bool:
-        """Whether requests to `route` (a pattern) take tokens: health checks are free."""
-        return route != "/api/health"
+        """Whether requests to `route` (a pattern) take tokens: health checks and test mode's
+        controls (`/__flowstage/*`, which a harness must always reach) are free."""
+        return route != "/api/health" and not route.startswith("/__flowstage/")
 
     def take(self, client: str) -> float:
         """Take one token; 0.0 when allowed, else the seconds until one is available."""

@@ -3,6 +3,8 @@ a `loc` for every invalid field, throttling and CORS. No client input ever gives
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +294,26 @@ async def test_a_client_over_its_rate_gets_429_with_retry_after(aiohttp_client: 
     assert int(resp.headers["Retry-After"]) >= 1
     # A liveness probe is never throttled.
     assert (await client.get("/api/health")).status == 200
+
+
+async def test_a_test_mode_server_limits_in_real_time_and_never_throttles_its_controls(
+    aiohttp_client: Any, tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path, test_mode=True, rate_limit_per_second=20, rate_limit_burst=3)
+    client = await aiohttp_client(create_app(settings))
+    assert (await client.get("/api/workflows")).status == 200  # at virtual 0
+    assert (await client.post("/__flowstage/clock", json={"advance": 5})).status == 200
+    assert (await client.get("/api/workflows")).status == 200  # at virtual 5
+    assert (await client.post("/__flowstage/reset", json={})).status == 200  # virtual 0 again
+    assert (await client.get("/api/workflows")).status == 200  # the clock going back costs nothing
+    await problem(await client.get("/api/workflows"), 429)  # the burst of 3 is spent
+    for _ in range(20):  # the controls still answer, however throttled the client is
+        assert (await client.post("/__flowstage/clock", json={})).status == 200
+    deadline = time.monotonic() + 5.0
+    while (resp := await client.get("/api/workflows")).status == 429:  # refilled in real time
+        assert time.monotonic() < deadline, "no token came back while the virtual clock stood still"
+        await asyncio.sleep(0.05)
+    assert resp.status == 200
 
 
 async def test_rate_limit_zero_turns_throttling_off(client: Client) -> None:
