@@ -59,9 +59,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, cluster_addres
     """Build the app: routes behind the edge, CORS, and the start-up and shut-down of the store
     and the engine. Tests pass a `ManualClock` to control time: runs, and the rate limiter's
     token refill. In test mode server.testmode adds its parts, the clock is a new
-    ManualClock unless one is given, and the rate limiter counts real time. With `bus = "redis"`, `cluster_address` (host:port) is
-    where other processes reach this one (server.cluster; default: the host and port it
-    serves on)."""
+    ManualClock unless one is given, and the rate limiter counts real time. With
+    `bus = "redis"`, `cluster_address` (host:port) is where other processes reach this one
+    (server.cluster; default: the host and port it serves on)."""
     if settings.test_mode and clock is None:
         clock = ManualClock()
     clock = clock or SystemClock()
