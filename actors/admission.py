@@ -144,12 +144,16 @@ class Admission:
         if errors:
             raise Invalid("Invalid execute parameters", errors)
         plan = self._plan(request.workflow, request.only_node)
-        script = self._script(request, plan)
+        if request.script:
+            errors = check_script(request.script, plan.by_id)
+            if errors:
+                raise Invalid("The script names what this workflow cannot do", errors)
         run_id = request.run_id
         if run_id is None:
             run_id = self._new_run_id()
         elif run_id in self._registry:
             raise Conflict(f"Run {run_id!r} already exists")
+        script = self._script(request, plan)  # after every refusal: it uses up the stage's outcomes
         seed = request.seed
         if seed is None:
             seed = self._new_seed() if self.seeds is None else self.seeds.randrange(_SEED_LIMIT)
@@ -163,15 +167,12 @@ class Admission:
         return first if request.debug is None else run.snapshot()
 
     def _script(self, request: Request, plan: Plan) -> dict[str, ScriptedOutcome]:
-        """The run's scripted outcomes: the script source's, then the execute's own."""
+        """The run's scripted outcomes: the script source's, then the execute's own (checked)."""
         script: dict[str, ScriptedOutcome] = {}
         if self.script_source is not None:
             script.update((node_id, outcome) for node_id, outcome in self.script_source(request.workflow).items()
                           if node_id in plan.by_id)
         if request.script:
-            errors = check_script(request.script, plan.by_id)
-            if errors:
-                raise Invalid("The script names what this workflow cannot do", errors)
             script.update(request.script)
         return script
 

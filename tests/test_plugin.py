@@ -401,6 +401,16 @@ async def test_a_sequence_of_outcome_names(flowstage: Stage) -> None:
     assert states == ["failed", "completed", "completed"]
 
 
+async def test_a_refused_execute_uses_up_no_scripted_outcome(flowstage: Stage) -> None:
+    flowstage.script.node("h").sequence(["fail", "complete"])
+    wf = await flowstage.create_workflow(CHAIN)
+    refused = await flowstage.client.post(f"/api/workflows/{wf['id']}/execute",
+                                          json={"script": {"zz": {"outcome": "hang"}}})
+    assert refused.status == 422
+    # The first run that starts still gets the first outcome.
+    assert (await (await flowstage.execute(wf["id"])).run_until_complete())["state"] == "failed"
+
+
 async def test_matching_globs_node_types(flowstage: Stage) -> None:
     flowstage.script.matching("http_*").fails("offline", after=1.0)
     wf = await flowstage.create_workflow({
