@@ -254,12 +254,14 @@ def test_the_command_exits_2_naming_an_unreachable_server(
 
 @pytest.mark.parametrize("argv", [["--runs", "100001"], ["--duration", "3601"],
                                   ["--concurrency", "0"], ["--nodes", "3", "--shape", "diamond"],
-                                  ["--url", "127.0.0.1:8080"]])
+                                  ["--url", "127.0.0.1:8080"], ["--progress-interval", "0"],
+                                  ["--progress-interval", "-1"], ["--json", "/nonexistent/folder/x.json"]])
 def test_out_of_bounds_options_are_refused_before_anything_is_sent(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(["loadtest", *argv]) == 2
-    assert "flowstage loadtest:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "flowstage loadtest:" in err and argv[0] in err
 
 
 def test_allow_large_lifts_the_bounds() -> None:

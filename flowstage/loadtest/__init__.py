@@ -235,9 +235,9 @@ async def run_loadtest(opts: Options, console: Console | None = None, *,
 
 def command(opts: Options, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None) -> int:
     """Run a test of checked `opts` on a loop made by `loop_factory` (None: asyncio's own):
-    0 when every run was followed with no error, 1 when errors were counted, 130 when
-    interrupted (after the summary). LoadtestError if the test cannot start (`flowstage
-    loadtest` then exits 2)."""
+    0 when no error was counted (a test `--duration` ended included), 1 when errors were
+    counted, 130 when interrupted (after the summary). LoadtestError if the test cannot start
+    (`flowstage loadtest` then exits 2)."""
     # The server's collector settings (actors.tuning), for the same reason: ten thousand
     # connections and runs in flight made CPython's default young collections promote them
     # all and walk them again and again - a third of the tester's CPU at 10,000 in flight.

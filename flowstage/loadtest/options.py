@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+from pathlib import Path
 from typing import Literal
 
 import msgspec
@@ -108,6 +110,12 @@ def check_options(opts: Options) -> None:
         problems.append("--max-retry-wait must be between 0 and 600 seconds")
     if opts.control_sample < 0:
         problems.append("--control-sample must be 0 or more")
+    if not (math.isfinite(opts.progress_interval) and opts.progress_interval > 0):
+        problems.append("--progress-interval must be a positive number of seconds")
+    if opts.json_path:
+        folder = Path(opts.json_path).resolve().parent  # known now, not after the whole test
+        if not (folder.is_dir() and os.access(folder, os.W_OK)):
+            problems.append(f"--json {opts.json_path}: {folder} is not a folder this user can write to")
     if opts.workflow is None:
         least = MIN_NODES[opts.shape]
         if not least <= opts.nodes <= 1000:
