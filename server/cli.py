@@ -44,7 +44,7 @@ def _loop_factory(name: str) -> _LoopFactory | None:
     try:
         import uvloop
     except ImportError:
-        raise _LoopUnavailable("--loop uvloop needs uvloop: pip install -e '.[uvloop]'") from None
+        raise _LoopUnavailable("--loop uvloop needs uvloop: pip install 'flowstage[uvloop]'") from None
     factory: _LoopFactory = uvloop.new_event_loop
     return factory
 
@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # a worker of --workers
     serve.add_argument("--test-mode", action="store_const", const=True,
                        help="virtual time, scripts, a journal and /__flowstage/* (docs/testing.md)")
-    _add_loop_argument(serve, "event loop (uvloop needs: pip install -e '.[uvloop]')")
+    _add_loop_argument(serve, "event loop (uvloop needs: pip install 'flowstage[uvloop]')")
     # Its flags come from _loadtest_parser, once `loadtest` is known to be the command.
     commands.add_parser("loadtest", add_help=False,
                         help="drive a server with concurrent runs and report latency and errors")

@@ -274,7 +274,7 @@ def test_serve_loop_uvloop_without_uvloop_exits_2_with_one_line(
 ) -> None:
     assert cli.main(["serve", "--port", "0", "--storage", "memory", "--data-dir", str(tmp_path),
                      "--loop", "uvloop"]) == 2
-    assert capsys.readouterr().err == "flowstage: --loop uvloop needs uvloop: pip install -e '.[uvloop]'\n"
+    assert capsys.readouterr().err == "flowstage: --loop uvloop needs uvloop: pip install 'flowstage[uvloop]'\n"
     assert served == []
 
 
@@ -285,7 +285,7 @@ def test_loadtest_loop_uvloop_without_uvloop_exits_2_after_checking_its_options(
     # Refused before anything is sent: the URL is never reached.
     assert cli.main(["loadtest", "--url", "http://127.0.0.1:9", "--loop", "uvloop"]) == 2
     assert capsys.readouterr().err == (
-        "flowstage loadtest: --loop uvloop needs uvloop: pip install -e '.[uvloop]'\n")
+        "flowstage loadtest: --loop uvloop needs uvloop: pip install 'flowstage[uvloop]'\n")
     assert cli.main(["loadtest", "--runs", "0", "--loop", "uvloop"]) == 2
     assert capsys.readouterr().err == "flowstage loadtest: --runs must be at least 1\n"
 
