@@ -57,6 +57,7 @@ from flowstage.loadtest.cpu import (
 from flowstage.loadtest.figures import MemoryFigures
 from flowstage.loadtest.http import retry_after_seconds
 from flowstage.loadtest.memory import SAMPLE_S, MemoryWatch, rss_from_metrics
+from flowstage.loadtest.report import render_summary
 from flowstage.loadtest.wire import Pool
 from flowstage.server import cli
 from flowstage.server.app import create_app
@@ -444,6 +445,14 @@ async def test_throttled_requests_are_waited_out_retried_and_counted_apart(
     assert f"throttled: the server answered 429 to {summary.throttled_total} requests" in text
     assert ("To turn throttling off, start the server with rate_limit_per_second = 0 "
             "(FLOWSTAGE_RATE_LIMIT_PER_SECOND=0).") in text
+    assert "not counted as an error" in text
+    # Requests still throttled after their last retry are errors, and the summary says so.
+    gave_up = msgspec.structs.replace(summary, errors={"execute: HTTP 429": 2}, error_total=2)
+    console, out = captured()
+    console.print(render_summary(gave_up))
+    text = flat(out)
+    assert "2 requests still throttled after that gave up and are counted as errors" in text
+    assert "not counted as an error" not in text
 
 
 @pytest.mark.parametrize("follow", ["poll", "run-events"])

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from flowstage.loadtest.figures import FINAL_STATES, Percentiles, Summary, Tally, percentiles
+from flowstage.loadtest.http import MAX_THROTTLED_RETRIES
 
 __all__ = ["NA", "THROTTLING_OFF", "progress", "render_summary"]
 
@@ -107,11 +108,16 @@ def _throttling(summary: Summary) -> str:
     if not summary.throttled_total:
         return "throttled: 0 (the server answered no request 429)"
     phases = ", ".join(f"{phase} {n:,}" for phase, n in summary.throttled.items())
+    # A request still throttled after its last retry failed: it is an error (`HTTP 429`).
+    gave_up = sum(n for kind, n in summary.errors.items() if kind.endswith(": HTTP 429"))
+    outcome = ("not counted as an error" if not gave_up else
+               f"up to {MAX_THROTTLED_RETRIES} times; {gave_up:,} requests still throttled after that "
+               "gave up and are counted as errors (HTTP 429), the other 429s are not")
     return (f"throttled: the server answered 429 to {summary.throttled_total:,} requests "
             f"({phases}) from {_fmt(summary.throttled_first_s)} s to "
             f"{_fmt(summary.throttled_last_s)} s into the test; each was retried after its "
-            f"Retry-After ({summary.throttled_wait_seconds:,.1f} s of waiting in all), not "
-            f"counted as an error. To turn throttling off, {THROTTLING_OFF}.")
+            f"Retry-After ({summary.throttled_wait_seconds:,.1f} s of waiting in all), {outcome}. "
+            f"To turn throttling off, {THROTTLING_OFF}.")
 
 
 def _cpu(summary: Summary) -> str:
