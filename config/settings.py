@@ -110,8 +110,10 @@ def load_settings(
     config_file: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    overrides_source: str = "command line",
 ) -> Settings:
-    """Defaults, then `config_file`, then the environment, then `overrides` (CLI flags)."""
+    """Defaults, then `config_file`, then the environment, then `overrides` (CLI flags; errors
+    in them are said to come from `overrides_source`)."""
     merged: dict[str, Any] = {}
     layers: list[tuple[str, Mapping[str, Any]]] = [(str(DEFAULTS_FILE), defaults())]
     if config_file is not None:
@@ -123,7 +125,7 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"{config_file}: {exc}") from None
     layers.append(("environment", _from_env(environ or {})))
-    layers.append(("command line", {k: v for k, v in (overrides or {}).items() if v is not None}))
+    layers.append((overrides_source, {k: v for k, v in (overrides or {}).items() if v is not None}))
     for source, layer in layers:
         _check({**merged, **layer}, source)
         merged.update(layer)

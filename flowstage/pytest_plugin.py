@@ -90,7 +90,7 @@ def stage_settings(options: StageOptions, data_dir: Path) -> Settings:
     }
     base.update(options.settings)
     base["autojump"] = options.time == "autojump"
-    return load_settings(overrides=base)
+    return load_settings(overrides=base, overrides_source="the flowstage marker or flowstage_* ini options")
 
 
 class _Errors(logging.Handler):

@@ -14,12 +14,15 @@ import json
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from flowstage.config.settings import SettingsError
+from flowstage.pytest_plugin import StageOptions, stage_settings
 from flowstage.simulation.timefmt import iso_ms, parse_iso
 from flowstage.testing import LiveServer, RunHandle, Script, Stage, StageError, StageStalled, VirtualClock
 
@@ -855,6 +858,13 @@ def test_the_live_server_is_reset_between_tests(flowstage_live: LiveServer) -> N
 def test_the_live_server_refuses_a_realtime_marker(request: pytest.FixtureRequest) -> None:
     with pytest.raises(pytest.UsageError, match="only seed= and time='manual'"):
         request.getfixturevalue("flowstage_live")
+
+
+@pytest.mark.parametrize("options", [StageOptions(settings={"no_such_setting": 1}), StageOptions(speed=-1.0)])
+def test_bad_stage_settings_name_where_they_came_from(options: StageOptions, tmp_path: Path) -> None:
+    # Not "command line": the user wrote them in a marker or an ini option.
+    with pytest.raises(SettingsError, match=r"^the flowstage marker or flowstage_\* ini options: "):
+        stage_settings(options, tmp_path)
 
 
 # --- what must fail a user's test (a pytester session of its own) -----------------------------
