@@ -177,7 +177,7 @@ async def test_batch_starts_runs_with_count_and_follows_every_one(server: TestSe
     assert (summary.runs.started, summary.runs.completed, len(records)) == (23, 23, 23)
     assert summary.execute_latency_ms.count == 3
     assert summary.makespan_ms.count == 21  # the two paused and resumed are kept out
-    timed = summary.control_latency_ms["pause"].count if "pause" in summary.control_latency_ms else 0
+    timed = summary.control_latency_ms["pause"].count
     assert timed + summary.control_too_late == 2  # the first two runs of the first batch
     assert summary.error_total == 0
 
@@ -506,6 +506,10 @@ async def test_what_was_not_measured_shows_as_na(server: TestServer) -> None:
     assert re.search(r"events/s +n/a", text)
     assert re.search(r"makespan \(client\), failed +0 +n/a", text)
     assert "server n/a" in text
+    # No control was timed: the JSON still has both, with nulls (not missing, not 0).
+    controls = msgspec.to_builtins(summary)["controlLatencyMs"]
+    assert controls == {a: {"count": 0, "p50": None, "p95": None, "p99": None, "max": None, "mean": None}
+                        for a in ("pause", "resume")}
 
 
 async def test_the_cpu_line_is_printed_and_a_server_in_this_process_is_not_measured(

@@ -260,7 +260,7 @@ def summarize(opts: Options, tally: Tally, workflow_ids: list[str], ideal: Ideal
         makespan_ms=percentiles([v for vs in tally.makespan_ms.values() for v in vs]),
         client_makespan_ms=percentiles([v for vs in tally.client_ms.values() for v in vs]),
         execute_latency_ms=percentiles(tally.execute_ms),
-        control_latency_ms={k: percentiles(v) for k, v in tally.control_ms.items() if v},
+        control_latency_ms={k: percentiles(v) for k, v in tally.control_ms.items()},  # unmeasured: count 0, nulls
         control_too_late=tally.control_too_late,
         errors=dict(sorted(tally.errors.items())), error_total=sum(tally.errors.values()),
         follow=follow,

@@ -182,7 +182,8 @@ def render_summary(summary: Summary) -> Group:
             row(f"makespan ({side}), {state}", by_state[state])
     row("execute POST", summary.execute_latency_ms)
     for action, p in summary.control_latency_ms.items():
-        row(f"{action} POST", p)
+        if p.count:  # only with --control-sample
+            row(f"{action} POST", p)
     notes = [f"ideal = critical path {' > '.join(summary.ideal.critical_path)} = "
              f"{summary.ideal.ms_at_speed_1:,.1f} ms / speed {summary.speed:g} "
              f"({summary.ideal.estimate})"]
