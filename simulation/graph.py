@@ -188,11 +188,11 @@ def _stored_links_refused(exc: Invalid, stored: Sequence[ConnectionIn | Connecti
     errors = []
     for error in exc.errors:
         if error.loc[:2] == ("body", "connections"):
-            index, *fields = error.loc[2:]
-            link = stored[index] if isinstance(index, int) else None
-            about = f"the stored connection {link.id!r}" if link is not None else "a stored connection"
+            index, *fields = error.loc[2:]  # build_graph's connection_loc: ("body", field, i)
             what = f" ({fields[0]})" if fields else ""
-            error = FieldError(("body", "nodes"), f"{about}{what}: {error.msg}; send connections too")
+            error = FieldError(("body", "nodes"),
+                               f"the stored connection {stored[int(index)].id!r}{what}: {error.msg}; "
+                               "send connections too")
         errors.append(error)
     return Invalid(exc.detail if len(errors) > 1 else errors[0].msg, errors)
 
